@@ -1,0 +1,175 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ItemErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITEM_ERROR_REASON_UNSPECIFIED: _ClassVar[ItemErrorReason]
+    ITEM_ERROR_REASON_EMPTY: _ClassVar[ItemErrorReason]
+    ITEM_ERROR_REASON_NOT_AN_IMAGE: _ClassVar[ItemErrorReason]
+    ITEM_ERROR_REASON_CORRUPT_IMAGE: _ClassVar[ItemErrorReason]
+    ITEM_ERROR_REASON_TOO_MANY_BYTES: _ClassVar[ItemErrorReason]
+    ITEM_ERROR_REASON_TOO_MANY_PIXELS: _ClassVar[ItemErrorReason]
+    ITEM_ERROR_REASON_TOO_SMALL: _ClassVar[ItemErrorReason]
+    ITEM_ERROR_REASON_TEXT_TOO_LONG: _ClassVar[ItemErrorReason]
+    ITEM_ERROR_REASON_INTERNAL: _ClassVar[ItemErrorReason]
+ITEM_ERROR_REASON_UNSPECIFIED: ItemErrorReason
+ITEM_ERROR_REASON_EMPTY: ItemErrorReason
+ITEM_ERROR_REASON_NOT_AN_IMAGE: ItemErrorReason
+ITEM_ERROR_REASON_CORRUPT_IMAGE: ItemErrorReason
+ITEM_ERROR_REASON_TOO_MANY_BYTES: ItemErrorReason
+ITEM_ERROR_REASON_TOO_MANY_PIXELS: ItemErrorReason
+ITEM_ERROR_REASON_TOO_SMALL: ItemErrorReason
+ITEM_ERROR_REASON_TEXT_TOO_LONG: ItemErrorReason
+ITEM_ERROR_REASON_INTERNAL: ItemErrorReason
+
+class Embedding(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ItemError(_message.Message):
+    __slots__ = ("reason", "code", "message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: ItemErrorReason
+    code: int
+    message: str
+    def __init__(self, reason: _Optional[_Union[ItemErrorReason, str]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ImageInput(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class ImageResult(_message.Message):
+    __slots__ = ("embedding", "error")
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    embedding: Embedding
+    error: ItemError
+    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
+class EmbedImagesRequest(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageInput]
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ...) -> None: ...
+
+class EmbedImagesResponse(_message.Message):
+    __slots__ = ("results", "model_fingerprint")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ImageResult]
+    model_fingerprint: str
+    def __init__(self, results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+
+class TextInput(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class TextResult(_message.Message):
+    __slots__ = ("embedding", "error", "truncated", "token_count")
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    embedding: Embedding
+    error: ItemError
+    truncated: bool
+    token_count: int
+    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., truncated: _Optional[bool] = ..., token_count: _Optional[int] = ...) -> None: ...
+
+class EmbedTextsRequest(_message.Message):
+    __slots__ = ("texts",)
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedCompositeFieldContainer[TextInput]
+    def __init__(self, texts: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ...) -> None: ...
+
+class EmbedTextsResponse(_message.Message):
+    __slots__ = ("results", "model_fingerprint")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TextResult]
+    model_fingerprint: str
+    def __init__(self, results: _Optional[_Iterable[_Union[TextResult, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+
+class StreamEmbedImagesRequest(_message.Message):
+    __slots__ = ("id", "image")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    image: ImageInput
+    def __init__(self, id: _Optional[str] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ...) -> None: ...
+
+class StreamEmbedImagesResponse(_message.Message):
+    __slots__ = ("id", "index", "result", "model_fingerprint")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    index: int
+    result: ImageResult
+    model_fingerprint: str
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[ImageResult, _Mapping]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_items_per_request", "max_image_bytes", "max_image_pixels", "min_image_side", "max_text_chars", "max_message_bytes")
+    MAX_ITEMS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MIN_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_items_per_request: int
+    max_image_bytes: int
+    max_image_pixels: int
+    min_image_side: int
+    max_text_chars: int
+    max_message_bytes: int
+    def __init__(self, max_items_per_request: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., min_image_side: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model_name", "fingerprint", "embedding_dim", "image_size", "context_length", "execution_provider", "execution_providers", "precision", "max_batch_size", "limits")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    fingerprint: str
+    embedding_dim: int
+    image_size: int
+    context_length: int
+    execution_provider: str
+    execution_providers: _containers.RepeatedScalarFieldContainer[str]
+    precision: str
+    max_batch_size: int
+    limits: Limits
+    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., execution_provider: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+
+class GetModelInfoResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelInfo
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
