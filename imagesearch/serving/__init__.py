@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by both services: handlers, interceptors, logging, server set-up."""

@@ -1,0 +1,95 @@
+"""Building, securing and running a grpc.aio server: shared by both services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert_file: Path
+    key_file: Path
+    # When set, clients must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: Path | None = None
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        ca = self.client_ca_file.read_bytes() if self.client_ca_file else None
+        return grpc.ssl_server_credentials(
+            [(self.key_file.read_bytes(), self.cert_file.read_bytes())],
+            root_certificates=ca, require_client_auth=ca is not None)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str
+    port: int
+    max_message_bytes: int
+    tls: TlsFiles | None = None
+    # Clients reconnect after this age, so new replicas behind a headless Service get traffic.
+    max_connection_age_s: float | None = None
+
+
+def create_server(
+    options: ServerOptions, interceptors: Sequence[grpc.aio.ServerInterceptor],
+) -> tuple[grpc.aio.Server, int]:
+    """Creates the server and binds its port (0 picks a free one); returns both."""
+    channel_options = [
+        ("grpc.max_receive_message_length", options.max_message_bytes),
+        ("grpc.max_send_message_length", options.max_message_bytes),
+    ]
+    if options.max_connection_age_s:
+        age_ms = int(options.max_connection_age_s * 1000)
+        channel_options += [("grpc.max_connection_age_ms", age_ms),
+                            ("grpc.max_connection_age_grace_ms", 30_000)]
+    server = grpc.aio.server(interceptors=list(interceptors), options=channel_options)
+    address = f"{options.host}:{options.port}"
+    if options.tls is not None:
+        port = server.add_secure_port(address, options.tls.server_credentials())
+    else:
+        port = server.add_insecure_port(address)
+    return server, port
+
+
+def add_health_and_reflection(server: grpc.aio.Server,
+                              service_names: Sequence[str]) -> health.aio.HealthServicer:
+    """Standard grpc.health.v1, starting NOT_SERVING, plus server reflection."""
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    return health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer,
+                      service_names: Sequence[str], serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ("", *service_names):
+        await health_servicer.set(name, status)
+
+
+async def wait_for_termination_signal() -> None:
+    """Returns on SIGTERM or SIGINT (Kubernetes sends SIGTERM before killing a pod)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
