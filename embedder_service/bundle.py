@@ -1,0 +1,172 @@
+"""The model bundle: one directory with both towers as ONNX graphs, the tokenizer and a manifest.
+
+Layout (written by embedder_service.export, read here):
+
+    manifest.json        what follows, validated by `Manifest`
+    tokenizer.json.gz    a Hugging Face `tokenizers` file (CLIP BPE or any other), gzipped
+    image_fp32.onnx      pixel_values float32 [N, 3, S, S] -> embedding float32 [N, D]
+    text_fp32.onnx       input_ids int64 [N, L] -> embedding float32 [N, D], L <= context_length
+    image_int8.onnx ...  optional precision variants with the same inputs and outputs
+
+Every file is listed in the manifest with its size and SHA-256, so a partial copy or a corrupt
+file is caught at start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from embedder_service.errors import BundleError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageConfig(_Strict):
+    size: int = Field(gt=0, description="Side of the square input, in pixels.")
+    resize_mode: Literal["shortest"] = "shortest"
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class TokenizerConfig(_Strict):
+    # A `tokenizers` JSON file; gzip-compressed when the name ends in .gz.
+    file: str = "tokenizer.json.gz"
+    # Text cleaning before tokenisation, as open_clip names it: "lower" (CLIP BPE) or
+    # "whitespace" (case-sensitive Hugging Face tokenizers).
+    clean: Literal["lower", "whitespace"]
+    bos_id: int = Field(ge=0)
+    eos_id: int = Field(ge=0)
+    pad_id: int = Field(ge=0)
+
+
+class TextConfig(_Strict):
+    context_length: int = Field(gt=2)
+    tokenizer: TokenizerConfig
+
+
+class FileEntry(_Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class Variant(_Strict):
+    image: str
+    text: str
+
+
+class Manifest(_Strict):
+    format_version: Literal[1]
+    model_name: str = Field(min_length=1)
+    architecture: str
+    pretrained: str | None = None
+    embedding_dim: int = Field(gt=0)
+    image: ImageConfig
+    text: TextConfig
+    variants: dict[Precision, Variant]
+    files: dict[str, FileEntry]
+    fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class Bundle:
+    """A validated bundle on disk."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def variant(self, precision: Precision) -> Variant:
+        try:
+            return self.manifest.variants[precision]
+        except KeyError:
+            have = ", ".join(sorted(self.manifest.variants))
+            raise BundleError(
+                f"{self.root / MANIFEST_NAME}: no {precision} variant in this bundle "
+                f"(it has: {have})"
+            ) from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_bundle(root: Path, *, verify_checksums: bool = True) -> Bundle:
+    """Reads and checks a bundle; raises BundleError naming the file and the fault."""
+    root = root.expanduser().resolve()
+    if not root.is_dir():
+        raise BundleError(f"{root}: model bundle directory does not exist")
+    manifest = _read_manifest(root / MANIFEST_NAME)
+    _check_references(root, manifest)
+    for name, entry in manifest.files.items():
+        _check_file(root / name, entry, verify_checksums)
+    return Bundle(root, manifest)
+
+
+def _read_manifest(path: Path) -> Manifest:
+    if not path.is_file():
+        raise BundleError(f"{path}: manifest is missing; is this a model bundle directory?")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{path}: manifest is not valid JSON ({err})") from None
+    if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: format_version {raw.get('format_version')!r} is not supported "
+            f"(this server reads {FORMAT_VERSION})"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise BundleError(f"{path}: manifest is invalid: {problems}") from None
+
+
+def _check_references(root: Path, manifest: Manifest) -> None:
+    referenced = {manifest.text.tokenizer.file}
+    for variant in manifest.variants.values():
+        referenced.update((variant.image, variant.text))
+    for name in sorted(referenced | set(manifest.files)):
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{root / MANIFEST_NAME}: file name {name!r} leaves the bundle")
+    unlisted = referenced - set(manifest.files)
+    if unlisted:
+        raise BundleError(
+            f"{root / MANIFEST_NAME}: files {sorted(unlisted)} are used but have no checksum entry"
+        )
+
+
+def _check_file(path: Path, entry: FileEntry, verify_checksums: bool) -> None:
+    if not path.is_file():
+        raise BundleError(f"{path}: file is missing (the bundle is partial; copy it again)")
+    size = path.stat().st_size
+    if size != entry.bytes:
+        raise BundleError(
+            f"{path}: file is {size} bytes, the manifest says {entry.bytes} "
+            "(truncated or replaced; copy the bundle again)"
+        )
+    if verify_checksums:
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise BundleError(
+                f"{path}: file is corrupt: SHA-256 is {actual}, the manifest says {entry.sha256}"
+            )

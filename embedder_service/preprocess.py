@@ -1,0 +1,228 @@
+"""CLIP image preprocessing in Pillow and numpy, matching open_clip's eval transform.
+
+open_clip does: Resize(shortest side, bicubic) -> CenterCrop -> convert("RGB") -> ToTensor ->
+Normalize, with torchvision running Pillow's own resize on PIL images. We compute the same
+pixels with one Pillow call: `resize(box=...)` over just the region the centre crop keeps. Pillow
+places the filter taps from the box's coordinates in the source, so the output is identical to
+resize-then-crop, while work and memory stay bounded by the output size (a 2 x 60000 strip
+would otherwise be resized to 224 x 6.7 million pixels first).
+
+Decoding is hardened: size and pixel limits are checked from the header before any pixel is
+decoded, only the formats we document are opened, and large JPEGs decode at a reduced DCT scale
+(draft mode) that stays at least `draft_margin` times the output size.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from embedder_service.bundle import ImageConfig
+
+# Pillow plugin ids (JPEG also opens multi-picture MPO files, BMP also DIB).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+# Modes Pillow resizes natively; anything else is first converted to one of these.
+_RESIZABLE_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "LA", "CMYK"})
+_NEAREST_MODES = frozenset({"1", "P"})
+_WHITE = (255, 255, 255, 255)
+
+
+class Rejection(Enum):
+    EMPTY = "empty"
+    NOT_AN_IMAGE = "not_an_image"
+    CORRUPT = "corrupt"
+    TOO_MANY_BYTES = "too_many_bytes"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    TOO_SMALL = "too_small"
+
+
+class ImageRejected(Exception):
+    """The bytes cannot be embedded; `reason` is machine-readable, the message is for callers."""
+
+    def __init__(self, reason: Rejection, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    min_side: int = 2
+
+
+class ImagePreprocessor:
+    """Turns encoded image bytes into a normalised float32 CHW array. Thread-safe."""
+
+    def __init__(
+        self,
+        config: ImageConfig,
+        limits: ImageLimits,
+        *,
+        jpeg_draft: bool = True,
+        draft_margin: float = 2.0,
+    ) -> None:
+        self._size = config.size
+        self._resample = _RESAMPLE[config.interpolation]
+        std = np.asarray(config.std, dtype=np.float32)
+        # (x / 255 - mean) / std folded into one multiply-add per value.
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._offset = (-np.asarray(config.mean, dtype=np.float32) / std).astype(np.float32)
+        self._limits = limits
+        self._jpeg_draft = jpeg_draft
+        self._draft_margin = draft_margin
+
+    @property
+    def limits(self) -> ImageLimits:
+        return self._limits
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        image = self._open(data)
+        try:
+            return self._pixels(image)
+        finally:
+            image.close()
+
+    def _open(self, data: bytes) -> Image.Image:
+        if not data:
+            raise ImageRejected(Rejection.EMPTY, "image has zero bytes")
+        if len(data) > self._limits.max_bytes:
+            raise ImageRejected(
+                Rejection.TOO_MANY_BYTES,
+                f"image is {len(data)} bytes; the limit is {self._limits.max_bytes}",
+            )
+        try:
+            # Only our formats' decoders are reachable: less attack surface than all of Pillow's.
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+        except UnidentifiedImageError:
+            raise ImageRejected(
+                Rejection.NOT_AN_IMAGE,
+                "bytes are not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+            ) from None
+        except Image.DecompressionBombError as err:
+            raise self._too_many_pixels(None, str(err)) from None
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageRejected(Rejection.CORRUPT, f"image header is corrupt: {err}") from None
+        self._check_header(image)
+        return image
+
+    def _check_header(self, image: Image.Image) -> None:
+        width, height = image.size
+        if width * height > self._limits.max_pixels:
+            image.close()
+            raise self._too_many_pixels((width, height))
+        if min(width, height) < self._limits.min_side:
+            image.close()
+            raise ImageRejected(
+                Rejection.TOO_SMALL,
+                f"image is {width}x{height} pixels; each side must be at least "
+                f"{self._limits.min_side}",
+            )
+
+    def _too_many_pixels(self, size: tuple[int, int] | None, pillow_error: str = ""
+                         ) -> ImageRejected:
+        # Pillow refuses images far over its own limit while opening them, before we can read
+        # the size; its message still carries the pixel count.
+        counted = re.search(r"\((\d+) pixels\)", pillow_error)
+        shown = (f"{size[0]}x{size[1]} pixels" if size
+                 else f"{counted.group(1)} pixels" if counted else "too many pixels")
+        return ImageRejected(
+            Rejection.TOO_MANY_PIXELS,
+            f"image is {shown}; the limit is {self._limits.max_pixels} pixels",
+        )
+
+    def from_image(self, image: Image.Image) -> np.ndarray:
+        """Preprocesses an already decoded image (used by the trainer and tests)."""
+        return self._normalise(self._resize_and_flatten(_resizable(image)))
+
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        try:
+            self._maybe_draft(image)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            rgb = self._resize_and_flatten(_resizable(upright))
+        except Image.DecompressionBombError as err:
+            raise self._too_many_pixels(None, str(err)) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise ImageRejected(
+                Rejection.CORRUPT, f"{image.format} image is truncated or corrupt: {err}"
+            ) from None
+        return self._normalise(rgb)
+
+    def _normalise(self, rgb: Image.Image) -> np.ndarray:
+        array = np.asarray(rgb, dtype=np.float32)
+        array = array * self._scale + self._offset
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+    def _maybe_draft(self, image: Image.Image) -> None:
+        """Lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the output stays large enough."""
+        if not self._jpeg_draft or image.format not in ("JPEG", "MPO"):
+            return
+        factor = int(min(image.size) / (self._size * self._draft_margin))
+        if factor >= 2:
+            width, height = image.size
+            image.draft(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+
+    def _resize_and_flatten(self, image: Image.Image) -> Image.Image:
+        # Resize first, in the image's own mode, as open_clip does: Pillow resizes palette
+        # images with nearest-neighbour, so converting first would change the result.
+        resized = self._resize_crop(image)
+        if _has_alpha(resized):
+            rgba = resized.convert("RGBA")
+            flattened = Image.new("RGBA", rgba.size, _WHITE)
+            flattened.alpha_composite(rgba)
+            return flattened.convert("RGB")
+        return resized.convert("RGB")
+
+    def _resize_crop(self, image: Image.Image) -> Image.Image:
+        """torchvision's Resize(shortest side) + CenterCrop, computed on the kept region only."""
+        width, height = image.size
+        size = self._size
+        # torchvision: the short side becomes `size`, the long one is truncated with int().
+        if width <= height:
+            new_w, new_h = size, int(size * height / width)
+        else:
+            new_w, new_h = int(size * width / height), size
+        top = round((new_h - size) / 2.0)
+        left = round((new_w - size) / 2.0)
+        if image.mode in _NEAREST_MODES and new_w * new_h <= 4 * size * size:
+            # Pillow resizes these modes nearest-neighbour, where the box's float offsets can
+            # pick the neighbouring source pixel; resize-then-crop is exact and cheap here.
+            full = image.resize((new_w, new_h), self._resample)
+            return full.crop((left, top, left + size, top + size))
+        sx, sy = width / new_w, height / new_h
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        return image.resize((size, size), self._resample, box=box)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+
+
+def _resizable(image: Image.Image) -> Image.Image:
+    """Brings exotic modes (16-bit, float, PA, YCbCr...) to a mode Pillow resizes natively."""
+    if image.mode in _RESIZABLE_MODES:
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        return _to_8bit_gray(image)
+    if image.mode == "PA":
+        return image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _to_8bit_gray(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        # Float images are conventionally in [0, 1]; anything larger is taken as 8-bit.
+        scaled = values * 255.0 if values.max(initial=0.0) <= 1.0 else values
+    else:
+        # 16-bit data fills 0..65535; 65535 / 257 = 255 maps the full range onto 8 bits.
+        scaled = values / 257.0
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
