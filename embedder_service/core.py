@@ -1,0 +1,236 @@
+"""The embedder core: bytes and strings in, unit vectors or per-item failures out. No grpc here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from embedder_service.batcher import BatchObserver, DynamicBatcher
+from embedder_service.bundle import Bundle, Precision
+from embedder_service.errors import BatchTooLarge, EmptyBatch, ModelNotReady
+from embedder_service.preprocess import ImagePreprocessor, ImageRejected, Rejection
+from embedder_service.runtime import Tower
+from embedder_service.tokenizer import TextTokenizer, TokenizedText
+
+log = logging.getLogger(__name__)
+
+
+class FailureReason(Enum):
+    EMPTY = "empty"
+    NOT_AN_IMAGE = "not_an_image"
+    CORRUPT_IMAGE = "corrupt_image"
+    TOO_MANY_BYTES = "too_many_bytes"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    TOO_SMALL = "too_small"
+    TEXT_TOO_LONG = "text_too_long"
+    INTERNAL = "internal"
+
+
+_FROM_REJECTION = {
+    Rejection.EMPTY: FailureReason.EMPTY,
+    Rejection.NOT_AN_IMAGE: FailureReason.NOT_AN_IMAGE,
+    Rejection.CORRUPT: FailureReason.CORRUPT_IMAGE,
+    Rejection.TOO_MANY_BYTES: FailureReason.TOO_MANY_BYTES,
+    Rejection.TOO_MANY_PIXELS: FailureReason.TOO_MANY_PIXELS,
+    Rejection.TOO_SMALL: FailureReason.TOO_SMALL,
+}
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    reason: FailureReason
+    message: str
+
+    @property
+    def status_name(self) -> str:
+        return "INTERNAL" if self.reason is FailureReason.INTERNAL else "INVALID_ARGUMENT"
+
+
+INTERNAL_FAILURE = ItemFailure(FailureReason.INTERNAL, "internal error while embedding this item")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    embedding: np.ndarray | None = None
+    failure: ItemFailure | None = None
+    truncated: bool = False
+    token_count: int = 0
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    max_batch_size: int = 32
+    max_delay_s: float = 0.005
+    max_inflight: int = 1
+    max_queue: int = 8192
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_items: int = 256
+    max_text_chars: int = 16384
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    model_name: str
+    fingerprint: str
+    embedding_dim: int
+    image_size: int
+    context_length: int
+    providers: list[str]
+    precision: Precision
+    max_batch_size: int
+
+
+class Embedder:
+    def __init__(
+        self,
+        bundle: Bundle,
+        precision: Precision,
+        towers: tuple[Tower, Tower],
+        preprocessor: ImagePreprocessor,
+        tokenizer: TextTokenizer,
+        *,
+        batching: BatchingOptions,
+        limits: RequestLimits,
+        decode_threads: int,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._image_tower, self._text_tower = towers
+        self._preprocess = preprocessor
+        self._tokenizer = tokenizer
+        self._batching = batching
+        self.limits = limits
+        self.image_limits = preprocessor.limits
+        self.description = ModelDescription(
+            model_name=bundle.manifest.model_name, fingerprint=bundle.manifest.fingerprint,
+            embedding_dim=bundle.manifest.embedding_dim, image_size=bundle.manifest.image.size,
+            context_length=bundle.manifest.text.context_length,
+            providers=self._image_tower.providers, precision=precision,
+            max_batch_size=batching.max_batch_size,
+        )
+        # Decoding and tokenising are CPU-bound and release the GIL in Pillow/Rust; they get a
+        # pool of their own so they never wait behind model calls (and never block the loop).
+        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._observer = observer
+        self._image_batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
+        self._text_batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        batchers = (self._image_batcher, self._text_batcher)
+        return sum(b.queue_depth for b in batchers if b is not None)
+
+    def warm_up(self) -> None:
+        """Runs both towers at the smallest and largest batch (blocking; call off the loop)."""
+        size, dim = self.description.image_size, self.description.embedding_dim
+        for batch in sorted({1, self._batching.max_batch_size}):
+            pixels = np.zeros((batch, 3, size, size), dtype=np.float32)
+            ids = self._tokenizer.pad([t.ids for t in self._tokenizer.encode_batch(["a"] * batch)])
+            for output in (self._image_tower.run(pixels), self._text_tower.run(ids)):
+                if output.shape != (batch, dim):
+                    raise ModelNotReady(f"model produced shape {output.shape}, expected "
+                                        f"{(batch, dim)}")
+
+    def start(self) -> None:
+        b = self._batching
+        self._image_batcher = DynamicBatcher(
+            "image", self._run_images, max_batch_size=b.max_batch_size, max_delay_s=b.max_delay_s,
+            max_inflight=b.max_inflight, max_queue=b.max_queue, observer=self._observer)
+        self._text_batcher = DynamicBatcher(
+            "text", self._run_texts, max_batch_size=b.max_batch_size, max_delay_s=b.max_delay_s,
+            max_inflight=b.max_inflight, max_queue=b.max_queue, observer=self._observer)
+        self._image_batcher.start()
+        self._text_batcher.start()
+
+    async def close(self) -> None:
+        for batcher in (self._image_batcher, self._text_batcher):
+            if batcher is not None:
+                await batcher.close()
+        self._decode_pool.shutdown(wait=True)
+
+    def _run_images(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self._image_tower.run(np.stack(pixels)))
+
+    def _run_texts(self, ids: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self._text_tower.run(self._tokenizer.pad(ids)))
+
+    def check_batch(self, count: int, kind: str) -> None:
+        if count == 0:
+            raise EmptyBatch(f"request has no {kind}; send 1 to {self.limits.max_items}")
+        if count > self.limits.max_items:
+            raise BatchTooLarge(
+                f"request has {count} {kind}; the limit is {self.limits.max_items} per request "
+                "(split the batch, or use StreamEmbedImages for bulk work)")
+
+    async def embed_images(self, images: Sequence[bytes]) -> list[Outcome]:
+        self.check_batch(len(images), "images")
+        return list(await asyncio.gather(*(self.embed_image(data) for data in images)))
+
+    async def embed_image(self, data: bytes) -> Outcome:
+        batcher = self._require(self._image_batcher)
+        loop = asyncio.get_running_loop()
+        try:
+            pixels = await loop.run_in_executor(self._decode_pool, self._preprocess, data)
+        except ImageRejected as rejected:
+            return Outcome(failure=ItemFailure(_FROM_REJECTION[rejected.reason], str(rejected)))
+        except Exception:
+            log.exception("image preprocessing failed")
+            return Outcome(failure=INTERNAL_FAILURE)
+        return await self._embed(batcher, pixels)
+
+    async def embed_texts(self, texts: Sequence[str]) -> list[Outcome]:
+        self.check_batch(len(texts), "texts")
+        batcher = self._require(self._text_batcher)
+        failures = [self._text_failure(text) for text in texts]
+        valid = [text for text, failure in zip(texts, failures, strict=True) if failure is None]
+        loop = asyncio.get_running_loop()
+        encoded = iter(await loop.run_in_executor(
+            self._decode_pool, self._tokenizer.encode_batch, valid) if valid else [])
+        pending = [self._embed_text(batcher, next(encoded)) if failure is None
+                   else _failed(failure) for failure in failures]
+        return list(await asyncio.gather(*pending))
+
+    def _text_failure(self, text: str) -> ItemFailure | None:
+        if TextTokenizer.is_blank(text):
+            return ItemFailure(FailureReason.EMPTY, "text is empty or only whitespace")
+        if len(text) > self.limits.max_text_chars:
+            return ItemFailure(
+                FailureReason.TEXT_TOO_LONG,
+                f"text has {len(text)} characters; the limit is {self.limits.max_text_chars} "
+                f"(the model reads at most {self.description.context_length} tokens anyway)")
+        return None
+
+    async def _embed_text(self, batcher: DynamicBatcher[np.ndarray, np.ndarray],
+                          tokens: TokenizedText) -> Outcome:
+        outcome = await self._embed(batcher, tokens.ids)
+        return Outcome(outcome.embedding, outcome.failure, tokens.truncated, len(tokens.ids))
+
+    async def _embed(self, batcher: DynamicBatcher[np.ndarray, np.ndarray],
+                     payload: np.ndarray) -> Outcome:
+        try:
+            return Outcome(embedding=await batcher.submit(payload))
+        except ModelNotReady:
+            raise
+        except Exception:
+            log.exception("model call failed")
+            return Outcome(failure=INTERNAL_FAILURE)
+
+    @staticmethod
+    def _require(
+        batcher: DynamicBatcher[np.ndarray, np.ndarray] | None,
+    ) -> DynamicBatcher[np.ndarray, np.ndarray]:
+        if batcher is None:
+            raise ModelNotReady("the model is still loading; retry shortly")
+        return batcher
+
+
+async def _failed(failure: ItemFailure) -> Outcome:
+    return Outcome(failure=failure)

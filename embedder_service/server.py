@@ -1,0 +1,185 @@
+"""Wires the embedder service together and owns its start and stop.
+
+Start-up order: the port opens first with health NOT_SERVING (so probes and clients get a
+clear answer while the model loads), then the bundle is checked, sessions are created and
+warmed up off the event loop, and only then does health turn SERVING. A bad bundle or an
+unusable required GPU stops start-up with a message naming the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, start_http_server
+
+from embedder_service.bundle import Bundle, Precision, load_bundle
+from embedder_service.core import BatchingOptions, Embedder, RequestLimits
+from embedder_service.errors import BundleError, ProviderError
+from embedder_service.metrics import EmbedderMetrics
+from embedder_service.preprocess import ImageLimits, ImagePreprocessor
+from embedder_service.runtime import GPU_PROVIDERS, RuntimeOptions, Tower, select_providers
+from embedder_service.servicer import EmbedderHolder, EmbedderServicer
+from embedder_service.settings import EmbedderSettings
+from embedder_service.tokenizer import TextTokenizer
+from imagesearch.embedder.v1 import embedder_pb2
+from imagesearch.serving import grpc_server
+from imagesearch.serving.handlers import generic_handler
+from imagesearch.serving.interceptors import (
+    ErrorInterceptor,
+    ObservabilityInterceptor,
+    ServerMetrics,
+)
+from imagesearch.serving.logs import configure_logging
+
+log = logging.getLogger(__name__)
+SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]
+
+
+def choose_precision(settings: EmbedderSettings, bundle: Bundle) -> Precision:
+    if settings.precision != "auto":
+        return settings.precision
+    on_gpu = select_providers(tuple(settings.providers))[0] in GPU_PROVIDERS
+    return "fp16" if on_gpu and "fp16" in bundle.manifest.variants else "fp32"
+
+
+def load_embedder(settings: EmbedderSettings, metrics: EmbedderMetrics) -> Embedder:
+    """Loads, checks and warms up the model (blocking: seconds to minutes)."""
+    bundle = load_bundle(settings.bundle, verify_checksums=settings.verify_checksums)
+    precision = choose_precision(settings, bundle)
+    variant = bundle.variant(precision)
+    options = RuntimeOptions(
+        providers=tuple(settings.providers), require_gpu=settings.require_gpu,
+        intra_op_threads=settings.intra_op_threads, device_id=settings.gpu_device_id,
+        trt_cache_dir=settings.trt_cache_dir, trt_fp16=precision == "fp16",
+        max_batch_size=settings.max_batch_size)
+    m = bundle.manifest
+    image_tower = Tower(bundle.path(variant.image), options, _image_profile(m.image.size,
+                                                                           settings.max_batch_size))
+    text_tower = Tower(bundle.path(variant.text), options, _text_profile(m.text.context_length,
+                                                                        settings.max_batch_size))
+    if precision == "fp16" and image_tower.provider not in GPU_PROVIDERS:
+        raise ProviderError("fp16 graphs need a GPU (ONNX Runtime's CPU provider cannot run "
+                            "them); serve fp32 or int8 on CPU")
+    embedder = Embedder(
+        bundle, precision, (image_tower, text_tower),
+        ImagePreprocessor(m.image, ImageLimits(settings.max_image_bytes, settings.max_image_pixels,
+                                               settings.min_image_side),
+                          jpeg_draft=settings.jpeg_draft),
+        TextTokenizer(bundle.path(m.text.tokenizer.file), m.text.tokenizer, m.text.context_length),
+        batching=BatchingOptions(settings.max_batch_size, settings.max_queue_delay_ms / 1000,
+                                 settings.max_inflight_batches, settings.max_queued_items),
+        limits=RequestLimits(settings.max_items_per_request, settings.max_text_chars),
+        decode_threads=settings.decode_threads, observer=metrics)
+    embedder.warm_up()
+    return embedder
+
+
+def _image_profile(size: int, batch: int) -> tuple[str, str, str]:
+    shape = f"3x{size}x{size}"
+    return (f"pixel_values:1x{shape}", f"pixel_values:{max(1, batch // 2)}x{shape}",
+            f"pixel_values:{batch}x{shape}")
+
+
+def _text_profile(context: int, batch: int) -> tuple[str, str, str]:
+    return ("input_ids:1x1", f"input_ids:{max(1, batch // 2)}x16", f"input_ids:{batch}x{context}")
+
+
+@dataclass
+class _Running:
+    server: grpc.aio.Server
+    port: int
+
+
+class EmbedderServer:
+    def __init__(self, settings: EmbedderSettings,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = EmbedderMetrics(self.registry)
+        self.holder = EmbedderHolder()
+        self._running: _Running | None = None
+        self._health: Any = None  # grpc_health's aio HealthServicer (untyped)
+        self._metrics_server: object | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._running is not None, "server not started"
+        return self._running.port
+
+    async def start(self) -> int:
+        """Opens the port (NOT_SERVING), loads the model, then reports SERVING."""
+        s = self.settings
+        tls = (grpc_server.TlsFiles(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+               if s.tls_cert_file and s.tls_key_file else None)
+        interceptors = [ObservabilityInterceptor(ServerMetrics(self.registry)), ErrorInterceptor()]
+        server, port = grpc_server.create_server(grpc_server.ServerOptions(
+            s.host, s.port, s.max_message_bytes, tls, s.max_connection_age_s), interceptors)
+        server.add_generic_rpc_handlers(
+            [generic_handler(SERVICE, EmbedderServicer(self.holder, s.max_message_bytes))])
+        self._health = grpc_server.add_health_and_reflection(server, [SERVICE.full_name])
+        await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=False)
+        await server.start()
+        self._running = _Running(server, port)
+        log.info("listening", extra={"address": f"{s.host}:{port}", "tls": tls is not None})
+        if s.metrics_port is not None:
+            self._metrics_server, _ = start_http_server(s.metrics_port, s.metrics_host,
+                                                        registry=self.registry)
+        try:
+            await self._load()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        return port
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        embedder = await loop.run_in_executor(None, load_embedder, self.settings, self.metrics)
+        embedder.start()
+        self.metrics.track_queue_depth(lambda: embedder.queue_depth)
+        self.holder.embedder = embedder
+        d = embedder.description
+        log.info("model ready", extra={"model": d.model_name, "fingerprint": d.fingerprint,
+                                       "precision": d.precision, "providers": d.providers})
+        assert self._health is not None
+        await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=True)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, let in-flight calls finish within `grace`, then release the model."""
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._running is not None:
+            await self._running.server.stop(grace)
+        if self.holder.embedder is not None:
+            await self.holder.embedder.close()
+            self.holder.embedder = None
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()  # type: ignore[attr-defined]
+            self._metrics_server = None
+
+
+async def serve(settings: EmbedderSettings) -> None:
+    server = EmbedderServer(settings)
+    await server.start()
+    await grpc_server.wait_for_termination_signal()
+    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+    await server.stop()
+
+
+def main() -> None:
+    settings = EmbedderSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except (BundleError, ProviderError) as err:
+        log.error("cannot start: %s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""gRPC servicer: converts messages, calls the core, converts back. Errors: see interceptors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import grpc
+
+from embedder_service.core import Embedder, FailureReason, Outcome
+from embedder_service.errors import ModelNotReady
+from imagesearch.embedder.v1 import embedder_pb2 as pb
+from imagesearch.errors import InvalidArgument
+
+_REASONS = {
+    FailureReason.EMPTY: pb.ITEM_ERROR_REASON_EMPTY,
+    FailureReason.NOT_AN_IMAGE: pb.ITEM_ERROR_REASON_NOT_AN_IMAGE,
+    FailureReason.CORRUPT_IMAGE: pb.ITEM_ERROR_REASON_CORRUPT_IMAGE,
+    FailureReason.TOO_MANY_BYTES: pb.ITEM_ERROR_REASON_TOO_MANY_BYTES,
+    FailureReason.TOO_MANY_PIXELS: pb.ITEM_ERROR_REASON_TOO_MANY_PIXELS,
+    FailureReason.TOO_SMALL: pb.ITEM_ERROR_REASON_TOO_SMALL,
+    FailureReason.TEXT_TOO_LONG: pb.ITEM_ERROR_REASON_TEXT_TOO_LONG,
+    FailureReason.INTERNAL: pb.ITEM_ERROR_REASON_INTERNAL,
+}
+
+
+class EmbedderSource(Protocol):
+    """Gives the loaded embedder, or raises ModelNotReady while it loads."""
+
+    def get(self) -> Embedder: ...
+
+
+class EmbedderHolder:
+    def __init__(self) -> None:
+        self.embedder: Embedder | None = None
+
+    def get(self) -> Embedder:
+        if self.embedder is None:
+            raise ModelNotReady("the model is still loading; retry shortly")
+        return self.embedder
+
+
+# Stream items being embedded at once per call: enough to fill batches, bounded for memory.
+STREAM_WINDOW = 128
+MAX_STREAM_ID_BYTES = 1024
+_Entry = tuple[int, pb.StreamEmbedImagesRequest, "asyncio.Task[Outcome]"]
+
+
+async def _ordered(
+    embedder: Embedder, requests: AsyncIterator[pb.StreamEmbedImagesRequest],
+) -> AsyncIterator[tuple[int, pb.StreamEmbedImagesRequest, Outcome]]:
+    """Embeds a stream with up to STREAM_WINDOW items in flight; yields results in input order.
+
+    A reader task starts each item's embedding as it arrives (so items join server batches
+    while earlier ones are still running); the bounded queue is the back-pressure on the client.
+    """
+    queue: asyncio.Queue[_Entry | BaseException | None] = asyncio.Queue(STREAM_WINDOW)
+    reader = asyncio.get_running_loop().create_task(_read(embedder, requests, queue))
+    try:
+        while (entry := await queue.get()) is not None:
+            if isinstance(entry, BaseException):
+                raise entry
+            index, request, task = entry
+            yield index, request, await task
+    finally:
+        reader.cancel()
+        while not queue.empty():
+            leftover = queue.get_nowait()
+            if isinstance(leftover, tuple):
+                leftover[2].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _read(embedder: Embedder, requests: AsyncIterator[pb.StreamEmbedImagesRequest],
+                queue: asyncio.Queue[_Entry | BaseException | None]) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        index = 0
+        async for request in requests:
+            if len(request.id.encode()) > MAX_STREAM_ID_BYTES:
+                raise InvalidArgument(f"item {index}: id is longer than {MAX_STREAM_ID_BYTES} "
+                                      "bytes")
+            task = loop.create_task(embedder.embed_image(request.image.data))
+            await queue.put((index, request, task))
+            index += 1
+        await queue.put(None)
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:
+        await queue.put(err)
+
+
+def _fill(result: pb.ImageResult | pb.TextResult, outcome: Outcome) -> None:
+    if outcome.failure is not None:
+        failure = outcome.failure
+        result.error.reason = _REASONS[failure.reason]
+        result.error.code = grpc.StatusCode[failure.status_name].value[0]
+        result.error.message = failure.message
+    else:
+        assert outcome.embedding is not None
+        result.embedding.values[:] = outcome.embedding.tolist()
+
+
+def image_result(outcome: Outcome) -> pb.ImageResult:
+    result = pb.ImageResult()
+    _fill(result, outcome)
+    return result
+
+
+def text_result(outcome: Outcome) -> pb.TextResult:
+    result = pb.TextResult(truncated=outcome.truncated, token_count=outcome.token_count)
+    _fill(result, outcome)
+    return result
+
+
+class EmbedderServicer:
+    def __init__(self, source: EmbedderSource, max_message_bytes: int) -> None:
+        self._source = source
+        self._max_message_bytes = max_message_bytes
+
+    async def EmbedImages(self, request: pb.EmbedImagesRequest,
+                          context: grpc.aio.ServicerContext) -> pb.EmbedImagesResponse:
+        embedder = self._source.get()
+        outcomes = await embedder.embed_images([image.data for image in request.images])
+        return pb.EmbedImagesResponse(results=[image_result(o) for o in outcomes],
+                                      model_fingerprint=embedder.description.fingerprint)
+
+    async def EmbedTexts(self, request: pb.EmbedTextsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.EmbedTextsResponse:
+        embedder = self._source.get()
+        outcomes = await embedder.embed_texts([item.text for item in request.texts])
+        return pb.EmbedTextsResponse(results=[text_result(o) for o in outcomes],
+                                     model_fingerprint=embedder.description.fingerprint)
+
+    async def StreamEmbedImages(
+        self, requests: AsyncIterator[pb.StreamEmbedImagesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.StreamEmbedImagesResponse]:
+        embedder = self._source.get()
+        fingerprint = embedder.description.fingerprint
+        async for index, request, outcome in _ordered(embedder, requests):
+            yield pb.StreamEmbedImagesResponse(id=request.id, index=index,
+                                               result=image_result(outcome),
+                                               model_fingerprint=fingerprint)
+
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:
+        embedder = self._source.get()
+        d, limits = embedder.description, embedder.limits
+        preprocess_limits = embedder.image_limits
+        return pb.GetModelInfoResponse(model=pb.ModelInfo(
+            model_name=d.model_name, fingerprint=d.fingerprint, embedding_dim=d.embedding_dim,
+            image_size=d.image_size, context_length=d.context_length,
+            execution_provider=d.providers[0], execution_providers=d.providers,
+            precision=d.precision, max_batch_size=d.max_batch_size,
+            limits=pb.Limits(
+                max_items_per_request=limits.max_items, max_text_chars=limits.max_text_chars,
+                max_image_bytes=preprocess_limits.max_bytes,
+                max_image_pixels=preprocess_limits.max_pixels,
+                min_image_side=preprocess_limits.min_side,
+                max_message_bytes=self._max_message_bytes),
+        ))

@@ -1,0 +1,93 @@
+"""Embedder settings, read once in main() from EMBEDDER_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "bundles" / "synthetic-clip-small"
+
+
+class EmbedderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBEDDER_", use_attribute_docstrings=True,
+                                      extra="forbid")
+
+    bundle: Path = BUNDLED_MODEL
+    """Model bundle directory (from `imagesearch-export`); default: the bundled small model."""
+    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
+    """Variant to serve. auto: fp16 on a GPU when the bundle has it, else fp32."""
+    providers: list[str] = ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                            "CPUExecutionProvider"]
+    """ONNX Runtime execution providers in order of preference (JSON list)."""
+    require_gpu: bool = False
+    """Fail start-up instead of silently running on the CPU when no GPU provider works."""
+    gpu_device_id: int = 0
+    """CUDA device the GPU providers use."""
+    trt_cache_dir: Path | None = None
+    """Where TensorRT keeps built engines; set it, or every start rebuilds them (minutes)."""
+    verify_checksums: bool = True
+    """Check every bundle file's SHA-256 at start-up (catches corrupt copies)."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on; use 0.0.0.0 (or [::]) in a container."""
+    port: int = Field(50051, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (logged at start-up)."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the Prometheus /metrics endpoint; unset disables it."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the /metrics endpoint."""
+    tls_cert_file: Path | None = None
+    """Server certificate (PEM); with tls_key_file enables TLS."""
+    tls_key_file: Path | None = None
+    """Server private key (PEM)."""
+    tls_client_ca_file: Path | None = None
+    """CA (PEM) that client certificates must chain to; setting it requires mutual TLS."""
+    max_message_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """Largest gRPC message accepted or sent (the gRPC default of 4 MiB is too small for photos)."""
+    max_connection_age_s: float | None = Field(None, gt=0)
+    """Close client connections after this age so they re-resolve and reach new replicas."""
+    shutdown_grace_s: float = Field(20.0, ge=0)
+    """On SIGTERM, how long in-flight requests get to finish."""
+
+    max_batch_size: int = Field(32, gt=0)
+    """Most items in one model call (server-side dynamic batching)."""
+    max_queue_delay_ms: float = Field(5.0, ge=0)
+    """How long the first item of a batch may wait for others to join it."""
+    max_inflight_batches: int = Field(1, gt=0)
+    """Model calls running at once per tower (2 helps keep a GPU busy)."""
+    max_queued_items: int = Field(8192, gt=0)
+    """Items waiting for the model before new ones wait to be queued (back-pressure)."""
+    intra_op_threads: int = Field(0, ge=0)
+    """ONNX Runtime threads per model call; 0 means one per physical core."""
+    decode_threads: int = Field(default_factory=lambda: min(8, os.cpu_count() or 1), gt=0)
+    """Threads decoding images and tokenising texts, in parallel with model calls."""
+
+    max_items_per_request: int = Field(256, gt=0)
+    """Most images or texts in one EmbedImages / EmbedTexts request."""
+    max_image_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    """Largest encoded image accepted."""
+    max_image_pixels: int = Field(100_000_000, gt=0)
+    """Largest decoded image accepted (width x height); guards against decompression bombs."""
+    min_image_side: int = Field(8, gt=0)
+    """Smallest accepted shorter side, in pixels (rejects 1x1 tracking pixels and slivers)."""
+    max_text_chars: int = Field(16384, gt=0)
+    """Longest accepted text, in characters."""
+    jpeg_draft: bool = True
+    """Decode large JPEGs at a reduced DCT scale (3-5x faster; stays >= 2x the model's input)."""
+
+    log_level: str = "INFO"
+    """Python logging level."""
+    log_format: Literal["json", "text"] = "json"
+    """json: one object per line (for log pipelines); text: for a terminal."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EmbedderSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
