@@ -1,0 +1,1 @@
+"""Model export tooling: needs the [export] extra (torch, open_clip, onnx); never used to serve."""

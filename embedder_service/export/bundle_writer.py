@@ -1,0 +1,92 @@
+"""Writes a model bundle: graphs, tokenizer, checksums, fingerprint and manifest."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from embedder_service.bundle import (
+    MANIFEST_NAME,
+    FileEntry,
+    ImageConfig,
+    Manifest,
+    Precision,
+    TextConfig,
+    Variant,
+    sha256_file,
+)
+from embedder_service.export import onnx_export, variants
+
+
+def export_bundle(
+    model: Any,
+    out_dir: Path,
+    *,
+    model_name: str,
+    architecture: str,
+    pretrained: str | None,
+    image: ImageConfig,
+    text: TextConfig,
+    tokenizer: Tokenizer,
+    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8"),
+) -> Manifest:
+    """Exports `model` (an open_clip CLIP in eval mode) into `out_dir` and returns the manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_tokenizer(tokenizer, out_dir / text.tokenizer.file)
+    image_fp32, text_fp32 = out_dir / "image_fp32.onnx", out_dir / "text_fp32.onnx"
+    onnx_export.export_image_tower(model, image.size, image_fp32)
+    onnx_export.export_text_tower(model, text.context_length, text_fp32)
+    built: dict[Precision, Variant] = {"fp32": Variant(image=image_fp32.name, text=text_fp32.name)}
+    for precision in precisions:
+        if precision != "fp32":
+            built[precision] = _derive(out_dir, precision, image_fp32, text_fp32)
+    files = {path.name: FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
+             for path in sorted(out_dir.iterdir()) if path.name != MANIFEST_NAME}
+    embedding_dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") \
+        else int(model.visual.output_dim)
+    manifest = Manifest(
+        format_version=1, model_name=model_name, architecture=architecture,
+        pretrained=pretrained, embedding_dim=embedding_dim, image=image, text=text,
+        variants=built, files=files, fingerprint=fingerprint(files, image, text),
+    )
+    (out_dir / MANIFEST_NAME).write_text(
+        json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    if path.suffix == ".gz":
+        # mtime=0: the same tokenizer always gives the same bytes, hence the same fingerprint.
+        path.write_bytes(gzip.compress(tokenizer.to_str().encode("utf-8"), mtime=0))
+    else:
+        tokenizer.save(str(path))
+
+
+def _derive(out_dir: Path, precision: Precision, image_fp32: Path, text_fp32: Path) -> Variant:
+    convert = variants.to_fp16 if precision == "fp16" else variants.to_int8
+    image_path, text_path = out_dir / f"image_{precision}.onnx", out_dir / f"text_{precision}.onnx"
+    convert(image_fp32, image_path)
+    convert(text_fp32, text_path)
+    return Variant(image=image_path.name, text=text_path.name)
+
+
+def fingerprint(files: dict[str, FileEntry], image: ImageConfig, text: TextConfig) -> str:
+    """Identifies the vector space: the fp32 weights, the tokenizer and the preprocessing.
+
+    Precision variants are left out on purpose: they approximate the same weights, so vectors
+    from an int8 CPU replica and an fp16 GPU replica may share a collection.
+    """
+    identity = {
+        "image_fp32": files["image_fp32.onnx"].sha256,
+        "text_fp32": files["text_fp32.onnx"].sha256,
+        "tokenizer": files[text.tokenizer.file].sha256,
+        "image": image.model_dump(mode="json"),
+        "text": text.model_dump(mode="json"),
+    }
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
