@@ -15,14 +15,17 @@ from pathlib import Path
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.onnx_model import OnnxModel
 
 
 def to_fp16(source: Path, target: Path) -> None:
     model = onnx.load(str(source))
     # keep_io_types: float32 in and out; LayerNorm/Softmax-heavy ops stay fp32 where the
     # converter's block list says they lose too much precision.
-    converted = convert_float_to_float16(model, keep_io_types=True)
-    onnx.save(converted, str(target))
+    converted = OnnxModel(convert_float_to_float16(model, keep_io_types=True))
+    # The converter appends the input casts after their consumers; ONNX requires node order.
+    converted.topological_sort()
+    onnx.save(converted.model, str(target))
 
 
 def to_int8(source: Path, target: Path) -> None:
