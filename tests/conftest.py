@@ -1,0 +1,73 @@
+"""Shared fixtures: real photos, encoded test images, an in-process embedder on a free port."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import pytest_asyncio
+from PIL import Image
+from skimage import data as skdata
+
+from embedder_service.server import EmbedderServer
+from embedder_service.settings import BUNDLED_MODEL, EmbedderSettings
+from imagesearch.embedder.v1 import embedder_pb2_grpc
+
+PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field")
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Image.Image]:
+    """Real photographs shipped with scikit-image."""
+    return {name: Image.fromarray(getattr(skdata, name)()) for name in PHOTO_NAMES}
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def encode_image() -> Callable[..., bytes]:
+    return encode
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    return BUNDLED_MODEL
+
+
+def embedder_settings(**overrides: Any) -> EmbedderSettings:
+    base: dict[str, Any] = {"port": 0, "host": "127.0.0.1", "log_format": "text",
+                            "max_queue_delay_ms": 2.0, "shutdown_grace_s": 5.0}
+    return EmbedderSettings(**{**base, **overrides})
+
+
+@pytest_asyncio.fixture(scope="session")
+async def embedder_server() -> AsyncIterator[EmbedderServer]:
+    server = EmbedderServer(embedder_settings())
+    await server.start()
+    yield server
+    await server.stop(grace=1)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def embedder_stub(
+    embedder_server: EmbedderServer,
+) -> AsyncIterator[embedder_pb2_grpc.EmbedderServiceStub]:
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{embedder_server.port}",
+        options=[("grpc.max_receive_message_length", 64 << 20),
+                 ("grpc.max_send_message_length", 64 << 20)])
+    yield embedder_pb2_grpc.EmbedderServiceStub(channel)
+    await channel.close()
+
+
+def unit_vector(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)

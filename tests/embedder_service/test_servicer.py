@@ -1,0 +1,227 @@
+"""Every RPC of the embedder, against a real in-process server with the bundled model."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagesearch import synthetic
+from imagesearch.embedder.v1 import embedder_pb2 as pb
+from tests.conftest import encode
+
+
+def _vec(result: pb.ImageResult | pb.TextResult) -> np.ndarray:
+    assert result.WhichOneof("result") == "embedding", result.error.message
+    return np.asarray(result.embedding.values, dtype=np.float32)
+
+
+async def test_model_info_describes_the_loaded_bundle(embedder_stub, bundled_model):
+    info = (await embedder_stub.GetModelInfo(pb.GetModelInfoRequest())).model
+    assert info.model_name == "synthetic-clip-small"
+    assert info.fingerprint.startswith("sha256:") and len(info.fingerprint) == 71
+    assert (info.embedding_dim, info.image_size, info.context_length) == (64, 64, 32)
+    assert info.execution_provider == "CPUExecutionProvider"
+    assert info.execution_providers[-1] == "CPUExecutionProvider"
+    assert info.precision == "fp32"
+    assert info.limits.max_items_per_request == 256
+    assert info.limits.max_message_bytes == 64 * 1024 * 1024
+
+
+async def test_image_embeddings_are_unit_length_and_deterministic(embedder_stub, photos):
+    request = pb.EmbedImagesRequest(images=[pb.ImageInput(data=encode(photos["astronaut"]))] * 2)
+    response = await embedder_stub.EmbedImages(request)
+    first, second = (_vec(r) for r in response.results)
+    assert first.shape == (64,)
+    assert abs(np.linalg.norm(first) - 1) < 1e-5
+    np.testing.assert_allclose(first, second, atol=1e-6)
+    info = (await embedder_stub.GetModelInfo(pb.GetModelInfoRequest())).model
+    assert response.model_fingerprint == info.fingerprint
+
+
+async def test_text_embeddings_report_token_count_and_truncation(embedder_stub):
+    response = await embedder_stub.EmbedTexts(pb.EmbedTextsRequest(
+        texts=[pb.TextInput(text="a red circle"), pb.TextInput(text="blue " * 100)]))
+    short, long = response.results
+    assert abs(np.linalg.norm(_vec(short)) - 1) < 1e-5
+    assert (short.truncated, short.token_count) == (False, 5)
+    assert (long.truncated, long.token_count) == (True, 32)
+    _vec(long)
+
+
+async def test_corrupt_image_in_batch_fails_only_that_item(embedder_stub, photos):
+    good = encode(photos["coffee"], "JPEG")
+    bad_inputs = [b"", b"definitely not an image", good[: len(good) // 2],
+                  encode(Image.new("RGB", (1, 1))), good]
+    response = await embedder_stub.EmbedImages(
+        pb.EmbedImagesRequest(images=[pb.ImageInput(data=d) for d in bad_inputs]))
+    reasons = [r.error.reason if r.HasField("error") else None for r in response.results]
+    assert reasons == [pb.ITEM_ERROR_REASON_EMPTY, pb.ITEM_ERROR_REASON_NOT_AN_IMAGE,
+                       pb.ITEM_ERROR_REASON_CORRUPT_IMAGE, pb.ITEM_ERROR_REASON_TOO_SMALL, None]
+    for result in response.results[:4]:
+        assert result.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert response.results[1].error.message.startswith("bytes are not an image")
+    assert "truncated or corrupt" in response.results[2].error.message
+    assert response.results[3].error.message == (
+        "image is 1x1 pixels; each side must be at least 8")
+    single = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(images=[pb.ImageInput(
+        data=good)]))
+    np.testing.assert_allclose(_vec(response.results[4]), _vec(single.results[0]), atol=1e-5)
+
+
+async def test_bad_texts_fail_only_their_items(embedder_stub):
+    response = await embedder_stub.EmbedTexts(pb.EmbedTextsRequest(texts=[
+        pb.TextInput(text=""), pb.TextInput(text=" \t\n"), pb.TextInput(text="x" * 20000),
+        pb.TextInput(text="a green star")]))
+    empty, blank, too_long, good = response.results
+    assert empty.error.reason == blank.error.reason == pb.ITEM_ERROR_REASON_EMPTY
+    assert empty.error.message == "text is empty or only whitespace"
+    assert too_long.error.reason == pb.ITEM_ERROR_REASON_TEXT_TOO_LONG
+    assert too_long.error.message.startswith("text has 20000 characters; the limit is 16384")
+    _vec(good)
+
+
+@pytest.mark.parametrize(("rpc", "request_", "details"), [
+    ("EmbedImages", pb.EmbedImagesRequest(), "request has no images; send 1 to 256"),
+    ("EmbedTexts", pb.EmbedTextsRequest(), "request has no texts; send 1 to 256"),
+    ("EmbedTexts", pb.EmbedTextsRequest(texts=[pb.TextInput(text="a")] * 257),
+     "request has 257 texts; the limit is 256 per request (split the batch, or use "
+     "StreamEmbedImages for bulk work)"),
+])
+async def test_malformed_batches_are_invalid_argument(embedder_stub, rpc, request_, details):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await getattr(embedder_stub, rpc)(request_)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == details
+
+
+async def test_invalid_utf8_text_is_invalid_argument_not_internal(embedder_server):
+    # Field 1 (texts) holding a TextInput whose field 1 (text) has invalid UTF-8 bytes.
+    text = b"\x0a\x02\xff\xfe"
+    raw = b"\x0a" + bytes([len(text)]) + text
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{embedder_server.port}") as channel:
+        call = channel.unary_unary("/imagesearch.embedder.v1.EmbedderService/EmbedTexts",
+                                   request_serializer=lambda b: b,
+                                   response_deserializer=pb.EmbedTextsResponse.FromString)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(raw)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith(
+        "request is not a valid imagesearch.embedder.v1.EmbedTextsRequest")
+    assert "UTF-8" in caught.value.details()
+
+
+async def test_stream_returns_one_result_per_image_in_order(embedder_stub, photos):
+    images = [encode(photos[name]) for name in ("astronaut", "coffee", "chelsea")] * 20
+    images[7] = b"junk"
+
+    async def requests():
+        for i, data in enumerate(images):
+            yield pb.StreamEmbedImagesRequest(id=f"img-{i}", image=pb.ImageInput(data=data))
+
+    responses = [r async for r in embedder_stub.StreamEmbedImages(requests())]
+    assert [r.index for r in responses] == list(range(len(images)))
+    assert [r.id for r in responses] == [f"img-{i}" for i in range(len(images))]
+    assert responses[7].result.error.reason == pb.ITEM_ERROR_REASON_NOT_AN_IMAGE
+    np.testing.assert_allclose(_vec(responses[0].result), _vec(responses[3].result), atol=1e-5)
+
+
+async def test_concurrent_requests_are_batched_together(embedder_server, embedder_stub, photos):
+    sizes = embedder_server.metrics.batch_size.labels("image")
+    before_count, before_sum = _histogram(sizes)
+    data = encode(photos["rocket"])
+    await asyncio.gather(*(embedder_stub.EmbedImages(
+        pb.EmbedImagesRequest(images=[pb.ImageInput(data=data)])) for _ in range(24)))
+    after_count, after_sum = _histogram(sizes)
+    assert after_sum - before_sum == 24
+    assert after_count - before_count < 24, "24 concurrent single-image calls ran unbatched"
+
+
+def _histogram(histogram) -> tuple[float, float]:
+    samples = {s.name: s.value for s in histogram.collect()[0].samples}
+    return samples["embedder_batch_size_count"], samples["embedder_batch_size_sum"]
+
+
+async def test_health_and_reflection_are_served(embedder_server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{embedder_server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "imagesearch.embedder.v1.EmbedderService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask():
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names = [s.name async for r in stub.ServerReflectionInfo(ask())
+                 for s in r.list_services_response.service]
+    assert "imagesearch.embedder.v1.EmbedderService" in names
+
+
+async def test_large_photo_fits_in_the_configured_message_size(embedder_stub):
+    noise = np.random.default_rng(0).integers(0, 256, (2600, 2600, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(noise), "PNG")
+    assert len(data) > 16 * 1024 * 1024
+    response = await embedder_stub.EmbedImages(
+        pb.EmbedImagesRequest(images=[pb.ImageInput(data=data)]))
+    _vec(response.results[0])
+
+
+async def test_exif_orientation_is_applied(embedder_stub):
+    scene = synthetic.Scene("red", "triangle", 1, "large", "left", "white")
+    upright = synthetic.render(scene, 128, random.Random(0))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a camera held sideways stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: turn 90 degrees clockwise to display
+    with_exif = io.BytesIO()
+    stored.save(with_exif, "JPEG", quality=95, exif=exif)
+    response = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(images=[
+        pb.ImageInput(data=with_exif.getvalue()),
+        pb.ImageInput(data=encode(stored, "JPEG", quality=95)),
+        pb.ImageInput(data=encode(upright, "JPEG", quality=95))]))
+    displayed, sideways, reference = (_vec(r) for r in response.results)
+    assert float(displayed @ reference) > 0.99
+    assert float(displayed @ reference) > float(sideways @ reference) + 0.01
+
+
+async def test_stream_id_over_the_limit_fails_the_stream_with_its_index(embedder_stub, photos):
+    data = encode(photos["coffee"])
+
+    async def requests():
+        yield pb.StreamEmbedImagesRequest(id="ok", image=pb.ImageInput(data=data))
+        yield pb.StreamEmbedImagesRequest(id="x" * 2000, image=pb.ImageInput(data=data))
+
+    call = embedder_stub.StreamEmbedImages(requests())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [r async for r in call]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "item 1: id is longer than 1024 bytes"
+
+
+async def test_cancelled_stream_leaves_the_server_healthy(embedder_stub, photos):
+    data = encode(photos["astronaut"])
+
+    async def endless():
+        index = 0
+        while True:
+            yield pb.StreamEmbedImagesRequest(id=str(index), image=pb.ImageInput(data=data))
+            index += 1
+
+    call = embedder_stub.StreamEmbedImages(endless())
+    received = 0
+    async for _ in call:
+        received += 1
+        if received == 5:
+            call.cancel()
+            break
+    response = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=data)]), timeout=10)
+    _vec(response.results[0])

@@ -1,0 +1,37 @@
+"""Settings: validated at start-up, and every one documented in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from embedder_service.settings import EmbedderSettings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_setting_is_documented_in_the_readme():
+    text = README.read_text()
+    missing = [f"EMBEDDER_{name.upper()}" for name in EmbedderSettings.model_fields
+               if f"`EMBEDDER_{name.upper()}`" not in text]
+    assert not missing
+
+
+def test_settings_come_from_prefixed_environment_variables(monkeypatch):
+    monkeypatch.setenv("EMBEDDER_MAX_BATCH_SIZE", "64")
+    monkeypatch.setenv("EMBEDDER_PROVIDERS", '["CPUExecutionProvider"]')
+    settings = EmbedderSettings()
+    assert settings.max_batch_size == 64
+    assert settings.providers == ["CPUExecutionProvider"]
+
+
+def test_tls_key_without_certificate_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="set both tls_cert_file and tls_key_file"):
+        EmbedderSettings(tls_key_file=tmp_path / "key.pem")
+
+
+def test_nonsense_values_are_refused():
+    with pytest.raises(ValidationError, match="max_batch_size"):
+        EmbedderSettings(max_batch_size=0)
