@@ -27,9 +27,11 @@ if _version_not_supported:
 
 class EmbedderServiceStub:
     """EmbedderService is stateless: any replica answers any call. Whole-call errors use the gRPC
-    status (INVALID_ARGUMENT for a malformed request, RESOURCE_EXHAUSTED for one over the limits in
-    ModelInfo.limits, UNAVAILABLE while the model is loading or the server is shutting down); a bad
-    item inside a well-formed batch fails only that item (see ItemError).
+    status: INVALID_ARGUMENT for a malformed request (no items, more items than
+    ModelInfo.limits.max_items_per_request, a string that is not UTF-8); RESOURCE_EXHAUSTED for a
+    message over limits.max_message_bytes; UNAVAILABLE while the model loads or the server shuts
+    down (retry with backoff). A bad item inside a well-formed batch fails only that item (see
+    ItemError).
     """
 
     def __init__(self, channel):
@@ -62,9 +64,11 @@ class EmbedderServiceStub:
 
 class EmbedderServiceServicer:
     """EmbedderService is stateless: any replica answers any call. Whole-call errors use the gRPC
-    status (INVALID_ARGUMENT for a malformed request, RESOURCE_EXHAUSTED for one over the limits in
-    ModelInfo.limits, UNAVAILABLE while the model is loading or the server is shutting down); a bad
-    item inside a well-formed batch fails only that item (see ItemError).
+    status: INVALID_ARGUMENT for a malformed request (no items, more items than
+    ModelInfo.limits.max_items_per_request, a string that is not UTF-8); RESOURCE_EXHAUSTED for a
+    message over limits.max_message_bytes; UNAVAILABLE while the model loads or the server shuts
+    down (retry with backoff). A bad item inside a well-formed batch fails only that item (see
+    ItemError).
     """
 
     def EmbedImages(self, request, context):
@@ -130,9 +134,11 @@ def add_EmbedderServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class EmbedderService:
     """EmbedderService is stateless: any replica answers any call. Whole-call errors use the gRPC
-    status (INVALID_ARGUMENT for a malformed request, RESOURCE_EXHAUSTED for one over the limits in
-    ModelInfo.limits, UNAVAILABLE while the model is loading or the server is shutting down); a bad
-    item inside a well-formed batch fails only that item (see ItemError).
+    status: INVALID_ARGUMENT for a malformed request (no items, more items than
+    ModelInfo.limits.max_items_per_request, a string that is not UTF-8); RESOURCE_EXHAUSTED for a
+    message over limits.max_message_bytes; UNAVAILABLE while the model loads or the server shuts
+    down (retry with backoff). A bad item inside a well-formed batch fails only that item (see
+    ItemError).
     """
 
     @staticmethod
