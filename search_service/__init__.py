@@ -1,0 +1,1 @@
+"""The search service: collections, ingest and retrieval over Milvus, using the embedder."""

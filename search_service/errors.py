@@ -1,0 +1,35 @@
+"""Errors of the search core; each maps to one gRPC status (see imagesearch.errors)."""
+
+from __future__ import annotations
+
+from imagesearch.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+
+class InvalidName(InvalidArgument):
+    pass
+
+
+class InvalidFilter(InvalidArgument):
+    pass
+
+
+class CollectionNotFound(NotFound):
+    pass
+
+
+class CollectionExists(AlreadyExists):
+    pass
+
+
+class ModelMismatch(FailedPrecondition):
+    """The collection was built with another embedding model: vector spaces must not mix."""
+
+
+class MilvusUnavailable(Unavailable):
+    pass

@@ -1,0 +1,266 @@
+"""Milvus storage for many tenant collections (pymilvus MilvusClient; no grpc imports here).
+
+Layout:
+- `imagesearch_collections`: the registry, one row per tenant collection with the embedding
+  model it was built with (fingerprint, dimension). Milvus needs a vector field in every
+  collection, so the registry carries a 2-d placeholder.
+- `imagesearch_vectors_<fingerprint prefix>`: one Milvus collection per embedding model. Rows
+  are keyed "<collection>/<external id>", so re-adding an id replaces it (upsert, never a
+  duplicate), and the tenant collection name is the partition key: thousands of tenant
+  collections cost no Milvus collections, and every query is pruned to its tenant's partition.
+
+The same code serves Milvus Lite (a file path URI) and a Milvus server or cluster (http URI).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+from search_service.errors import CollectionExists, CollectionNotFound
+from search_service.filters import (
+    COLLECTION_FIELD,
+    METADATA_FIELD,
+    Condition,
+    compile_filter,
+    literal,
+)
+
+REGISTRY = "imagesearch_collections"
+VECTOR_FIELD = "vector"
+# Milvus evaluates a query in "iterator" mode with results ordered by primary key, which makes
+# `pk > last` a correct, resumable page cursor (pymilvus' own query_iterator relies on it).
+_ORDERED = {"iterator": "True", "reduce_stop_for_best": "True"}
+
+
+@dataclass(frozen=True)
+class ModelSpace:
+    """The vector space a collection lives in."""
+
+    fingerprint: str
+    dimension: int
+    model_name: str
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    name: str
+    model: ModelSpace
+    description: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    external_id: str
+    metadata: dict[str, Any]
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    external_id: str
+    similarity: float
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Vector index: HNSW on a Milvus server; Milvus Lite picks its own (AUTOINDEX)."""
+
+    index_type: str = "HNSW"
+    build_params: dict[str, Any] = field(default_factory=lambda: {"M": 16, "efConstruction": 200})
+    search_params: dict[str, Any] = field(default_factory=lambda: {"ef": 128})
+
+    @classmethod
+    def for_uri(cls, uri: str) -> IndexConfig:
+        if is_lite(uri):
+            return cls(index_type="AUTOINDEX", build_params={}, search_params={})
+        return cls()
+
+
+def is_lite(uri: str) -> bool:
+    return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+
+def vectors_collection(model: ModelSpace) -> str:
+    return "imagesearch_vectors_" + model.fingerprint.removeprefix("sha256:")[:16]
+
+
+def _pk(collection: str, external_id: str) -> str:
+    return f"{collection}/{external_id}"
+
+
+class MilvusStore:
+    def __init__(self, client: MilvusClient, index: IndexConfig,
+                 consistency: str = "Session") -> None:
+        self._client = client
+        self._index = index
+        # Session consistency: a search sees this client's own earlier writes (read-your-
+        # writes) without paying for Strong consistency on every request.
+        self._consistency = consistency
+        self._loaded: set[str] = set()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ensure_registry(self) -> None:
+        if not self._client.has_collection(REGISTRY):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("info", DataType.JSON)
+            schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
+            self._create(REGISTRY, schema, "placeholder", IndexConfig(index_type="AUTOINDEX",
+                                                                    build_params={}))
+        self._load(REGISTRY)
+
+    # Collections -------------------------------------------------------------------------
+
+    def create_collection(self, name: str, model: ModelSpace,
+                          description: str = "") -> CollectionRecord:
+        if self._find(name) is not None:
+            raise CollectionExists(f"collection {name!r} already exists")
+        self._ensure_vectors(model)
+        record = CollectionRecord(name, model, description, int(time.time() * 1000))
+        info = {"fingerprint": model.fingerprint, "dimension": model.dimension,
+                "model_name": model.model_name, "description": description,
+                "created_at_ms": record.created_at_ms}
+        self._client.upsert(REGISTRY, [{"name": name, "info": info, "placeholder": [1.0, 0.0]}])
+        return record
+
+    def get_collection(self, name: str) -> CollectionRecord:
+        record = self._find(name)
+        if record is None:
+            raise CollectionNotFound(f"collection {name!r} does not exist")
+        return record
+
+    def list_collections(self, limit: int, after: str = "") -> list[CollectionRecord]:
+        rows = self._client.query(REGISTRY, filter=f"name > {literal(after)}",
+                                  output_fields=["name", "info"], limit=limit,
+                                  consistency_level=self._consistency, **_ORDERED)
+        return [_record(row) for row in rows]
+
+    def delete_collection(self, name: str) -> None:
+        record = self.get_collection(name)
+        # Rows first: if this fails half-way the registry entry still exists and the delete
+        # can simply be retried; never a registry without its rows' owner.
+        self._client.delete(vectors_collection(record.model), filter=compile_filter(name))
+        self._client.delete(REGISTRY, ids=[name])
+
+    def _find(self, name: str) -> CollectionRecord | None:
+        rows = self._client.query(REGISTRY, filter=f"name == {literal(name)}",
+                                  output_fields=["name", "info"],
+                                  consistency_level=self._consistency)
+        return _record(rows[0]) if rows else None
+
+    # Images ------------------------------------------------------------------------------
+
+    def upsert(self, collection: CollectionRecord, external_ids: Sequence[str],
+               vectors: np.ndarray, metadata: Sequence[dict[str, Any]]) -> None:
+        now = int(time.time() * 1000)
+        rows = [{"pk": _pk(collection.name, eid), COLLECTION_FIELD: collection.name,
+                 "external_id": eid, VECTOR_FIELD: vector.tolist(), METADATA_FIELD: meta,
+                 "updated_at_ms": now}
+                for eid, vector, meta in zip(external_ids, vectors, metadata, strict=True)]
+        if rows:
+            self._client.upsert(self._vectors(collection), rows)
+
+    def get(self, collection: CollectionRecord, external_ids: Sequence[str],
+            with_vectors: bool = False) -> list[StoredImage]:
+        fields = ["external_id", METADATA_FIELD] + ([VECTOR_FIELD] if with_vectors else [])
+        rows = self._client.get(self._vectors(collection),
+                                ids=[_pk(collection.name, eid) for eid in external_ids],
+                                output_fields=fields, consistency_level=self._consistency)
+        found = {row["external_id"]: _image(row) for row in rows}
+        return [found[eid] for eid in external_ids if eid in found]
+
+    def list_images(self, collection: CollectionRecord, limit: int,
+                    after_external_id: str = "") -> list[StoredImage]:
+        cursor = literal(_pk(collection.name, after_external_id))
+        rows = self._client.query(
+            self._vectors(collection),
+            filter=f"{compile_filter(collection.name)} and pk > {cursor}",
+            output_fields=["external_id", METADATA_FIELD], limit=limit,
+            consistency_level=self._consistency, **_ORDERED)
+        return [_image(row) for row in rows]
+
+    def count(self, collection: CollectionRecord) -> int:
+        rows = self._client.query(self._vectors(collection),
+                                  filter=compile_filter(collection.name),
+                                  output_fields=["count(*)"],
+                                  consistency_level=self._consistency)
+        return int(rows[0]["count(*)"])
+
+    def delete(self, collection: CollectionRecord, external_ids: Sequence[str]) -> int:
+        result = self._client.delete(self._vectors(collection),
+                                     ids=[_pk(collection.name, eid) for eid in external_ids])
+        return int(result.get("delete_count", 0)) if isinstance(result, dict) else 0
+
+    def search(self, collection: CollectionRecord, queries: np.ndarray, top_k: int,
+               conditions: tuple[Condition, ...] = (),
+               min_similarity: float = -1.0) -> list[list[Hit]]:
+        results = self._client.search(
+            self._vectors(collection), data=[q.tolist() for q in queries],
+            anns_field=VECTOR_FIELD, limit=top_k,
+            filter=compile_filter(collection.name, conditions),
+            output_fields=["external_id", METADATA_FIELD],
+            search_params={"metric_type": "COSINE", "params": self._index.search_params},
+            consistency_level=self._consistency)
+        return [[Hit(hit["entity"]["external_id"], float(hit["distance"]),
+                     hit["entity"][METADATA_FIELD])
+                 for hit in hits if float(hit["distance"]) >= min_similarity]
+                for hits in results]
+
+    # Milvus collections ------------------------------------------------------------------
+
+    def _vectors(self, collection: CollectionRecord) -> str:
+        name = vectors_collection(collection.model)
+        self._load(name)
+        return name
+
+    def _ensure_vectors(self, model: ModelSpace) -> None:
+        name = vectors_collection(model)
+        if not self._client.has_collection(name):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            # Lengths leave room for UTF-8: ids are up to 256 characters.
+            schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1100)
+            schema.add_field(COLLECTION_FIELD, DataType.VARCHAR, max_length=64,
+                             is_partition_key=True)
+            schema.add_field("external_id", DataType.VARCHAR, max_length=1024)
+            schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=model.dimension)
+            schema.add_field(METADATA_FIELD, DataType.JSON)
+            schema.add_field("updated_at_ms", DataType.INT64)
+            self._create(name, schema, VECTOR_FIELD, self._index)
+        self._load(name)
+
+    def _create(self, name: str, schema: Any, vector_field: str, index: IndexConfig) -> None:
+        params = self._client.prepare_index_params()
+        params.add_index(vector_field, index_type=index.index_type, metric_type="COSINE",
+                         params=index.build_params)
+        self._client.create_collection(name, schema=schema, index_params=params,
+                                       consistency_level=self._consistency)
+
+    def _load(self, name: str) -> None:
+        # A reopened Milvus Lite file (or a restarted server) has its collections released.
+        if name not in self._loaded:
+            self._client.load_collection(name)
+            self._loaded.add(name)
+
+
+def _record(row: dict[str, Any]) -> CollectionRecord:
+    info = row["info"] if isinstance(row["info"], dict) else json.loads(row["info"])
+    return CollectionRecord(
+        row["name"], ModelSpace(info["fingerprint"], int(info["dimension"]), info["model_name"]),
+        info.get("description", ""), int(info["created_at_ms"]))
+
+
+def _image(row: dict[str, Any]) -> StoredImage:
+    vector = row.get(VECTOR_FIELD)
+    return StoredImage(row["external_id"], row[METADATA_FIELD],
+                       None if vector is None else np.asarray(vector, dtype=np.float32))

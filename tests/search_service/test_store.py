@@ -1,0 +1,166 @@
+"""The Milvus store against real Milvus Lite: isolation, upsert, pagination, filters, restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymilvus import MilvusClient
+
+from search_service.errors import CollectionExists, CollectionNotFound, InvalidFilter
+from search_service.filters import Condition, Op
+from search_service.store import IndexConfig, MilvusStore, ModelSpace
+
+MODEL = ModelSpace("sha256:" + "ab" * 32, 8, "test-model")
+OTHER_MODEL = ModelSpace("sha256:" + "cd" * 32, 4, "other-model")
+
+
+def open_store(path: Path) -> MilvusStore:
+    uri = str(path / "milvus.db")
+    store = MilvusStore(MilvusClient(uri), IndexConfig.for_uri(uri))
+    store.ensure_registry()
+    return store
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    opened = open_store(tmp_path)
+    yield opened
+    opened.close()
+
+
+def unit(rows: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_collections_are_created_listed_and_deleted(store):
+    store.create_collection("cats", MODEL, "my cats")
+    store.create_collection("dogs", MODEL)
+    assert store.get_collection("cats").description == "my cats"
+    assert store.get_collection("cats").model == MODEL
+    with pytest.raises(CollectionExists, match="collection 'cats' already exists"):
+        store.create_collection("cats", MODEL)
+    assert [c.name for c in store.list_collections(10)] == ["cats", "dogs"]
+    assert [c.name for c in store.list_collections(10, after="cats")] == ["dogs"]
+    store.delete_collection("cats")
+    with pytest.raises(CollectionNotFound, match="collection 'cats' does not exist"):
+        store.get_collection("cats")
+
+
+def test_readding_an_id_replaces_it(store):
+    cats = store.create_collection("cats", MODEL)
+    vectors = unit(3)
+    store.upsert(cats, ["a", "b", "c"], vectors, [{"v": 1}, {"v": 1}, {"v": 1}])
+    store.upsert(cats, ["b"], vectors[2:], [{"v": 2}])
+    assert store.count(cats) == 3
+    (b,) = store.get(cats, ["b"], with_vectors=True)
+    assert b.metadata == {"v": 2}
+    np.testing.assert_allclose(b.vector, vectors[2], atol=1e-6)
+
+
+def test_search_sees_a_write_at_once_and_only_its_own_collection(store):
+    cats = store.create_collection("cats", MODEL)
+    dogs = store.create_collection("dogs", MODEL)
+    vectors = unit(4)
+    store.upsert(cats, ["c1", "c2"], vectors[:2], [{}, {}])
+    store.upsert(dogs, ["d1", "d2"], vectors[2:], [{}, {}])
+    (hits,) = store.search(dogs, vectors[:1], top_k=10)
+    assert {h.external_id for h in hits} == {"d1", "d2"}
+    (hits,) = store.search(cats, vectors[:1], top_k=1)
+    assert hits[0].external_id == "c1" and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pagination_walks_every_item_exactly_once(store):
+    cats = store.create_collection("cats", MODEL)
+    ids = [f"img-{i:04d}" for i in np.random.default_rng(1).permutation(250)]
+    for start in range(0, 250, 60):
+        chunk = ids[start:start + 60]
+        store.upsert(cats, chunk, unit(len(chunk), seed=start), [{} for _ in chunk])
+    store.delete(cats, ["img-0007"])
+    seen: list[str] = []
+    after = ""
+    while page := store.list_images(cats, 32, after):
+        seen += [image.external_id for image in page]
+        after = page[-1].external_id
+    assert seen == sorted(set(ids) - {"img-0007"})
+
+
+def test_filters_select_by_metadata(store):
+    cats = store.create_collection("cats", MODEL)
+    labels = ["tabby", "black", "tabby", 'say "hi" \\ o/']
+    ages = [1, 5, 9, 3]
+    store.upsert(cats, ["a", "b", "c", "d"], unit(4),
+                 [{"label": label, "age": age} for label, age in zip(labels, ages, strict=True)])
+    query = unit(1, seed=9)
+
+    def found(*conditions: Condition) -> set[str]:
+        (hits,) = store.search(cats, query, top_k=10, conditions=conditions)
+        return {h.external_id for h in hits}
+
+    assert found(Condition("label", Op.EQ, ("tabby",))) == {"a", "c"}
+    assert found(Condition("label", Op.IN, ("black", 'say "hi" \\ o/'))) == {"b", "d"}
+    assert found(Condition("age", Op.GTE, (3,)), Condition("age", Op.LT, (9,))) == {"b", "d"}
+    assert found(Condition("missing", Op.EXISTS)) == set()
+
+
+@pytest.mark.parametrize("value", [
+    'x" or collection != "cats', "x') or (1 == 1", 'tabby" || collection == "dogs',
+    "\\\" or true or \\\"",
+])
+def test_filter_values_cannot_escape_the_collection(store, value):
+    cats = store.create_collection("cats", MODEL)
+    dogs = store.create_collection("dogs", MODEL)
+    store.upsert(cats, ["c"], unit(1), [{"label": "tabby"}])
+    store.upsert(dogs, ["d"], unit(1, seed=1), [{"label": "tabby"}])
+    (hits,) = store.search(cats, unit(1), top_k=10,
+                           conditions=(Condition("label", Op.EQ, (value,)),))
+    assert hits == []
+
+
+@pytest.mark.parametrize(("condition", "message"), [
+    (Condition('label"] or collection != ["x', Op.EQ, ("a",)), "metadata key"),
+    (Condition("label", Op.EQ, ("line\nbreak",)), "control characters"),
+    (Condition("age", Op.GT, ("abc",)), "ranges compare numbers only"),
+    (Condition("age", Op.IN, ()), "give 1 to 256 values"),
+    (Condition("age", Op.EQ, (float("nan"),)), "finite numbers"),
+])
+def test_malformed_conditions_are_refused(store, condition, message):
+    cats = store.create_collection("cats", MODEL)
+    with pytest.raises(Exception, match=message) as caught:
+        store.search(cats, unit(1), top_k=1, conditions=(condition,))
+    assert isinstance(caught.value, InvalidFilter) or "metadata key" in message
+
+
+def test_deleting_a_collection_removes_its_rows_only(store):
+    cats = store.create_collection("cats", MODEL)
+    dogs = store.create_collection("dogs", MODEL)
+    store.upsert(cats, ["c"], unit(1), [{}])
+    store.upsert(dogs, ["d"], unit(1), [{}])
+    store.delete_collection("cats")
+    cats_again = store.create_collection("cats", MODEL)
+    assert store.count(cats_again) == 0
+    assert store.count(dogs) == 1
+
+
+def test_models_of_other_dimensions_get_their_own_vector_space(store):
+    cats = store.create_collection("cats", MODEL)
+    small = store.create_collection("small", OTHER_MODEL)
+    store.upsert(cats, ["c"], unit(1), [{}])
+    store.upsert(small, ["s"], unit(1, dim=4), [{}])
+    (hits,) = store.search(small, unit(1, dim=4), top_k=5)
+    assert [h.external_id for h in hits] == ["s"]
+
+
+def test_nothing_is_lost_when_the_store_is_reopened(tmp_path):
+    first = open_store(tmp_path)
+    cats = first.create_collection("cats", MODEL)
+    first.upsert(cats, ["a", "b"], unit(2), [{"k": 1}, {"k": 2}])
+    first.close()
+    second = open_store(tmp_path)
+    cats = second.get_collection("cats")
+    assert second.count(cats) == 2
+    (hits,) = second.search(cats, unit(2)[:1], top_k=1)
+    assert hits[0].external_id == "a"
+    second.close()
