@@ -33,3 +33,7 @@ class ModelMismatch(FailedPrecondition):
 
 class MilvusUnavailable(Unavailable):
     pass
+
+
+class EmbedderUnavailable(Unavailable):
+    pass

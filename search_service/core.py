@@ -1,0 +1,295 @@
+"""The search core: collections, ingest and retrieval. No grpc here.
+
+pymilvus' MilvusClient is synchronous, so every store call runs on a thread pool, never on the
+event loop. Every call that embeds checks the embedder's model fingerprint against the
+collection's before anything is written or searched: vector spaces never mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from pymilvus.exceptions import MilvusUnavailableException
+
+from imagesearch.errors import InvalidArgument
+from search_service.embedder_client import Embedded
+from search_service.errors import MilvusUnavailable, ModelMismatch
+from search_service.filters import Condition, Scalar
+from search_service.names import check_collection_name, check_external_id, check_metadata_key
+from search_service.store import CollectionRecord, Hit, MilvusStore, ModelSpace, StoredImage
+
+T = TypeVar("T")
+MAX_BATCH = 256
+MAX_IDS = 1000
+MAX_QUERIES = 64
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_STRING = 4096
+MAX_DESCRIPTION = 1024
+OK, INVALID_ARGUMENT, NOT_FOUND = 0, 3, 5
+
+
+class EmbedderPort(Protocol):
+    async def model(self, remaining: float | None = None) -> ModelSpace: ...
+
+    async def embed_images(self, images: Sequence[bytes], remaining: float | None = None
+                           ) -> tuple[str, list[Embedded]]: ...
+
+    async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
+                          ) -> tuple[str, list[Embedded]]: ...
+
+
+@dataclass(frozen=True)
+class NewImage:
+    id: str
+    data: bytes
+    metadata: dict[str, Scalar]
+
+
+@dataclass(frozen=True)
+class ItemStatus:
+    code: int = OK
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Query:
+    """Exactly one of the fields is set."""
+
+    text: str | None = None
+    image: bytes | None = None
+    image_id: str | None = None
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    hits: list[Hit]
+    status: ItemStatus = ItemStatus()
+
+
+def encode_token(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("page_token is invalid; pass next_page_token unchanged") from None
+    if not isinstance(after, str):
+        raise InvalidArgument("page_token is invalid; pass next_page_token unchanged")
+    return after
+
+
+def page_size(requested: int, default: int = 100, most: int = 1000) -> int:
+    if requested < 0 or requested > most:
+        raise InvalidArgument(f"page_size must be 0 to {most}; got {requested}")
+    return requested or default
+
+
+def check_metadata(metadata: dict[str, Scalar]) -> None:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidArgument(f"metadata has {len(metadata)} entries; at most "
+                              f"{MAX_METADATA_ENTRIES}")
+    for key, value in metadata.items():
+        check_metadata_key(key)
+        if isinstance(value, str) and len(value) > MAX_METADATA_STRING:
+            raise InvalidArgument(f"metadata {key!r} is longer than {MAX_METADATA_STRING} "
+                                  "characters")
+
+
+def _count(kind: str, count: int, most: int) -> None:
+    if count == 0:
+        raise InvalidArgument(f"request has no {kind}; send 1 to {most}")
+    if count > most:
+        raise InvalidArgument(f"request has {count} {kind}; the limit is {most}")
+
+
+class SearchCore:
+    def __init__(self, store: MilvusStore, embedder: EmbedderPort, store_threads: int) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._pool = ThreadPoolExecutor(store_threads, thread_name_prefix="milvus")
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except MilvusUnavailableException as err:
+            raise MilvusUnavailable("Milvus is unavailable; retry shortly") from err
+
+    # Collections -------------------------------------------------------------------------
+
+    async def create_collection(self, name: str, description: str,
+                                remaining: float | None = None) -> tuple[CollectionRecord, int]:
+        check_collection_name(name)
+        if len(description) > MAX_DESCRIPTION:
+            raise InvalidArgument(f"description is longer than {MAX_DESCRIPTION} characters")
+        model = await self._embedder.model(remaining)
+        return await self._run(self._store.create_collection, name, model, description), 0
+
+    async def get_collection(self, name: str) -> tuple[CollectionRecord, int]:
+        record = await self._run(self._store.get_collection, check_collection_name(name))
+        return record, await self._run(self._store.count, record)
+
+    async def list_collections(self, size: int, token: str
+                               ) -> tuple[list[tuple[CollectionRecord, int]], str]:
+        limit = page_size(size)
+        records = await self._run(self._store.list_collections, limit, decode_token(token))
+        counted = [(r, await self._run(self._store.count, r)) for r in records]
+        return counted, encode_token(records[-1].name) if len(records) == limit else ""
+
+    async def delete_collection(self, name: str) -> None:
+        await self._run(self._store.delete_collection, check_collection_name(name))
+
+    # Images ------------------------------------------------------------------------------
+
+    async def add_images(self, name: str, images: Sequence[NewImage],
+                         remaining: float | None = None) -> list[ItemStatus]:
+        record = await self._run(self._store.get_collection, check_collection_name(name))
+        _count("images", len(images), MAX_BATCH)
+        statuses = _validate_new(images)
+        valid = [i for i, status in enumerate(statuses) if status.code == OK]
+        if not valid:
+            return statuses
+        fingerprint, embedded = await self._embedder.embed_images(
+            [images[i].data for i in valid], remaining)
+        self._check_model(record, fingerprint)
+        stored = []
+        for index, outcome in zip(valid, embedded, strict=True):
+            if outcome.vector is None:
+                statuses[index] = ItemStatus(outcome.code, outcome.message)
+            else:
+                stored.append((index, outcome.vector))
+        if stored:
+            await self._run(self._store.upsert, record, [images[i].id for i, _ in stored],
+                            np.stack([v for _, v in stored]),
+                            [images[i].metadata for i, _ in stored])
+        return statuses
+
+    async def get_images(self, name: str, ids: Sequence[str], include_vectors: bool
+                         ) -> tuple[list[StoredImage], list[str]]:
+        record = await self._run(self._store.get_collection, check_collection_name(name))
+        _count("ids", len(ids), MAX_IDS)
+        for external_id in ids:
+            check_external_id(external_id)
+        found = await self._run(self._store.get, record, list(ids), include_vectors)
+        present = {image.external_id for image in found}
+        return found, [i for i in ids if i not in present]
+
+    async def list_images(self, name: str, size: int, token: str
+                          ) -> tuple[list[StoredImage], str]:
+        record = await self._run(self._store.get_collection, check_collection_name(name))
+        limit = page_size(size)
+        images = await self._run(self._store.list_images, record, limit, decode_token(token))
+        return images, encode_token(images[-1].external_id) if len(images) == limit else ""
+
+    async def delete_images(self, name: str, ids: Sequence[str]) -> None:
+        record = await self._run(self._store.get_collection, check_collection_name(name))
+        _count("ids", len(ids), MAX_IDS)
+        for external_id in ids:
+            check_external_id(external_id)
+        await self._run(self._store.delete, record, list(ids))
+
+    # Search ------------------------------------------------------------------------------
+
+    async def search(self, name: str, queries: Sequence[Query], top_k: int,
+                     min_similarity: float, conditions: tuple[Condition, ...],
+                     remaining: float | None = None) -> list[QueryResult]:
+        record = await self._run(self._store.get_collection, check_collection_name(name))
+        _count("queries", len(queries), MAX_QUERIES)
+        if not 0 <= top_k <= 1000:
+            raise InvalidArgument(f"top_k must be 0 to 1000; got {top_k}")
+        vectors = await self._query_vectors(record, queries, remaining)
+        ready = [i for i, v in enumerate(vectors) if isinstance(v, np.ndarray)]
+        results = [QueryResult([], v) if isinstance(v, ItemStatus) else QueryResult([])
+                   for v in vectors]
+        if ready:
+            batch = np.stack([vectors[i] for i in ready])  # type: ignore[misc]
+            hits = await self._run(self._store.search, record, batch, top_k or 10, conditions,
+                                   min_similarity)
+            for index, found in zip(ready, hits, strict=True):
+                results[index] = QueryResult(found)
+        return results
+
+    async def _query_vectors(self, record: CollectionRecord, queries: Sequence[Query],
+                             remaining: float | None) -> list[np.ndarray | ItemStatus]:
+        out: list[np.ndarray | ItemStatus] = [ItemStatus(INVALID_ARGUMENT, "query is empty: "
+                                                         "set text, image, image_id or vector")
+                                              ] * len(queries)
+        for kind in ("text", "image"):
+            picked = [i for i, q in enumerate(queries) if getattr(q, kind) is not None]
+            if picked:
+                embedder = self._embedder
+                embed = embedder.embed_texts if kind == "text" else embedder.embed_images
+                fingerprint, embedded = await embed(
+                    [getattr(queries[i], kind) for i in picked], remaining)
+                self._check_model(record, fingerprint)
+                for i, e in zip(picked, embedded, strict=True):
+                    out[i] = e.vector if e.vector is not None else ItemStatus(e.code, e.message)
+        await self._stored_vectors(record, queries, out)
+        for i, query in enumerate(queries):
+            if query.vector is not None:
+                out[i] = _raw_vector(query.vector, record.model.dimension)
+        return out
+
+    async def _stored_vectors(self, record: CollectionRecord, queries: Sequence[Query],
+                              out: list[np.ndarray | ItemStatus]) -> None:
+        picked = [i for i, q in enumerate(queries) if q.image_id is not None]
+        if not picked:
+            return
+        ids = [check_external_id(queries[i].image_id or "") for i in picked]
+        found = {image.external_id: image.vector
+                 for image in await self._run(self._store.get, record, ids, True)}
+        for i, external_id in zip(picked, ids, strict=True):
+            vector = found.get(external_id)
+            out[i] = vector if vector is not None else ItemStatus(
+                NOT_FOUND, f"image {external_id!r} is not in collection {record.name!r}")
+
+    @staticmethod
+    def _check_model(record: CollectionRecord, fingerprint: str) -> None:
+        if fingerprint != record.model.fingerprint:
+            raise ModelMismatch(
+                f"collection {record.name!r} was built with model {record.model.model_name} "
+                f"({record.model.fingerprint}); the embedder now serves {fingerprint}. "
+                "Search it with the original model, or re-index into a new collection")
+
+
+def _raw_vector(vector: np.ndarray, dimension: int) -> np.ndarray | ItemStatus:
+    if vector.shape != (dimension,):
+        return ItemStatus(INVALID_ARGUMENT, f"vector has {vector.size} values; the collection's "
+                                            f"dimension is {dimension}")
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0:
+        return ItemStatus(INVALID_ARGUMENT, "vector must be finite and non-zero")
+    normalised: np.ndarray = vector / norm
+    return normalised
+
+
+def _validate_new(images: Sequence[NewImage]) -> list[ItemStatus]:
+    statuses, seen = [], set()
+    for image in images:
+        try:
+            check_external_id(image.id)
+            check_metadata(image.metadata)
+        except InvalidArgument as err:
+            statuses.append(ItemStatus(INVALID_ARGUMENT, str(err)))
+            continue
+        if image.id in seen:
+            statuses.append(ItemStatus(INVALID_ARGUMENT, f"id {image.id!r} appears more than "
+                                                         "once in this request"))
+            continue
+        seen.add(image.id)
+        statuses.append(ItemStatus())
+    return statuses

@@ -1,0 +1,113 @@
+"""The search service's client of the embedder: one channel, made at start-up.
+
+- Client-side round_robin over every address the target resolves to, so a Kubernetes headless
+  Service spreads calls over all embedder replicas (a ClusterIP would pin one connection).
+- Retries with bounded exponential backoff on UNAVAILABLE only (gRPC's own retry policy:
+  every other code is an answer, not a transient fault).
+- A deadline on every call: the configured timeout, cut to the caller's remaining deadline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from imagesearch.embedder.v1 import embedder_pb2 as pb
+from imagesearch.embedder.v1 import embedder_pb2_grpc
+from search_service.errors import EmbedderUnavailable
+from search_service.store import ModelSpace
+
+_RETRY_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "imagesearch.embedder.v1.EmbedderService"}],
+        "retryPolicy": {
+            "maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
+            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+}
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One item's outcome: a unit vector, or the embedder's reason for refusing the item."""
+
+    vector: np.ndarray | None = None
+    code: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(_read(self.ca_file), _read(self.key_file),
+                                            _read(self.cert_file))
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path else None
+
+
+def create_channel(target: str, max_message_bytes: int,
+                   tls: ClientTls | None = None) -> grpc.aio.Channel:
+    options = [
+        ("grpc.service_config", json.dumps(_RETRY_CONFIG)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if tls is not None:
+        return grpc.aio.secure_channel(target, tls.credentials(), options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+class EmbedderClient:
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+        self._stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        self._timeout = timeout_s
+
+    def _deadline(self, remaining: float | None) -> float:
+        return self._timeout if remaining is None else max(0.001, min(self._timeout, remaining))
+
+    async def model(self, remaining: float | None = None) -> ModelSpace:
+        info = await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), remaining)
+        return ModelSpace(info.model.fingerprint, info.model.embedding_dim,
+                          info.model.model_name)
+
+    async def embed_images(self, images: Sequence[bytes],
+                           remaining: float | None = None) -> tuple[str, list[Embedded]]:
+        request = pb.EmbedImagesRequest(images=[pb.ImageInput(data=d) for d in images])
+        response = await self._call(self._stub.EmbedImages, request, remaining)
+        return response.model_fingerprint, [_embedded(r) for r in response.results]
+
+    async def embed_texts(self, texts: Sequence[str],
+                          remaining: float | None = None) -> tuple[str, list[Embedded]]:
+        request = pb.EmbedTextsRequest(texts=[pb.TextInput(text=t) for t in texts])
+        response = await self._call(self._stub.EmbedTexts, request, remaining)
+        return response.model_fingerprint, [_embedded(r) for r in response.results]
+
+    async def _call(self, method: Any, request: Any, remaining: float | None) -> Any:
+        try:
+            return await method(request, timeout=self._deadline(remaining))
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise EmbedderUnavailable(
+                    f"the embedder is unavailable ({err.code().name}); retry shortly") from err
+            raise
+
+
+def _embedded(result: pb.ImageResult | pb.TextResult) -> Embedded:
+    if result.HasField("error"):
+        return Embedded(code=result.error.code, message=result.error.message)
+    return Embedded(vector=np.asarray(result.embedding.values, dtype=np.float32))

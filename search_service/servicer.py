@@ -1,0 +1,160 @@
+"""gRPC servicer of the search service: converts messages, calls the core, converts back.
+
+All protobuf <-> domain conversion lives here. Errors become statuses in the interceptor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from imagesearch.errors import InvalidArgument
+from imagesearch.search.v1 import search_pb2 as pb
+from search_service.core import ItemStatus, NewImage, Query, SearchCore
+from search_service.filters import Condition, Op, Scalar
+from search_service.store import CollectionRecord, Hit, StoredImage
+
+_OPS = {
+    pb.OPERATOR_EQUAL: Op.EQ, pb.OPERATOR_NOT_EQUAL: Op.NE, pb.OPERATOR_LESS: Op.LT,
+    pb.OPERATOR_LESS_OR_EQUAL: Op.LTE, pb.OPERATOR_GREATER: Op.GT,
+    pb.OPERATOR_GREATER_OR_EQUAL: Op.GTE, pb.OPERATOR_IN: Op.IN,
+    pb.OPERATOR_NOT_IN: Op.NOT_IN, pb.OPERATOR_EXISTS: Op.EXISTS,
+}
+
+
+def scalar(value: pb.MetadataValue) -> Scalar:
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument("a metadata value has no kind set")
+    result: Scalar = getattr(value, kind)
+    return result
+
+
+def metadata_in(entries: Any) -> dict[str, Scalar]:
+    return {key: scalar(value) for key, value in entries.items()}
+
+
+def metadata_value(value: Any) -> pb.MetadataValue:
+    if isinstance(value, bool):
+        return pb.MetadataValue(bool_value=value)
+    if isinstance(value, int):
+        return pb.MetadataValue(int_value=value)
+    if isinstance(value, float):
+        return pb.MetadataValue(double_value=value)
+    return pb.MetadataValue(string_value=str(value))
+
+
+def collection_out(record: CollectionRecord, count: int) -> pb.Collection:
+    created = Timestamp()
+    created.FromMilliseconds(record.created_at_ms)
+    return pb.Collection(
+        name=record.name, description=record.description, image_count=count,
+        create_time=created, model=pb.EmbeddingModel(
+            name=record.model.model_name, fingerprint=record.model.fingerprint,
+            dimension=record.model.dimension))
+
+
+def image_out(image: StoredImage) -> pb.StoredImage:
+    out = pb.StoredImage(id=image.external_id,
+                         metadata={k: metadata_value(v) for k, v in image.metadata.items()})
+    if image.vector is not None:
+        out.vector[:] = image.vector.tolist()
+    return out
+
+
+def hit_out(hit: Hit) -> pb.Hit:
+    return pb.Hit(id=hit.external_id, similarity=hit.similarity,
+                  metadata={k: metadata_value(v) for k, v in hit.metadata.items()})
+
+
+def status_out(status: ItemStatus) -> pb.ItemStatus:
+    return pb.ItemStatus(code=status.code, message=status.message)
+
+
+def condition_in(condition: pb.Condition) -> Condition:
+    if condition.operator not in _OPS:
+        raise InvalidArgument(f"condition on {condition.key!r} has no operator")
+    return Condition(condition.key, _OPS[condition.operator],
+                     tuple(scalar(v) for v in condition.values))
+
+
+def query_in(query: pb.Query) -> Query:
+    kind = query.WhichOneof("kind")
+    if kind == "text":
+        return Query(text=query.text)
+    if kind == "image":
+        return Query(image=query.image)
+    if kind == "image_id":
+        return Query(image_id=query.image_id)
+    if kind == "vector":
+        return Query(vector=np.asarray(query.vector.values, dtype=np.float32))
+    return Query()
+
+
+def _remaining(context: grpc.aio.ServicerContext) -> float | None:
+    remaining: float | None = context.time_remaining()
+    return remaining
+
+
+class SearchServicer:
+    def __init__(self, core: SearchCore) -> None:
+        self._core = core
+
+    async def CreateCollection(self, request: pb.CreateCollectionRequest,
+                               context: grpc.aio.ServicerContext) -> pb.CreateCollectionResponse:
+        record, count = await self._core.create_collection(request.name, request.description,
+                                                           _remaining(context))
+        return pb.CreateCollectionResponse(collection=collection_out(record, count))
+
+    async def GetCollection(self, request: pb.GetCollectionRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetCollectionResponse:
+        record, count = await self._core.get_collection(request.name)
+        return pb.GetCollectionResponse(collection=collection_out(record, count))
+
+    async def ListCollections(self, request: pb.ListCollectionsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListCollectionsResponse:
+        page, token = await self._core.list_collections(request.page_size, request.page_token)
+        return pb.ListCollectionsResponse(
+            collections=[collection_out(r, c) for r, c in page], next_page_token=token)
+
+    async def DeleteCollection(self, request: pb.DeleteCollectionRequest,
+                               context: grpc.aio.ServicerContext) -> pb.DeleteCollectionResponse:
+        await self._core.delete_collection(request.name)
+        return pb.DeleteCollectionResponse()
+
+    async def AddImages(self, request: pb.AddImagesRequest,
+                        context: grpc.aio.ServicerContext) -> pb.AddImagesResponse:
+        images = [NewImage(i.id, i.data, metadata_in(i.metadata)) for i in request.images]
+        statuses = await self._core.add_images(request.collection, images, _remaining(context))
+        return pb.AddImagesResponse(results=[status_out(s) for s in statuses])
+
+    async def GetImages(self, request: pb.GetImagesRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetImagesResponse:
+        found, missing = await self._core.get_images(request.collection, list(request.ids),
+                                                     request.include_vectors)
+        return pb.GetImagesResponse(images=[image_out(i) for i in found], missing_ids=missing)
+
+    async def ListImages(self, request: pb.ListImagesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListImagesResponse:
+        images, token = await self._core.list_images(request.collection, request.page_size,
+                                                     request.page_token)
+        return pb.ListImagesResponse(images=[image_out(i) for i in images],
+                                     next_page_token=token)
+
+    async def DeleteImages(self, request: pb.DeleteImagesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DeleteImagesResponse:
+        await self._core.delete_images(request.collection, list(request.ids))
+        return pb.DeleteImagesResponse()
+
+    async def Search(self, request: pb.SearchRequest,
+                     context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        minimum = request.min_similarity if request.HasField("min_similarity") else -1.0
+        results = await self._core.search(
+            request.collection, [query_in(q) for q in request.queries], request.top_k, minimum,
+            tuple(condition_in(c) for c in request.filter), _remaining(context))
+        return pb.SearchResponse(results=[
+            pb.QueryResult(hits=[hit_out(h) for h in r.hits], status=status_out(r.status))
+            for r in results])

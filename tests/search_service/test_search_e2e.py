@@ -1,0 +1,297 @@
+"""End to end: the real search service, the real embedder with the bundled model, Milvus Lite."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from embedder_service.server import EmbedderServer
+from imagesearch import synthetic
+from imagesearch.search.v1 import search_pb2 as pb
+from imagesearch.search.v1 import search_pb2_grpc
+from search_service.server import SearchServer
+from search_service.settings import SearchSettings
+from search_service.store import ModelSpace
+from tests.conftest import encode
+
+
+def search_settings(db: Path, embedder_port: int, **overrides: object) -> SearchSettings:
+    base: dict[str, object] = {
+        "milvus_uri": str(db), "embedder_target": f"127.0.0.1:{embedder_port}", "port": 0,
+        "log_format": "text", "health_check_interval_s": 0.2, "embedder_timeout_s": 5.0}
+    return SearchSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def search(embedder_server: EmbedderServer, tmp_path_factory
+                 ) -> AsyncIterator[tuple[SearchServer, search_pb2_grpc.SearchServiceStub]]:
+    db = tmp_path_factory.mktemp("milvus") / "search.db"
+    server = SearchServer(search_settings(db, embedder_server.port))
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    yield server, search_pb2_grpc.SearchServiceStub(channel)
+    await channel.close()
+    await server.stop(grace=1)
+
+
+def scene_images(count: int, seed: int) -> list[tuple[str, bytes, synthetic.Scene]]:
+    rng = random.Random(seed)
+    out = []
+    for index in range(count):
+        scene = synthetic.random_scene(rng)
+        out.append((f"img-{index:03d}", encode(synthetic.render(scene, 96, rng)), scene))
+    return out
+
+
+def labels(scene: synthetic.Scene) -> dict[str, pb.MetadataValue]:
+    return {"colour": pb.MetadataValue(string_value=scene.colour),
+            "shape": pb.MetadataValue(string_value=scene.shape),
+            "count": pb.MetadataValue(int_value=scene.count)}
+
+
+async def add(stub, collection: str, items) -> pb.AddImagesResponse:
+    return await stub.AddImages(pb.AddImagesRequest(collection=collection, images=[
+        pb.NewImage(id=i, data=d, metadata=labels(s)) for i, d, s in items]))
+
+
+@pytest_asyncio.fixture(scope="module")
+async def shapes(search) -> tuple[str, list[tuple[str, bytes, synthetic.Scene]]]:
+    _, stub = search
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="shapes", description="test"))
+    items = scene_images(120, seed=5)
+    for start in range(0, len(items), 40):
+        response = await add(stub, "shapes", items[start:start + 40])
+        assert all(r.code == 0 for r in response.results)
+    return "shapes", items
+
+
+async def test_collection_records_its_model(search, shapes, embedder_stub):
+    from imagesearch.embedder.v1 import embedder_pb2
+
+    _, stub = search
+    info = (await embedder_stub.GetModelInfo(embedder_pb2.GetModelInfoRequest())).model
+    collection = (await stub.GetCollection(pb.GetCollectionRequest(name="shapes"))).collection
+    assert collection.model.fingerprint == info.fingerprint
+    assert collection.model.dimension == info.embedding_dim
+    assert collection.image_count == 120
+    assert collection.create_time.seconds > 0
+
+
+def describe(scene: synthetic.Scene) -> str:
+    if scene.count > 1:
+        words = {2: "two", 3: "three"}[scene.count]
+        return f"{words} {scene.colour} {synthetic.plural(scene.shape)}"
+    return f"{'an' if scene.colour[0] in 'aeiou' else 'a'} {scene.colour} {scene.shape}"
+
+
+async def test_text_search_puts_matching_images_on_top(search, shapes):
+    _, stub = search
+    _, items = shapes
+    scenes = {i: s for i, _, s in items}
+    wanted = sorted({(s.colour, s.shape, s.count) for _, _, s in items})
+    queries = [pb.Query(text=describe(synthetic.Scene(c, s, n, "large", "center", "white")))
+               for c, s, n in wanted]
+    results = []
+    for start in range(0, len(queries), 64):
+        response = await stub.Search(pb.SearchRequest(collection="shapes", top_k=3,
+                                                      queries=queries[start:start + 64]))
+        results += response.results
+    top1 = top3 = 0
+    for (colour, shape, _), result in zip(wanted, results, strict=True):
+        matches = [(scenes[h.id].colour, scenes[h.id].shape) == (colour, shape)
+                   for h in result.hits]
+        top1 += matches[0]
+        top3 += any(matches)
+        assert result.hits[0].metadata["colour"].string_value == scenes[result.hits[0].id].colour
+    assert top1 >= 0.9 * len(wanted), f"top-1 {top1}/{len(wanted)}"
+    assert top3 == len(wanted), f"top-3 {top3}/{len(wanted)}"
+
+
+async def test_image_search_finds_the_image_itself_first(search, shapes):
+    _, stub = search
+    _, items = shapes
+    image_id, data, _ = items[17]
+    response = await stub.Search(pb.SearchRequest(collection="shapes", top_k=5, queries=[
+        pb.Query(image=data), pb.Query(image_id=image_id)]))
+    for result in response.results:
+        assert result.hits[0].id == image_id
+        assert result.hits[0].similarity == pytest.approx(1.0, abs=1e-3)
+
+
+async def test_vector_query_and_bad_queries_fail_only_themselves(search, shapes):
+    _, stub = search
+    _, items = shapes
+    stored = await stub.GetImages(pb.GetImagesRequest(collection="shapes", ids=[items[3][0]],
+                                                      include_vectors=True))
+    vector = list(stored.images[0].vector)
+    response = await stub.Search(pb.SearchRequest(collection="shapes", top_k=2, queries=[
+        pb.Query(vector=pb.Vector(values=vector)), pb.Query(image=b"junk"),
+        pb.Query(image_id="no-such-image"), pb.Query(vector=pb.Vector(values=[1.0, 2.0])),
+        pb.Query()]))
+    ok, junk, missing, short, empty = response.results
+    assert ok.hits[0].id == items[3][0] and ok.status.code == 0
+    assert junk.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not junk.hits
+    assert junk.status.message.startswith("bytes are not an image")
+    assert missing.status.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert missing.status.message == "image 'no-such-image' is not in collection 'shapes'"
+    assert short.status.message == "vector has 2 values; the collection's dimension is 64"
+    assert empty.status.message == "query is empty: set text, image, image_id or vector"
+
+
+async def test_filters_and_min_similarity(search, shapes):
+    _, stub = search
+    _, items = shapes
+    reds = {i for i, _, s in items if s.colour == "red"}
+    response = await stub.Search(pb.SearchRequest(
+        collection="shapes", top_k=100, queries=[pb.Query(text="a shape")],
+        filter=[pb.Condition(key="colour", operator=pb.OPERATOR_EQUAL,
+                             values=[pb.MetadataValue(string_value="red")])]))
+    assert {h.id for h in response.results[0].hits} == reds
+    response = await stub.Search(pb.SearchRequest(
+        collection="shapes", top_k=100, queries=[pb.Query(text="a shape")],
+        filter=[pb.Condition(key="colour", operator=pb.OPERATOR_EQUAL, values=[
+            pb.MetadataValue(string_value='red" or collection != "shapes')])]))
+    assert list(response.results[0].hits) == []
+    response = await stub.Search(pb.SearchRequest(
+        collection="shapes", top_k=100, min_similarity=0.5, queries=[pb.Query(text="a shape")]))
+    assert all(h.similarity >= 0.5 for h in response.results[0].hits)
+
+
+async def test_bad_items_in_a_batch_fail_only_themselves(search):
+    _, stub = search
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="mixed"))
+    good = scene_images(2, seed=9)
+    response = await stub.AddImages(pb.AddImagesRequest(collection="mixed", images=[
+        pb.NewImage(id="ok-1", data=good[0][1]), pb.NewImage(id="bad/id", data=good[1][1]),
+        pb.NewImage(id="junk", data=b"not an image"), pb.NewImage(id="ok-1", data=good[1][1]),
+        pb.NewImage(id="ok-2", data=good[1][1],
+                    metadata={"9bad": pb.MetadataValue(string_value="x")})]))
+    codes = [r.code for r in response.results]
+    assert codes == [0, 3, 3, 3, 3]
+    assert "no '/' and no control characters" in response.results[1].message
+    assert response.results[2].message.startswith("bytes are not an image")
+    assert response.results[3].message == "id 'ok-1' appears more than once in this request"
+    assert response.results[4].message.startswith("metadata key '9bad' is invalid")
+    collection = (await stub.GetCollection(pb.GetCollectionRequest(name="mixed"))).collection
+    assert collection.image_count == 1
+
+
+async def test_upsert_never_duplicates_and_delete_removes(search):
+    _, stub = search
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="upserts"))
+    items = scene_images(5, seed=11)
+    await add(stub, "upserts", items)
+    await add(stub, "upserts", items[:3])
+    count = lambda r: r.collection.image_count  # noqa: E731
+    assert count(await stub.GetCollection(pb.GetCollectionRequest(name="upserts"))) == 5
+    await stub.DeleteImages(pb.DeleteImagesRequest(collection="upserts", ids=["img-000"]))
+    assert count(await stub.GetCollection(pb.GetCollectionRequest(name="upserts"))) == 4
+    got = await stub.GetImages(pb.GetImagesRequest(collection="upserts",
+                                                   ids=["img-000", "img-001"]))
+    assert [i.id for i in got.images] == ["img-001"] and list(got.missing_ids) == ["img-000"]
+
+
+async def test_pagination_walks_every_item_exactly_once(search, shapes):
+    _, stub = search
+    _, items = shapes
+    seen, token = [], ""
+    while True:
+        page = await stub.ListImages(pb.ListImagesRequest(collection="shapes", page_size=17,
+                                                          page_token=token))
+        seen += [i.id for i in page.images]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == sorted(i for i, _, _ in items)
+
+
+async def test_errors_carry_the_right_codes(search):
+    _, stub = search
+    cases = [
+        (stub.GetCollection(pb.GetCollectionRequest(name="nope")), grpc.StatusCode.NOT_FOUND,
+         "collection 'nope' does not exist"),
+        (stub.CreateCollection(pb.CreateCollectionRequest(name="Bad Name")),
+         grpc.StatusCode.INVALID_ARGUMENT, "collection name 'Bad Name' is invalid"),
+        (stub.AddImages(pb.AddImagesRequest(collection="shapes")),
+         grpc.StatusCode.INVALID_ARGUMENT, "request has no images; send 1 to 256"),
+        (stub.ListImages(pb.ListImagesRequest(collection="shapes", page_token="garbage")),
+         grpc.StatusCode.INVALID_ARGUMENT, "page_token is invalid"),
+        (stub.Search(pb.SearchRequest(collection="shapes", queries=[pb.Query(text="x")],
+                                      filter=[pb.Condition(key="colour")])),
+         grpc.StatusCode.INVALID_ARGUMENT, "condition on 'colour' has no operator"),
+    ]
+    for call, code, details in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == code
+        assert caught.value.details().startswith(details)
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="twice"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateCollection(pb.CreateCollectionRequest(name="twice"))
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_collection_of_another_model_is_refused(search):
+    server, stub = search
+    other = ModelSpace("sha256:" + "0" * 64, 64, "some-other-model")
+    server._store.create_collection("foreign", other)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await add(stub, "foreign", scene_images(1, seed=3))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details().startswith(
+        "collection 'foreign' was built with model some-other-model")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Search(pb.SearchRequest(collection="foreign", queries=[pb.Query(text="x")]))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_collections_list_in_pages(search, shapes):
+    _, stub = search
+    names, token = [], ""
+    while True:
+        page = await stub.ListCollections(pb.ListCollectionsRequest(page_size=2,
+                                                                    page_token=token))
+        names += [c.name for c in page.collections]
+        if not (token := page.next_page_token):
+            break
+    assert names == sorted(names) and "shapes" in names
+
+
+async def test_embedder_down_gives_unavailable_and_not_serving(tmp_path, embedder_server):
+    server = SearchServer(search_settings(tmp_path / "down.db", embedder_port=1))
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="x"), timeout=20)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == "the embedder is unavailable (UNAVAILABLE); retry shortly"
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await server.stop(grace=1)
+
+
+async def test_restart_loses_nothing(tmp_path, embedder_server):
+    db = tmp_path / "restart.db"
+    for round_ in range(2):
+        server = SearchServer(search_settings(db, embedder_server.port))
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            if round_ == 0:
+                await stub.CreateCollection(pb.CreateCollectionRequest(name="keep"))
+                await add(stub, "keep", scene_images(6, seed=2))
+            else:
+                got = await stub.GetCollection(pb.GetCollectionRequest(name="keep"))
+                assert got.collection.image_count == 6
+                found = await stub.Search(pb.SearchRequest(
+                    collection="keep", queries=[pb.Query(image_id="img-004")], top_k=1))
+                assert found.results[0].hits[0].id == "img-004"
+        await server.stop(grace=1)

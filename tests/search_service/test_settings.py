@@ -1,0 +1,23 @@
+"""Search settings are documented and validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from search_service.settings import SearchSettings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_setting_is_documented_in_the_readme():
+    text = README.read_text()
+    assert not [name for name in SearchSettings.model_fields
+                if f"`SEARCH_{name.upper()}`" not in text]
+
+
+def test_half_configured_tls_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match="embedder_tls_cert_file and embedder_tls_key_file"):
+        SearchSettings(embedder_tls_cert_file=tmp_path / "c.pem")
