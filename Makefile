@@ -4,15 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv protos protos-check lint test test-fast demo small-model serve-embedder clean
+.PHONY: help venv protos protos-check lint test test-fast demo small-model serve-embedder \
+	serve-search clean
 
 help:
-	@echo "make demo          set up, start the embedder on the bundled model, run example queries"
+	@echo "make demo          set up, start both services on the embedded defaults, index, search"
 	@echo "make test          set up, lint, check generated code, run every test"
 	@echo "make test-fast     tests without the slow exporter parity suite"
 	@echo "make protos        regenerate Python code from protos/"
 	@echo "make small-model   retrain and re-export the bundled small model (~7 min on 2 cores)"
 	@echo "make serve-embedder  run the embedder in the foreground (EMBEDDER_* settings apply)"
+	@echo "make serve-search    run the search service in the foreground (SEARCH_* settings)"
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +49,9 @@ small-model: $(STAMP)
 
 serve-embedder: $(STAMP)
 	EMBEDDER_LOG_FORMAT=$${EMBEDDER_LOG_FORMAT:-text} $(BIN)/imagesearch-embedder
+
+serve-search: $(STAMP)
+	SEARCH_LOG_FORMAT=$${SEARCH_LOG_FORMAT:-text} $(BIN)/imagesearch-search
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

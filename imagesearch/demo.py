@@ -1,10 +1,10 @@
-"""The offline demo: start the embedder on the bundled model, embed sample images, search them.
+"""The offline demo: both services on the embedded defaults, a generated image set, searches.
 
     make demo        (or: python -m imagesearch.demo)
 
-Runs the real service entry point (`imagesearch-embedder`) as a child process on a free
-loopback port, talks to it over gRPC, prints text->image and image->image results, and stops
-the service with SIGTERM (its graceful path) before exiting.
+Starts the real entry points (`imagesearch-embedder` with the bundled model, `imagesearch-search`
+with a Milvus Lite file) on free loopback ports, creates a collection, indexes generated images
+with metadata, prints text and image search results, and stops both services with SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imagesearch import synthetic
-from imagesearch.embedder.v1 import embedder_pb2 as pb
-from imagesearch.embedder.v1 import embedder_pb2_grpc
+from imagesearch.search.v1 import search_pb2 as pb
+from imagesearch.search.v1 import search_pb2_grpc
 
-SAMPLES = Path("data/demo-images")
+DATA = Path("data")
+SAMPLES = DATA / "demo-images"
+COLLECTION = "demo"
 # Each query with a scene it describes; two renderings of each are planted among random scenes.
 QUERIES = {
     "a red circle": synthetic.Scene("red", "circle", 1, "large", "center", "white"),
@@ -40,7 +40,7 @@ QUERIES = {
 }
 
 
-def make_samples(count: int = 120, seed: int = 2026) -> list[Path]:
+def make_samples(count: int = 120, seed: int = 2026) -> list[tuple[Path, synthetic.Scene]]:
     SAMPLES.mkdir(parents=True, exist_ok=True)
     for old in SAMPLES.glob("*.png"):
         old.unlink()
@@ -48,22 +48,20 @@ def make_samples(count: int = 120, seed: int = 2026) -> list[Path]:
     scenes = [synthetic.random_scene(rng) for _ in range(count - 2 * len(QUERIES))]
     scenes += [scene for scene in QUERIES.values() for _ in range(2)]
     rng.shuffle(scenes)
-    paths = []
+    samples = []
     for index, scene in enumerate(scenes):
         noun = scene.shape if scene.count == 1 else synthetic.plural(scene.shape)
         path = SAMPLES / f"{index:03d}-{scene.count}-{scene.colour}-{noun}.png"
         synthetic.render(scene, 128, rng).save(path)
-        paths.append(path)
-    return paths
+        samples.append((path, scene))
+    return samples
 
 
-def start_embedder(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts the service on a free port; its JSON log says which port it got."""
-    env = {**os.environ, "EMBEDDER_PORT": "0", "EMBEDDER_HOST": "127.0.0.1",
-           "EMBEDDER_LOG_FORMAT": "json"}
-    exe = Path(sys.executable).with_name("imagesearch-embedder")
+def start(program: str, env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts a service on a free port; its JSON log says which port it got."""
+    exe = Path(sys.executable).with_name(program)
     with log_path.open("wb") as log:
-        process = subprocess.Popen([str(exe)], env=env, stderr=log)
+        process = subprocess.Popen([str(exe)], env={**os.environ, **env}, stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         for line in log_path.read_text().splitlines():
@@ -72,67 +70,97 @@ def start_embedder(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
                 return process, entry["address"]
         time.sleep(0.1)
     process.kill()
-    raise SystemExit(f"embedder did not start; see {log_path}")
+    raise SystemExit(f"{program} did not start; see {log_path}")
 
 
-async def wait_serving(channel: grpc.aio.Channel, timeout: float = 60) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-        if reply.status == health_pb2.HealthCheckResponse.SERVING:
-            return
-        await asyncio.sleep(0.2)
-    raise SystemExit("embedder did not become ready")
-
-
-async def embed_files(stub: embedder_pb2_grpc.EmbedderServiceStub,
-                      paths: list[Path]) -> np.ndarray:
-    async def requests() -> AsyncIterator[pb.StreamEmbedImagesRequest]:
-        for path in paths:
-            yield pb.StreamEmbedImagesRequest(id=path.name,
-                                              image=pb.ImageInput(data=path.read_bytes()))
-
-    vectors = [r.result.embedding.values async for r in stub.StreamEmbedImages(requests())]
-    return np.asarray(vectors, dtype=np.float32)
-
-
-def print_hits(title: str, scores: np.ndarray, paths: list[Path], k: int = 3) -> None:
-    print(f"\n{title}")
-    for rank, index in enumerate(np.argsort(-scores)[:k], 1):
-        print(f"  {rank}. {scores[index]:.3f}  {paths[index].name}")
-
-
-async def run(address: str, paths: list[Path]) -> None:
+async def wait_serving(address: str, timeout: float = 60) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
-        await wait_serving(channel)
-        stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
-        info = (await stub.GetModelInfo(pb.GetModelInfoRequest())).model
-        print(f"model {info.model_name} ({info.embedding_dim}-d, {info.execution_provider}, "
-              f"{info.precision})")
-        started = time.perf_counter()
-        images = await embed_files(stub, paths)
-        print(f"embedded {len(paths)} images in {time.perf_counter() - started:.2f}s")
-        texts = await stub.EmbedTexts(pb.EmbedTextsRequest(
-            texts=[pb.TextInput(text=q) for q in QUERIES]))
-        for query, result in zip(QUERIES, texts.results, strict=True):
-            print_hits(f'text: "{query}"', images @ np.asarray(result.embedding.values), paths)
-        query_image = await embed_files(stub, paths[:1])
-        print_hits(f"image: {paths[0].name}", images @ query_image[0], paths)
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"service at {address} did not become ready")
+
+
+def metadata(scene: synthetic.Scene) -> dict[str, pb.MetadataValue]:
+    return {"colour": pb.MetadataValue(string_value=scene.colour),
+            "shape": pb.MetadataValue(string_value=scene.shape),
+            "count": pb.MetadataValue(int_value=scene.count)}
+
+
+async def index(stub: search_pb2_grpc.SearchServiceStub,
+                samples: list[tuple[Path, synthetic.Scene]]) -> None:
+    started = time.perf_counter()
+    for start_at in range(0, len(samples), 32):
+        batch = samples[start_at:start_at + 32]
+        response = await stub.AddImages(pb.AddImagesRequest(collection=COLLECTION, images=[
+            pb.NewImage(id=path.name, data=path.read_bytes(), metadata=metadata(scene))
+            for path, scene in batch]))
+        failed = [r.message for r in response.results if r.code != 0]
+        if failed:
+            raise SystemExit(f"indexing failed: {failed}")
+        print(f"\rindexed {start_at + len(batch)}/{len(samples)}", end="", flush=True)
+    print(f" in {time.perf_counter() - started:.2f}s")
+
+
+def show(title: str, result: pb.QueryResult) -> None:
+    print(f"\n{title}")
+    for rank, hit in enumerate(result.hits, 1):
+        print(f"  {rank}. {hit.similarity:.3f}  {hit.id}")
+
+
+async def run(address: str, samples: list[tuple[Path, synthetic.Scene]]) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        existing = await stub.ListCollections(pb.ListCollectionsRequest(page_size=1000))
+        if COLLECTION in {c.name for c in existing.collections}:
+            await stub.DeleteCollection(pb.DeleteCollectionRequest(name=COLLECTION))
+        created = await stub.CreateCollection(pb.CreateCollectionRequest(
+            name=COLLECTION, description="generated shapes"))
+        model = created.collection.model
+        print(f"collection '{COLLECTION}' with model {model.name} ({model.dimension}-d)")
+        await index(stub, samples)
+        response = await stub.Search(pb.SearchRequest(collection=COLLECTION, top_k=3, queries=[
+            pb.Query(text=text) for text in QUERIES]))
+        for text, result in zip(QUERIES, response.results, strict=True):
+            show(f'text: "{text}"', result)
+        query_id = samples[0][0].name
+        response = await stub.Search(pb.SearchRequest(
+            collection=COLLECTION, top_k=3, queries=[pb.Query(image_id=query_id)]))
+        show(f"image: {query_id}", response.results[0])
+        response = await stub.Search(pb.SearchRequest(
+            collection=COLLECTION, top_k=3, queries=[pb.Query(text="a shape")],
+            filter=[pb.Condition(key="colour", operator=pb.OPERATOR_EQUAL,
+                                 values=[pb.MetadataValue(string_value="purple")])]))
+        show('text: "a shape", filtered to colour == "purple"', response.results[0])
 
 
 def main() -> None:
-    paths = make_samples()
-    print(f"generated {len(paths)} sample images in {SAMPLES}/")
-    log_path = SAMPLES.parent / "embedder.log"
-    process, address = start_embedder(log_path)
-    print(f"embedder listening on {address} (pid {process.pid}, log: {log_path})")
+    samples = make_samples()
+    print(f"generated {len(samples)} sample images in {SAMPLES}/")
+    log_env = {"EMBEDDER_LOG_FORMAT": "json", "SEARCH_LOG_FORMAT": "json"}
+    embedder, embedder_address = start(
+        "imagesearch-embedder", {**log_env, "EMBEDDER_PORT": "0"}, DATA / "embedder.log")
+    processes = [embedder]
     try:
-        asyncio.run(run(address, paths))
+        search, search_address = start(
+            "imagesearch-search",
+            {**log_env, "SEARCH_PORT": "0", "SEARCH_EMBEDDER_TARGET": embedder_address,
+             "SEARCH_MILVUS_URI": str(DATA / "demo.db")}, DATA / "search.log")
+        processes.append(search)
+        print(f"embedder on {embedder_address}, search service on {search_address} "
+              f"(logs in {DATA}/)")
+        asyncio.run(wait_serving(embedder_address))
+        asyncio.run(wait_serving(search_address))
+        asyncio.run(run(search_address, samples))
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
-        print(f"\nembedder stopped (exit code {code})")
+        for process in reversed(processes):
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(timeout=30) for process in processes]
+        print(f"\nservices stopped (exit codes {codes})")
 
 
 if __name__ == "__main__":
