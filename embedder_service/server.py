@@ -114,8 +114,7 @@ class EmbedderServer:
     async def start(self) -> int:
         """Opens the port (NOT_SERVING), loads the model, then reports SERVING."""
         s = self.settings
-        tls = (grpc_server.TlsFiles(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
-               if s.tls_cert_file and s.tls_key_file else None)
+        tls = s.tls_files()
         interceptors = [ObservabilityInterceptor(ServerMetrics(self.registry)), ErrorInterceptor()]
         server, port = grpc_server.create_server(grpc_server.ServerOptions(
             s.host, s.port, s.max_message_bytes, tls, s.max_connection_age_s), interceptors)

@@ -6,13 +6,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from imagesearch.serving.settings import ServingSettings
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "bundles" / "synthetic-clip-small"
 
 
-class EmbedderSettings(BaseSettings):
+class EmbedderSettings(ServingSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDDER_", use_attribute_docstrings=True,
                                       extra="forbid")
 
@@ -20,8 +22,8 @@ class EmbedderSettings(BaseSettings):
     """Model bundle directory (from `imagesearch-export`); default: the bundled small model."""
     precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
     """Variant to serve. auto: fp16 on a GPU when the bundle has it, else fp32."""
-    providers: list[str] = ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                            "CPUExecutionProvider"]
+    providers: list[str] = Field(default_factory=lambda: [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
     """ONNX Runtime execution providers in order of preference (JSON list)."""
     require_gpu: bool = False
     """Fail start-up instead of silently running on the CPU when no GPU provider works."""
@@ -32,26 +34,10 @@ class EmbedderSettings(BaseSettings):
     verify_checksums: bool = True
     """Check every bundle file's SHA-256 at start-up (catches corrupt copies)."""
 
-    host: str = "127.0.0.1"
-    """Address to listen on; use 0.0.0.0 (or [::]) in a container."""
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one (logged at start-up)."""
-    metrics_port: int | None = Field(None, ge=0, le=65535)
-    """Port of the Prometheus /metrics endpoint; unset disables it."""
-    metrics_host: str = "127.0.0.1"
-    """Address of the /metrics endpoint."""
-    tls_cert_file: Path | None = None
-    """Server certificate (PEM); with tls_key_file enables TLS."""
-    tls_key_file: Path | None = None
-    """Server private key (PEM)."""
-    tls_client_ca_file: Path | None = None
-    """CA (PEM) that client certificates must chain to; setting it requires mutual TLS."""
-    max_message_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    """Largest gRPC message accepted or sent (the gRPC default of 4 MiB is too small for photos)."""
     max_connection_age_s: float | None = Field(None, gt=0)
     """Close client connections after this age so they re-resolve and reach new replicas."""
-    shutdown_grace_s: float = Field(20.0, ge=0)
-    """On SIGTERM, how long in-flight requests get to finish."""
 
     max_batch_size: int = Field(32, gt=0)
     """Most items in one model call (server-side dynamic batching)."""
@@ -78,16 +64,3 @@ class EmbedderSettings(BaseSettings):
     """Longest accepted text, in characters."""
     jpeg_draft: bool = True
     """Decode large JPEGs at a reduced DCT scale (3-5x faster; stays >= 2x the model's input)."""
-
-    log_level: str = "INFO"
-    """Python logging level."""
-    log_format: Literal["json", "text"] = "json"
-    """json: one object per line (for log pipelines); text: for a terminal."""
-
-    @model_validator(mode="after")
-    def _tls_pair(self) -> EmbedderSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
-        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
-        return self

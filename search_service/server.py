@@ -76,8 +76,7 @@ class SearchServer:
 
     async def start(self) -> int:
         s = self.settings
-        tls = (grpc_server.TlsFiles(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
-               if s.tls_cert_file and s.tls_key_file else None)
+        tls = s.tls_files()
         interceptors = [ObservabilityInterceptor(ServerMetrics(self.registry)), ErrorInterceptor()]
         self._server, self.port = grpc_server.create_server(grpc_server.ServerOptions(
             s.host, s.port, s.max_message_bytes, tls), interceptors)

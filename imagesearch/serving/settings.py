@@ -1,0 +1,49 @@
+"""Settings every gRPC service of ours has; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagesearch.serving.grpc_server import TlsFiles
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    """Address to listen on; use 0.0.0.0 (or [::]) in a container."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the Prometheus /metrics endpoint; unset disables it."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the /metrics endpoint."""
+    tls_cert_file: Path | None = None
+    """Server certificate (PEM); with tls_key_file enables TLS."""
+    tls_key_file: Path | None = None
+    """Server private key (PEM)."""
+    tls_client_ca_file: Path | None = None
+    """CA (PEM) that client certificates must chain to; setting it requires mutual TLS."""
+    max_message_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """Largest gRPC message accepted or sent (the gRPC default of 4 MiB is too small for photos)."""
+    shutdown_grace_s: float = Field(20.0, ge=0)
+    """On SIGTERM, how long in-flight requests get to finish."""
+    log_level: str = "INFO"
+    """Python logging level."""
+    log_format: Literal["json", "text"] = "json"
+    """json: one object per line (for log pipelines); text: for a terminal."""
+
+    @model_validator(mode="after")
+    def _server_tls(self) -> ServingSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    def tls_files(self) -> TlsFiles | None:
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
