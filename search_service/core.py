@@ -123,6 +123,17 @@ class SearchCore:
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
 
+    @property
+    def store(self) -> MilvusStore:
+        return self._store
+
+    async def collection(self, name: str) -> CollectionRecord:
+        return await self._run(self._store.get_collection, check_collection_name(name))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs a blocking store call on the Milvus thread pool."""
+        return await self._run(fn, *args)
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -211,7 +222,7 @@ class SearchCore:
         _count("queries", len(queries), MAX_QUERIES)
         if not 0 <= top_k <= 1000:
             raise InvalidArgument(f"top_k must be 0 to 1000; got {top_k}")
-        vectors = await self._query_vectors(record, queries, remaining)
+        vectors = await self.query_vectors(record, queries, remaining)
         ready = [i for i, v in enumerate(vectors) if isinstance(v, np.ndarray)]
         results = [QueryResult([], v) if isinstance(v, ItemStatus) else QueryResult([])
                    for v in vectors]
@@ -223,8 +234,9 @@ class SearchCore:
                 results[index] = QueryResult(found)
         return results
 
-    async def _query_vectors(self, record: CollectionRecord, queries: Sequence[Query],
-                             remaining: float | None) -> list[np.ndarray | ItemStatus]:
+    async def query_vectors(self, record: CollectionRecord, queries: Sequence[Query],
+                            remaining: float | None) -> list[np.ndarray | ItemStatus]:
+        """Each query's unit vector, or the status saying why it has none."""
         out: list[np.ndarray | ItemStatus] = [ItemStatus(INVALID_ARGUMENT, "query is empty: "
                                                          "set text, image, image_id or vector")
                                               ] * len(queries)

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagesearch.errors import InvalidArgument
 from imagesearch.search.v1 import search_pb2 as pb
+from search_service import analysis
 from search_service.core import ItemStatus, NewImage, Query, SearchCore
 from search_service.filters import Condition, Op, Scalar
 from search_service.store import CollectionRecord, Hit, StoredImage
@@ -158,3 +159,27 @@ class SearchServicer:
         return pb.SearchResponse(results=[
             pb.QueryResult(hits=[hit_out(h) for h in r.hits], status=status_out(r.status))
             for r in results])
+
+    async def FindDuplicates(self, request: pb.FindDuplicatesRequest,
+                             context: grpc.aio.ServicerContext) -> pb.FindDuplicatesResponse:
+        hits = await analysis.find_duplicates(
+            self._core, request.collection, query_in(request.query), request.min_similarity,
+            request.max_results, _remaining(context))
+        return pb.FindDuplicatesResponse(duplicates=[hit_out(h) for h in hits])
+
+    async def FindDuplicateGroups(
+        self, request: pb.FindDuplicateGroupsRequest, context: grpc.aio.ServicerContext,
+    ) -> pb.FindDuplicateGroupsResponse:
+        groups, scanned = await analysis.duplicate_groups(
+            self._core, request.collection, request.min_similarity, request.neighbours)
+        return pb.FindDuplicateGroupsResponse(images_scanned=scanned, groups=[
+            pb.DuplicateGroup(ids=g.ids, min_similarity=g.min_similarity) for g in groups])
+
+    async def Classify(self, request: pb.ClassifyRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        results = await analysis.classify(
+            self._core, request.collection, [query_in(q) for q in request.queries],
+            request.label_key, request.k, request.max_labels, _remaining(context))
+        return pb.ClassifyResponse(results=[pb.Classification(
+            labels=[pb.LabelScore(label=s.label, confidence=s.confidence, votes=s.votes)
+                    for s in r.labels], status=status_out(r.status)) for r in results])

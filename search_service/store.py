@@ -181,12 +181,13 @@ class MilvusStore:
         return [found[eid] for eid in external_ids if eid in found]
 
     def list_images(self, collection: CollectionRecord, limit: int,
-                    after_external_id: str = "") -> list[StoredImage]:
+                    after_external_id: str = "", with_vectors: bool = False) -> list[StoredImage]:
         cursor = literal(_pk(collection.name, after_external_id))
+        fields = ["external_id", METADATA_FIELD] + ([VECTOR_FIELD] if with_vectors else [])
         rows = self._client.query(
             self._vectors(collection),
             filter=f"{compile_filter(collection.name)} and pk > {cursor}",
-            output_fields=["external_id", METADATA_FIELD], limit=limit,
+            output_fields=fields, limit=limit,
             consistency_level=self._consistency, **_ORDERED)
         return [_image(row) for row in rows]
 

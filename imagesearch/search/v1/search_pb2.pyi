@@ -297,3 +297,85 @@ class SearchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[QueryResult]
     def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ...) -> None: ...
+
+class FindDuplicatesRequest(_message.Message):
+    __slots__ = ("collection", "query", "min_similarity", "max_results")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    query: Query
+    min_similarity: float
+    max_results: int
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., min_similarity: _Optional[float] = ..., max_results: _Optional[int] = ...) -> None: ...
+
+class FindDuplicatesResponse(_message.Message):
+    __slots__ = ("duplicates",)
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    duplicates: _containers.RepeatedCompositeFieldContainer[Hit]
+    def __init__(self, duplicates: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
+
+class FindDuplicateGroupsRequest(_message.Message):
+    __slots__ = ("collection", "min_similarity", "neighbours")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    min_similarity: float
+    neighbours: int
+    def __init__(self, collection: _Optional[str] = ..., min_similarity: _Optional[float] = ..., neighbours: _Optional[int] = ...) -> None: ...
+
+class DuplicateGroup(_message.Message):
+    __slots__ = ("ids", "min_similarity")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    min_similarity: float
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., min_similarity: _Optional[float] = ...) -> None: ...
+
+class FindDuplicateGroupsResponse(_message.Message):
+    __slots__ = ("groups", "images_scanned")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
+    images_scanned: int
+    def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., images_scanned: _Optional[int] = ...) -> None: ...
+
+class ClassifyRequest(_message.Message):
+    __slots__ = ("collection", "queries", "label_key", "k", "max_labels")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MAX_LABELS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    queries: _containers.RepeatedCompositeFieldContainer[Query]
+    label_key: str
+    k: int
+    max_labels: int
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., label_key: _Optional[str] = ..., k: _Optional[int] = ..., max_labels: _Optional[int] = ...) -> None: ...
+
+class LabelScore(_message.Message):
+    __slots__ = ("label", "confidence", "votes")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    confidence: float
+    votes: int
+    def __init__(self, label: _Optional[str] = ..., confidence: _Optional[float] = ..., votes: _Optional[int] = ...) -> None: ...
+
+class Classification(_message.Message):
+    __slots__ = ("labels", "status")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    status: ItemStatus
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ...) -> None: ...
+
+class ClassifyResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Classification]
+    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...

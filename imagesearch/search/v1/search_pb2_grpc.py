@@ -84,6 +84,21 @@ class SearchServiceStub:
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.FindDuplicates = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/FindDuplicates',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicatesRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicatesResponse.FromString,
+                _registered_method=True)
+        self.FindDuplicateGroups = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/FindDuplicateGroups',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicateGroupsRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicateGroupsResponse.FromString,
+                _registered_method=True)
+        self.Classify = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/Classify',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -156,6 +171,30 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindDuplicates(self, request, context):
+        """Is this image, or an edited copy of it (resized, recompressed, slightly cropped), already
+        in the collection? Returns the stored images at least `min_similarity` similar.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindDuplicateGroups(self, request, context):
+        """Groups of near-duplicate images across a whole collection. Each image's nearest
+        neighbours come from the vector index, so the cost grows with n log n, not n^2.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Classify(self, request, context):
+        """Labels queries by a similarity-weighted vote of their k nearest labelled images: any
+        number of classes, no training step; adding labelled images changes answers at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +242,21 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SearchRequest.FromString,
                     response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
+            ),
+            'FindDuplicates': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindDuplicates,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicatesRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicatesResponse.SerializeToString,
+            ),
+            'FindDuplicateGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindDuplicateGroups,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicateGroupsRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicateGroupsResponse.SerializeToString,
+            ),
+            'Classify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Classify,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +507,87 @@ class SearchService:
             '/imagesearch.search.v1.SearchService/Search',
             imagesearch_dot_search_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
             imagesearch_dot_search_dot_v1_dot_search__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindDuplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/FindDuplicates',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicatesRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindDuplicateGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/FindDuplicateGroups',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicateGroupsRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.FindDuplicateGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Classify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/Classify',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,
