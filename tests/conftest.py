@@ -18,6 +18,9 @@ from embedder_service.server import EmbedderServer
 from embedder_service.settings import BUNDLED_MODEL, EmbedderSettings
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 
+# The search service's fixtures (a real search server on Milvus Lite), for every test package.
+pytest_plugins = ["tests.search_fixtures"]
+
 PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field")
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from imagesearch import synthetic
 from imagesearch.search.v1 import search_pb2 as pb
 from tests.conftest import encode
-from tests.search_service.conftest import labels
+from tests.search_fixtures import labels
 
 PLANTED = [synthetic.Scene("red", "star", 1, "large", "left", "white"),
            synthetic.Scene("blue", "hexagon", 1, "large", "center", "dark"),

@@ -12,7 +12,7 @@ from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
 from search_service.server import SearchServer
 from search_service.store import ModelSpace
-from tests.search_service.conftest import add, scene_images, search_settings
+from tests.search_fixtures import add, scene_images, search_settings
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Search-service fixtures: a real search server on Milvus Lite, next to the real embedder."""
+"""Search-service fixtures (a pytest plugin, see tests/conftest.py): a real search server on
+Milvus Lite, next to the real embedder."""
 
 from __future__ import annotations
 

@@ -1,0 +1,182 @@
+"""A typed Python client of the search service: no raw stubs needed.
+
+    with SearchClient("127.0.0.1:50052") as client:
+        client.create_collection("photos")
+        client.add_images("photos", [("cat.jpg", data, {"label": "cat"})])
+        hits = client.search("photos", text="a cat on a sofa")
+
+Every call has a deadline; UNAVAILABLE is retried with backoff by gRPC's retry policy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from imagesearch.search.v1 import search_pb2 as pb
+from imagesearch.search.v1 import search_pb2_grpc
+
+Scalar = str | int | float | bool
+_OPERATORS = {"=": pb.OPERATOR_EQUAL, "!=": pb.OPERATOR_NOT_EQUAL, "<": pb.OPERATOR_LESS,
+              "<=": pb.OPERATOR_LESS_OR_EQUAL, ">": pb.OPERATOR_GREATER,
+              ">=": pb.OPERATOR_GREATER_OR_EQUAL}
+_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": "imagesearch.search.v1.SearchService"}],
+    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.2s", "maxBackoff": "5s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    similarity: float
+    metadata: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemError:
+    id: str
+    code: str
+    message: str
+
+
+def to_value(value: Scalar) -> pb.MetadataValue:
+    if isinstance(value, bool):
+        return pb.MetadataValue(bool_value=value)
+    if isinstance(value, int):
+        return pb.MetadataValue(int_value=value)
+    if isinstance(value, float):
+        return pb.MetadataValue(double_value=value)
+    return pb.MetadataValue(string_value=value)
+
+
+def from_value(value: pb.MetadataValue) -> Scalar:
+    kind = value.WhichOneof("kind")
+    result: Scalar = getattr(value, kind) if kind else ""
+    return result
+
+
+def parse_condition(text: str) -> pb.Condition:
+    """'key=value', 'key!=value', 'key>=3'...; numbers are compared as numbers."""
+    for symbol in ("!=", ">=", "<=", "=", ">", "<"):
+        key, found, raw = text.partition(symbol)
+        if found:
+            return pb.Condition(key=key.strip(), operator=_OPERATORS[symbol],
+                                values=[to_value(_guess(raw.strip()))])
+    raise ValueError(f"filter {text!r} is not KEY=VALUE (or !=, <, <=, >, >=)")
+
+
+def _guess(raw: str) -> Scalar:
+    for convert in (int, float):
+        try:
+            return convert(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(raw, raw)
+
+
+def _hits(hits: Iterable[pb.Hit]) -> list[Hit]:
+    return [Hit(h.id, h.similarity, {k: from_value(v) for k, v in h.metadata.items()})
+            for h in hits]
+
+
+class SearchClient:
+    def __init__(self, target: str, timeout_s: float = 60.0, *,
+                 ca_file: Path | None = None) -> None:
+        options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
+                   ("grpc.max_send_message_length", 64 << 20),
+                   ("grpc.max_receive_message_length", 64 << 20)]
+        if ca_file is not None:
+            creds = grpc.ssl_channel_credentials(ca_file.read_bytes())
+            self._channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> SearchClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._channel.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        return getattr(self._stub, method)(request, timeout=self.timeout_s)
+
+    def create_collection(self, name: str, description: str = "") -> pb.Collection:
+        request = pb.CreateCollectionRequest(name=name, description=description)
+        collection: pb.Collection = self._call("CreateCollection", request).collection
+        return collection
+
+    def get_collection(self, name: str) -> pb.Collection:
+        collection: pb.Collection = self._call(
+            "GetCollection", pb.GetCollectionRequest(name=name)).collection
+        return collection
+
+    def list_collections(self) -> list[pb.Collection]:
+        found, token = [], ""
+        while True:
+            page = self._call("ListCollections", pb.ListCollectionsRequest(page_token=token))
+            found += list(page.collections)
+            if not (token := page.next_page_token):
+                return found
+
+    def add_images(self, collection: str,
+                   images: Sequence[tuple[str, bytes, Mapping[str, Scalar]]]) -> list[ItemError]:
+        """Adds a batch (at most 256); returns the items that failed, with their reasons."""
+        request = pb.AddImagesRequest(collection=collection, images=[
+            pb.NewImage(id=i, data=d, metadata={k: to_value(v) for k, v in m.items()})
+            for i, d, m in images])
+        results = self._call("AddImages", request).results
+        return [ItemError(image[0], code_name(r.code), r.message)
+                for image, r in zip(images, results, strict=True) if r.code != 0]
+
+    def search(self, collection: str, *, text: str | None = None, image: bytes | None = None,
+               image_id: str | None = None, top_k: int = 10,
+               filters: Sequence[str] = (), min_similarity: float | None = None) -> list[Hit]:
+        query = pb.Query(text=text) if text is not None else (
+            pb.Query(image=image) if image is not None else pb.Query(image_id=image_id or ""))
+        request = pb.SearchRequest(collection=collection, queries=[query], top_k=top_k,
+                                   filter=[parse_condition(f) for f in filters])
+        if min_similarity is not None:
+            request.min_similarity = min_similarity
+        (result,) = self._call("Search", request).results
+        if result.status.code != 0:
+            raise ValueError(result.status.message)
+        return _hits(result.hits)
+
+    def find_duplicates(self, collection: str, *, image: bytes | None = None,
+                        image_id: str | None = None, min_similarity: float = 0.0,
+                        max_results: int = 10) -> list[Hit]:
+        query = pb.Query(image=image) if image is not None else pb.Query(image_id=image_id or "")
+        request = pb.FindDuplicatesRequest(collection=collection, query=query,
+                                           min_similarity=min_similarity,
+                                           max_results=max_results)
+        return _hits(self._call("FindDuplicates", request).duplicates)
+
+    def duplicate_groups(self, collection: str,
+                         min_similarity: float = 0.0) -> list[tuple[list[str], float]]:
+        request = pb.FindDuplicateGroupsRequest(collection=collection,
+                                                min_similarity=min_similarity)
+        response = self._call("FindDuplicateGroups", request)
+        return [(list(g.ids), g.min_similarity) for g in response.groups]
+
+    def classify(self, collection: str, images: Sequence[bytes], label_key: str,
+                 k: int = 10) -> list[list[tuple[str, float, int]]]:
+        request = pb.ClassifyRequest(collection=collection, label_key=label_key, k=k,
+                                     queries=[pb.Query(image=d) for d in images])
+        results = self._call("Classify", request).results
+        return [[(s.label, s.confidence, s.votes) for s in r.labels] for r in results]
+
+
+def code_name(value: int) -> str:
+    """The name of a canonical status code number (3 -> INVALID_ARGUMENT)."""
+    return next((c.name for c in grpc.StatusCode if c.value[0] == value), "UNKNOWN")

@@ -1,0 +1,75 @@
+"""The imagesearch CLI against the real services (Milvus Lite, bundled model)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pytest
+
+from imagesearch import cli, synthetic
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Folders named after the shape inside, as people sort their photos."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = random.Random(8)
+    planted = [synthetic.Scene("red", "circle", 1, "large", "center", "white")] * 2
+    for index in range(36):
+        scene = planted[index] if index < len(planted) else synthetic.random_scene(rng)
+        folder = root / scene.shape
+        folder.mkdir(exist_ok=True)
+        synthetic.render(scene, 96, rng).save(folder / f"{index:02d}-{scene.colour}.png")
+    (root / "notes.txt").write_text("not an image, not picked up")
+    return root
+
+
+async def run(capsys, server_port: int, *args: str) -> tuple[int, str, str]:
+    code = await asyncio.to_thread(cli.main, ["--server", f"127.0.0.1:{server_port}", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_index_then_search_by_text_and_image(search, photo_folder, capsys):
+    server, _ = search
+    code, _, err = await run(capsys, server.port, "index", str(photo_folder), "-c", "cli",
+                             "--create", "--label-from-folder", "--progress")
+    assert code == 0
+    assert "indexed 36 of 36 images into 'cli'" in err and "36/36" in err
+    code, out, _ = await run(capsys, server.port, "--json", "search", "a red circle",
+                             "-c", "cli", "-k", "3")
+    hits = json.loads(out)
+    assert code == 0 and len(hits) == 3
+    assert hits[0]["metadata"]["label"] == "circle"
+    query = next(photo_folder.glob("star/*.png"))
+    code, out, _ = await run(capsys, server.port, "search", "--image", str(query), "-c", "cli")
+    lines = out.splitlines()
+    assert lines[0].split() == ["#", "similarity", "id", "metadata"]
+    assert lines[2].split()[2] == f"star:{query.name}"
+
+
+async def test_filters_duplicates_and_classify(search, photo_folder, capsys):
+    server, _ = search
+    await run(capsys, server.port, "index", str(photo_folder), "-c", "cli2", "--create",
+              "--label-from-folder")
+    code, out, _ = await run(capsys, server.port, "--json", "search", "a shape", "-c", "cli2",
+                             "--filter", "label=cross", "-k", "50")
+    assert code == 0 and {h["metadata"]["label"] for h in json.loads(out)} == {"cross"}
+    code, out, _ = await run(capsys, server.port, "--json", "duplicates", "-c", "cli2",
+                             "--threshold", "0.99")
+    assert code == 0 and isinstance(json.loads(out), list)
+    files = sorted(photo_folder.glob("*/*.png"))[:3]
+    code, out, _ = await run(capsys, server.port, "--json", "classify", *map(str, files),
+                             "-c", "cli2", "-k", "5")
+    results = json.loads(out)
+    assert code == 0 and [r["labels"][0]["label"] for r in results] == [
+        f.parent.name for f in files]
+
+
+async def test_errors_are_reported_with_their_status(search, capsys):
+    server, _ = search
+    code, _, err = await run(capsys, server.port, "search", "x", "-c", "missing")
+    assert code == 2
+    assert err.strip() == "error: NOT_FOUND: collection 'missing' does not exist"
