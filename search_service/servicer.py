@@ -5,6 +5,7 @@ All protobuf <-> domain conversion lives here. Errors become statuses in the int
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -13,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagesearch.errors import InvalidArgument
 from imagesearch.search.v1 import search_pb2 as pb
-from search_service import analysis
+from search_service import analysis, ingest
 from search_service.core import ItemStatus, NewImage, Query, SearchCore
 from search_service.filters import Condition, Op, Scalar
 from search_service.store import CollectionRecord, Hit, StoredImage
@@ -131,6 +132,19 @@ class SearchServicer:
         images = [NewImage(i.id, i.data, metadata_in(i.metadata)) for i in request.images]
         statuses = await self._core.add_images(request.collection, images, _remaining(context))
         return pb.AddImagesResponse(results=[status_out(s) for s in statuses])
+
+    async def IngestImages(
+        self, requests: AsyncIterator[pb.IngestImagesRequest], context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.IngestImagesResponse]:
+        async def items() -> AsyncIterator[ingest.IngestItem]:
+            async for r in requests:
+                yield ingest.IngestItem(r.collection, NewImage(
+                    r.image.id, r.image.data, metadata_in(r.image.metadata)))
+
+        index = 0
+        async for image_id, status in ingest.ingest(self._core, items()):
+            yield pb.IngestImagesResponse(id=image_id, index=index, status=status_out(status))
+            index += 1
 
     async def GetImages(self, request: pb.GetImagesRequest,
                         context: grpc.aio.ServicerContext) -> pb.GetImagesResponse:

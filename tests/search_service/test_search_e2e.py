@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 import pytest_asyncio
@@ -250,3 +252,52 @@ async def test_restart_loses_nothing(tmp_path, embedder_server):
                     collection="keep", queries=[pb.Query(image_id="img-004")], top_k=1))
                 assert found.results[0].hits[0].id == "img-004"
         await server.stop(grace=1)
+
+
+async def test_ingest_stream_acknowledges_every_image_in_order(search):
+    _, stub = search
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="bulk"))
+    items = scene_images(150, seed=13)
+
+    async def requests():
+        for index, (image_id, data, _) in enumerate(items):
+            target = "shapes" if index == 90 else "bulk"
+            yield pb.IngestImagesRequest(collection=target, image=pb.NewImage(
+                id=image_id, data=b"junk" if index == 40 else data))
+
+    acks = [r async for r in stub.IngestImages(requests())]
+    assert [a.index for a in acks] == list(range(150))
+    assert [a.id for a in acks] == [i for i, _, _ in items]
+    failed = {a.index: a.status.message for a in acks if a.status.code != 0}
+    assert set(failed) == {40, 90}
+    assert failed[40].startswith("bytes are not an image")
+    assert failed[90] == "all images of one stream must go to the same collection"
+    got = await stub.GetCollection(pb.GetCollectionRequest(name="bulk"))
+    assert got.collection.image_count == 148
+
+
+async def test_ingest_client_waiting_for_each_ack_still_progresses(search):
+    _, stub = search
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="lockstep"))
+    items = scene_images(5, seed=14)
+    call = stub.IngestImages()
+    for image_id, data, _ in items:
+        await call.write(pb.IngestImagesRequest(collection="lockstep",
+                                                image=pb.NewImage(id=image_id, data=data)))
+        ack = await asyncio.wait_for(call.read(), timeout=10)
+        assert (ack.id, ack.status.code) == (image_id, 0)
+    await call.done_writing()
+    got = await stub.GetCollection(pb.GetCollectionRequest(name="lockstep"))
+    assert got.collection.image_count == 5
+
+
+async def test_ingest_into_a_missing_collection_fails_the_stream(search):
+    _, stub = search
+
+    async def requests():
+        yield pb.IngestImagesRequest(collection="nowhere", image=pb.NewImage(id="a", data=b"x"))
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [r async for r in stub.IngestImages(requests())]
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == "collection 'nowhere' does not exist"

@@ -160,6 +160,24 @@ class AddImagesResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[ItemStatus]
     def __init__(self, results: _Optional[_Iterable[_Union[ItemStatus, _Mapping]]] = ...) -> None: ...
 
+class IngestImagesRequest(_message.Message):
+    __slots__ = ("collection", "image")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    image: NewImage
+    def __init__(self, collection: _Optional[str] = ..., image: _Optional[_Union[NewImage, _Mapping]] = ...) -> None: ...
+
+class IngestImagesResponse(_message.Message):
+    __slots__ = ("id", "index", "status")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    index: int
+    status: ItemStatus
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ...) -> None: ...
+
 class StoredImage(_message.Message):
     __slots__ = ("id", "metadata", "vector")
     class MetadataEntry(_message.Message):

@@ -64,6 +64,11 @@ class SearchServiceStub:
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.AddImagesRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.AddImagesResponse.FromString,
                 _registered_method=True)
+        self.IngestImages = channel.stream_stream(
+                '/imagesearch.search.v1.SearchService/IngestImages',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.IngestImagesRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.IngestImagesResponse.FromString,
+                _registered_method=True)
         self.GetImages = channel.unary_unary(
                 '/imagesearch.search.v1.SearchService/GetImages',
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetImagesRequest.SerializeToString,
@@ -139,6 +144,17 @@ class SearchServiceServicer:
     def AddImages(self, request, context):
         """Embeds and stores images. Re-adding an id replaces that image (never a duplicate). When
         this returns, a search through the same service instance sees the new images.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IngestImages(self, request_iterator, context):
+        """Bulk ingest of any number of images, one per message. Each image is acknowledged, in
+        order, once it is stored (or with the reason it was not); a bad image fails only itself.
+        Keep sending while acknowledgements arrive: the server batches, embeds and writes several
+        batches at once. If the call fails midway, the images acknowledged OK are stored; re-send
+        the rest (re-adding an id replaces it, so retries are safe).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,6 +238,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.AddImages,
                     request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.AddImagesRequest.FromString,
                     response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.AddImagesResponse.SerializeToString,
+            ),
+            'IngestImages': grpc.stream_stream_rpc_method_handler(
+                    servicer.IngestImages,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.IngestImagesRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.IngestImagesResponse.SerializeToString,
             ),
             'GetImages': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImages,
@@ -399,6 +420,33 @@ class SearchService:
             '/imagesearch.search.v1.SearchService/AddImages',
             imagesearch_dot_search_dot_v1_dot_search__pb2.AddImagesRequest.SerializeToString,
             imagesearch_dot_search_dot_v1_dot_search__pb2.AddImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestImages(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/imagesearch.search.v1.SearchService/IngestImages',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.IngestImagesRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.IngestImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
