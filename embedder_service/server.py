@@ -30,8 +30,6 @@ from imagesearch.embedder.v1 import embedder_pb2
 from imagesearch.serving import grpc_server
 from imagesearch.serving.handlers import generic_handler
 from imagesearch.serving.interceptors import (
-    ErrorInterceptor,
-    ObservabilityInterceptor,
     ServerMetrics,
 )
 from imagesearch.serving.logs import configure_logging
@@ -115,7 +113,7 @@ class EmbedderServer:
         """Opens the port (NOT_SERVING), loads the model, then reports SERVING."""
         s = self.settings
         tls = s.tls_files()
-        interceptors = [ObservabilityInterceptor(ServerMetrics(self.registry)), ErrorInterceptor()]
+        interceptors = s.interceptors(ServerMetrics(self.registry))
         server, port = grpc_server.create_server(grpc_server.ServerOptions(
             s.host, s.port, s.max_message_bytes, tls, s.max_connection_age_s), interceptors)
         server.add_generic_rpc_handlers(

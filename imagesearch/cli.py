@@ -157,6 +157,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--server", default=os.environ.get("IMAGESEARCH_SERVER",
                                                         "127.0.0.1:50052"))
     top.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
+    top.add_argument("--token", default=os.environ.get("IMAGESEARCH_TOKEN"),
+                     help="bearer token (default: $IMAGESEARCH_TOKEN)")
     top.add_argument("--json", action="store_true", help="machine-readable output")
     sub = top.add_subparsers(dest="command", required=True)
     index = sub.add_parser("index", help="add every image under a folder")
@@ -194,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        with SearchClient(args.server, args.timeout) as client:
+        with SearchClient(args.server, args.timeout, token=args.token) as client:
             code: int = args.run(args, client)
             return code
     except grpc.RpcError as err:

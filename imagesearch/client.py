@@ -89,7 +89,8 @@ def _hits(hits: Iterable[pb.Hit]) -> list[Hit]:
 
 class SearchClient:
     def __init__(self, target: str, timeout_s: float = 60.0, *,
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None, token: str | None = None) -> None:
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
                    ("grpc.max_send_message_length", 64 << 20),
                    ("grpc.max_receive_message_length", 64 << 20)]
@@ -109,7 +110,8 @@ class SearchClient:
         self._channel.close()
 
     def _call(self, method: str, request: Any) -> Any:
-        return getattr(self._stub, method)(request, timeout=self.timeout_s)
+        return getattr(self._stub, method)(request, timeout=self.timeout_s,
+                                           metadata=self._metadata)
 
     def create_collection(self, name: str, description: str = "") -> pb.Collection:
         request = pb.CreateCollectionRequest(name=name, description=description)

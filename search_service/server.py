@@ -24,8 +24,6 @@ from imagesearch.search.v1 import search_pb2
 from imagesearch.serving import grpc_server
 from imagesearch.serving.handlers import generic_handler
 from imagesearch.serving.interceptors import (
-    ErrorInterceptor,
-    ObservabilityInterceptor,
     ServerMetrics,
 )
 from imagesearch.serving.logs import configure_logging
@@ -77,7 +75,7 @@ class SearchServer:
     async def start(self) -> int:
         s = self.settings
         tls = s.tls_files()
-        interceptors = [ObservabilityInterceptor(ServerMetrics(self.registry)), ErrorInterceptor()]
+        interceptors = s.interceptors(ServerMetrics(self.registry))
         self._server, self.port = grpc_server.create_server(grpc_server.ServerOptions(
             s.host, s.port, s.max_message_bytes, tls), interceptors)
         self._store = await asyncio.get_running_loop().run_in_executor(None, open_store, s)

@@ -29,7 +29,7 @@ StreamBehavior = Callable[..., AsyncIterator[Any]]
 StreamWrapper = Callable[[StreamBehavior, str], StreamBehavior]
 
 
-def _wrap(handler: Handler | None, method: str, unary: UnaryWrapper,
+def wrap_handler(handler: Handler | None, method: str, unary: UnaryWrapper,
           stream: StreamWrapper) -> Handler | None:
     """Returns `handler` with its behaviour wrapped, whatever its streaming kind."""
     if handler is None:
@@ -72,7 +72,8 @@ async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str)
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        return _wrap(await continuation(details), details.method, self._unary, self._stream)
+        handler = await continuation(details)
+        return wrap_handler(handler, details.method, self._unary, self._stream)
 
     @staticmethod
     def _unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Any:
@@ -120,7 +121,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        return _wrap(await continuation(details), details.method, self._unary, self._stream)
+        handler = await continuation(details)
+        return wrap_handler(handler, details.method, self._unary, self._stream)
 
     def _record(self, method: str, context: grpc.aio.ServicerContext, started: float,
                 failed: BaseException | None) -> None:

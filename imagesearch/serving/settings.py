@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import grpc
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imagesearch.serving.auth import BearerTokenInterceptor, load_tokens
 from imagesearch.serving.grpc_server import TlsFiles
+from imagesearch.serving.interceptors import (
+    ErrorInterceptor,
+    ObservabilityInterceptor,
+    ServerMetrics,
+)
 
 
 class ServingSettings(BaseSettings):
@@ -30,6 +37,11 @@ class ServingSettings(BaseSettings):
     """Largest gRPC message accepted or sent (the gRPC default of 4 MiB is too small for photos)."""
     shutdown_grace_s: float = Field(20.0, ge=0)
     """On SIGTERM, how long in-flight requests get to finish."""
+    auth_tokens: str | None = None
+    """Comma-separated bearer tokens; when set (or auth_tokens_file), every call but health
+    checks and reflection must send 'authorization: Bearer <token>'."""
+    auth_tokens_file: Path | None = None
+    """File with one bearer token per line ('#' starts a comment), e.g. a mounted Secret."""
     log_level: str = "INFO"
     """Python logging level."""
     log_format: Literal["json", "text"] = "json"
@@ -42,6 +54,16 @@ class ServingSettings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
         return self
+
+    def interceptors(self, metrics: ServerMetrics) -> list[grpc.aio.ServerInterceptor]:
+        """Outermost first: observe every call, then authenticate, then map errors."""
+        chain: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
+        tokens = load_tokens(self.auth_tokens, self.auth_tokens_file)
+        if self.auth_tokens is not None or self.auth_tokens_file is not None:
+            if not tokens:
+                raise ValueError("authentication is configured but no token was given")
+            chain.append(BearerTokenInterceptor(tokens))
+        return [*chain, ErrorInterceptor()]
 
     def tls_files(self) -> TlsFiles | None:
         if self.tls_cert_file is None or self.tls_key_file is None:
