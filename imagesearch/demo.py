@@ -70,7 +70,7 @@ def start(program: str, env: dict[str, str], log_path: Path) -> tuple[subprocess
                 return process, entry["address"]
         time.sleep(0.1)
     process.kill()
-    raise SystemExit(f"{program} did not start; see {log_path}")
+    raise SystemExit(f"{program} did not start:\n{log_path.read_text()[-2000:]}")
 
 
 async def wait_serving(address: str, timeout: float = 60) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -115,10 +116,16 @@ def _count(kind: str, count: int, most: int) -> None:
 
 
 class SearchCore:
-    def __init__(self, store: MilvusStore, embedder: EmbedderPort, store_threads: int) -> None:
+    def __init__(self, store: MilvusStore, embedder: EmbedderPort, store_threads: int,
+                 record_ttl_s: float = 2.0) -> None:
         self._store = store
         self._embedder = embedder
         self._pool = ThreadPoolExecutor(store_threads, thread_name_prefix="milvus")
+        # Read paths (search, duplicates, classify) reuse a collection's registry record for
+        # a moment instead of a Milvus round trip per call; writes always re-read it, so no
+        # instance ever writes into a collection another one has just deleted.
+        self._records: dict[str, tuple[float, CollectionRecord]] = {}
+        self._record_ttl = record_ttl_s
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -128,7 +135,14 @@ class SearchCore:
         return self._store
 
     async def collection(self, name: str) -> CollectionRecord:
-        return await self._run(self._store.get_collection, check_collection_name(name))
+        """The record for a read path, from the short-lived cache when fresh."""
+        cached = self._records.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self._record_ttl:
+            return cached[1]
+        record = await self._run(self._store.get_collection, check_collection_name(name))
+        self._records[name] = (now, record)
+        return record
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs a blocking store call on the Milvus thread pool."""
@@ -162,6 +176,7 @@ class SearchCore:
         return counted, encode_token(records[-1].name) if len(records) == limit else ""
 
     async def delete_collection(self, name: str) -> None:
+        self._records.pop(name, None)
         await self._run(self._store.delete_collection, check_collection_name(name))
 
     # Images ------------------------------------------------------------------------------
@@ -218,7 +233,7 @@ class SearchCore:
     async def search(self, name: str, queries: Sequence[Query], top_k: int,
                      min_similarity: float, conditions: tuple[Condition, ...],
                      remaining: float | None = None) -> list[QueryResult]:
-        record = await self._run(self._store.get_collection, check_collection_name(name))
+        record = await self.collection(name)
         _count("queries", len(queries), MAX_QUERIES)
         if not 0 <= top_k <= 1000:
             raise InvalidArgument(f"top_k must be 0 to 1000; got {top_k}")
