@@ -31,7 +31,7 @@ from search_service.core import SearchCore
 from search_service.embedder_client import ClientTls, EmbedderClient, create_channel
 from search_service.servicer import SearchServicer
 from search_service.settings import SearchSettings
-from search_service.store import IndexConfig, MilvusStore, is_lite
+from search_service.store import IndexConfig, MilvusStore, check_server_version, is_lite
 
 log = logging.getLogger(__name__)
 SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"]
@@ -53,6 +53,8 @@ def open_store(settings: SearchSettings) -> MilvusStore:
     if is_lite(uri):
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
     client = MilvusClient(uri, token=settings.milvus_token or "")
+    if not is_lite(uri):
+        check_server_version(client.get_server_version())
     store = MilvusStore(client, index_config(settings), settings.milvus_consistency)
     store.ensure_registry()
     return store

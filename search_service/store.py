@@ -89,6 +89,24 @@ def is_lite(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
 
+MIN_SERVER_VERSION = (2, 4)
+
+
+def check_server_version(version: str) -> None:
+    """Refuses Milvus servers before 2.4: they drop rows upserted into a partition-key
+    collection while reporting success (reproduced on 2.3.5), which would lose images."""
+    parts = version.lstrip("v").split(".")
+    try:
+        found = (int(parts[0]), int(parts[1]))
+    except (ValueError, IndexError):
+        return  # a build we cannot parse: let it through, its behaviour is tested at use
+    if found < MIN_SERVER_VERSION:
+        raise RuntimeError(
+            f"Milvus server {version} is not supported: servers before "
+            f"{'.'.join(map(str, MIN_SERVER_VERSION))} lose rows upserted into partition-key "
+            "collections. Upgrade Milvus, or use Milvus Lite (a file path as SEARCH_MILVUS_URI)")
+
+
 def vectors_collection(model: ModelSpace) -> str:
     return "imagesearch_vectors_" + model.fingerprint.removeprefix("sha256:")[:16]
 

@@ -10,7 +10,7 @@ from pymilvus import MilvusClient
 
 from search_service.errors import CollectionExists, CollectionNotFound, InvalidFilter
 from search_service.filters import Condition, Op
-from search_service.store import IndexConfig, MilvusStore, ModelSpace
+from search_service.store import IndexConfig, MilvusStore, ModelSpace, check_server_version
 
 MODEL = ModelSpace("sha256:" + "ab" * 32, 8, "test-model")
 OTHER_MODEL = ModelSpace("sha256:" + "cd" * 32, 4, "other-model")
@@ -164,3 +164,10 @@ def test_nothing_is_lost_when_the_store_is_reopened(tmp_path):
     (hits,) = second.search(cats, unit(2)[:1], top_k=1)
     assert hits[0].external_id == "a"
     second.close()
+
+
+def test_milvus_servers_before_2_4_are_refused():
+    for good in ("v2.4.0", "2.5.13", "v3.0.1", "lite-build"):
+        check_server_version(good)
+    with pytest.raises(RuntimeError, match=r"Milvus server v2\.3\.5 is not supported"):
+        check_server_version("v2.3.5")
