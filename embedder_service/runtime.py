@@ -32,8 +32,6 @@ class RuntimeOptions:
     device_id: int = 0
     trt_cache_dir: Path | None = None
     trt_fp16: bool = False
-    # Shape profile for TensorRT: the largest batch the batcher will send.
-    max_batch_size: int = 32
     extra_provider_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
 

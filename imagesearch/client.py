@@ -19,10 +19,10 @@ from typing import Any
 
 import grpc
 
+from imagesearch.metadata import Scalar, from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
 
-Scalar = str | int | float | bool
 _OPERATORS = {"=": pb.OPERATOR_EQUAL, "!=": pb.OPERATOR_NOT_EQUAL, "<": pb.OPERATOR_LESS,
               "<=": pb.OPERATOR_LESS_OR_EQUAL, ">": pb.OPERATOR_GREATER,
               ">=": pb.OPERATOR_GREATER_OR_EQUAL}
@@ -47,22 +47,6 @@ class ItemError:
     message: str
 
 
-def to_value(value: Scalar) -> pb.MetadataValue:
-    if isinstance(value, bool):
-        return pb.MetadataValue(bool_value=value)
-    if isinstance(value, int):
-        return pb.MetadataValue(int_value=value)
-    if isinstance(value, float):
-        return pb.MetadataValue(double_value=value)
-    return pb.MetadataValue(string_value=value)
-
-
-def from_value(value: pb.MetadataValue) -> Scalar:
-    kind = value.WhichOneof("kind")
-    result: Scalar = getattr(value, kind) if kind else ""
-    return result
-
-
 def parse_condition(text: str) -> pb.Condition:
     """'key=value', 'key!=value', 'key>=3'...; numbers are compared as numbers."""
     for symbol in ("!=", ">=", "<=", "=", ">", "<"):
@@ -83,8 +67,12 @@ def _guess(raw: str) -> Scalar:
 
 
 def _hits(hits: Iterable[pb.Hit]) -> list[Hit]:
-    return [Hit(h.id, h.similarity, {k: from_value(v) for k, v in h.metadata.items()})
+    return [Hit(h.id, h.similarity, {k: _or_empty(from_value(v)) for k, v in h.metadata.items()})
             for h in hits]
+
+
+def _or_empty(value: Scalar | None) -> Scalar:
+    return "" if value is None else value
 
 
 class SearchClient:

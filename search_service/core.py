@@ -140,9 +140,13 @@ class SearchCore:
         now = time.monotonic()
         if cached is not None and now - cached[0] < self._record_ttl:
             return cached[1]
-        record = await self._run(self._store.get_collection, check_collection_name(name))
+        record = await self._fresh(name)
         self._records[name] = (now, record)
         return record
+
+    async def _fresh(self, name: str) -> CollectionRecord:
+        """The record read from Milvus now (writes always use this)."""
+        return await self._run(self._store.get_collection, check_collection_name(name))
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs a blocking store call on the Milvus thread pool."""
@@ -165,7 +169,7 @@ class SearchCore:
         return await self._run(self._store.create_collection, name, model, description), 0
 
     async def get_collection(self, name: str) -> tuple[CollectionRecord, int]:
-        record = await self._run(self._store.get_collection, check_collection_name(name))
+        record = await self._fresh(name)
         return record, await self._run(self._store.count, record)
 
     async def list_collections(self, size: int, token: str
@@ -183,7 +187,7 @@ class SearchCore:
 
     async def add_images(self, name: str, images: Sequence[NewImage],
                          remaining: float | None = None) -> list[ItemStatus]:
-        record = await self._run(self._store.get_collection, check_collection_name(name))
+        record = await self._fresh(name)
         _count("images", len(images), MAX_BATCH)
         statuses = _validate_new(images)
         valid = [i for i, status in enumerate(statuses) if status.code == OK]
@@ -206,7 +210,7 @@ class SearchCore:
 
     async def get_images(self, name: str, ids: Sequence[str], include_vectors: bool
                          ) -> tuple[list[StoredImage], list[str]]:
-        record = await self._run(self._store.get_collection, check_collection_name(name))
+        record = await self._fresh(name)
         _count("ids", len(ids), MAX_IDS)
         for external_id in ids:
             check_external_id(external_id)
@@ -216,13 +220,13 @@ class SearchCore:
 
     async def list_images(self, name: str, size: int, token: str
                           ) -> tuple[list[StoredImage], str]:
-        record = await self._run(self._store.get_collection, check_collection_name(name))
+        record = await self._fresh(name)
         limit = page_size(size)
         images = await self._run(self._store.list_images, record, limit, decode_token(token))
         return images, encode_token(images[-1].external_id) if len(images) == limit else ""
 
     async def delete_images(self, name: str, ids: Sequence[str]) -> None:
-        record = await self._run(self._store.get_collection, check_collection_name(name))
+        record = await self._fresh(name)
         _count("ids", len(ids), MAX_IDS)
         for external_id in ids:
             check_external_id(external_id)

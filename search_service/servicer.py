@@ -13,6 +13,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagesearch.errors import InvalidArgument
+from imagesearch.metadata import from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
 from search_service import analysis, ingest
 from search_service.core import ItemStatus, NewImage, Query, SearchCore
@@ -28,25 +29,14 @@ _OPS = {
 
 
 def scalar(value: pb.MetadataValue) -> Scalar:
-    kind = value.WhichOneof("kind")
-    if kind is None:
+    result = from_value(value)
+    if result is None:
         raise InvalidArgument("a metadata value has no kind set")
-    result: Scalar = getattr(value, kind)
     return result
 
 
 def metadata_in(entries: Any) -> dict[str, Scalar]:
     return {key: scalar(value) for key, value in entries.items()}
-
-
-def metadata_value(value: Any) -> pb.MetadataValue:
-    if isinstance(value, bool):
-        return pb.MetadataValue(bool_value=value)
-    if isinstance(value, int):
-        return pb.MetadataValue(int_value=value)
-    if isinstance(value, float):
-        return pb.MetadataValue(double_value=value)
-    return pb.MetadataValue(string_value=str(value))
 
 
 def collection_out(record: CollectionRecord, count: int) -> pb.Collection:
@@ -61,7 +51,7 @@ def collection_out(record: CollectionRecord, count: int) -> pb.Collection:
 
 def image_out(image: StoredImage) -> pb.StoredImage:
     out = pb.StoredImage(id=image.external_id,
-                         metadata={k: metadata_value(v) for k, v in image.metadata.items()})
+                         metadata={k: to_value(v) for k, v in image.metadata.items()})
     if image.vector is not None:
         out.vector[:] = image.vector.tolist()
     return out
@@ -69,7 +59,7 @@ def image_out(image: StoredImage) -> pb.StoredImage:
 
 def hit_out(hit: Hit) -> pb.Hit:
     return pb.Hit(id=hit.external_id, similarity=hit.similarity,
-                  metadata={k: metadata_value(v) for k, v in hit.metadata.items()})
+                  metadata={k: to_value(v) for k, v in hit.metadata.items()})
 
 
 def status_out(status: ItemStatus) -> pb.ItemStatus:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 import pytest_asyncio
 from PIL import Image
@@ -70,7 +69,3 @@ async def embedder_stub(
                  ("grpc.max_send_message_length", 64 << 20)])
     yield embedder_pb2_grpc.EmbedderServiceStub(channel)
     await channel.close()
-
-
-def unit_vector(values: Any) -> np.ndarray:
-    return np.asarray(values, dtype=np.float32)
