@@ -54,11 +54,11 @@ async def _next_batch(queue: asyncio.Queue[object]) -> tuple[list[IngestItem], o
     return batch, None
 
 
-async def _store(core: SearchCore, batch: list[IngestItem]) -> list[ItemStatus]:
-    collection = batch[0].collection
+async def _store(core: SearchCore, collection: str,
+                 batch: list[IngestItem]) -> list[ItemStatus]:
     same = [item.collection == collection for item in batch]
-    statuses = await core.add_images(collection, [i.image for i, ok in zip(batch, same,
-                                                                           strict=True) if ok])
+    images = [item.image for item, ok in zip(batch, same, strict=True) if ok]
+    statuses = await core.add_images(collection, images) if images else []
     answers = iter(statuses)
     return [next(answers) if ok else ItemStatus(
         INVALID_ARGUMENT, "all images of one stream must go to the same collection")
@@ -89,11 +89,13 @@ async def _batches(core: SearchCore, queue: asyncio.Queue[object],
                    running: asyncio.Queue[tuple[list[IngestItem],
                                                 asyncio.Task[list[ItemStatus]]] | None]) -> None:
     marker: object = None
+    collection = ""  # the stream's: its first item's
     try:
         while marker is None:
             batch, marker = await _next_batch(queue)
             if batch:
-                task = asyncio.get_running_loop().create_task(_store(core, batch))
+                collection = collection or batch[0].collection
+                task = asyncio.get_running_loop().create_task(_store(core, collection, batch))
                 await running.put((batch, task))
     finally:
         await running.put(None)
