@@ -35,11 +35,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Inside a loopback-only network namespace: the suite runs a real Milvus server, whose
+# components listen on every interface (see scripts/loopback-only.sh).
 test: lint protos-check
-	$(BIN)/python -m pytest -q -ra
+	scripts/loopback-only.sh $(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	scripts/loopback-only.sh $(BIN)/python -m pytest -q -ra -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/python -m imagesearch.demo

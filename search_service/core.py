@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
-from pymilvus.exceptions import MilvusUnavailableException
+from pymilvus.client.types import Status
+from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 
 from imagesearch.errors import InvalidArgument
 from search_service.embedder_client import Embedded
@@ -153,10 +154,21 @@ class SearchCore:
         return await self._run(fn, *args)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except MilvusUnavailableException as err:
-            raise MilvusUnavailable("Milvus is unavailable; retry shortly") from err
+            try:
+                return await loop.run_in_executor(self._pool, fn, *args)
+            except MilvusException as err:
+                if err.code != COLLECTION_NOT_LOADED:
+                    raise
+                # A restarted Milvus server loads its collections again in the background;
+                # loading them from here waits for that, once.
+                self._store.forget_loaded()
+                return await loop.run_in_executor(self._pool, fn, *args)
+        except MilvusException as err:
+            if _unreachable(err):
+                raise MilvusUnavailable("Milvus is unavailable; retry shortly") from err
+            raise
 
     # Collections -------------------------------------------------------------------------
 
@@ -324,3 +336,13 @@ def _validate_new(images: Sequence[NewImage]) -> list[ItemStatus]:
         seen.add(image.id)
         statuses.append(ItemStatus())
     return statuses
+
+
+# Milvus' error code for a query on a collection that is not loaded (merr.ErrCollectionNotLoaded).
+COLLECTION_NOT_LOADED = 101
+
+
+def _unreachable(err: MilvusException) -> bool:
+    """A Milvus server that is down or restarting: pymilvus reports it as a failed
+    (re)connection, not as MilvusUnavailableException."""
+    return isinstance(err, MilvusUnavailableException) or err.code == Status.CONNECT_FAILED

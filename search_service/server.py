@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
-from pymilvus import MilvusClient
 
 from imagesearch.errors import Unavailable
 from imagesearch.search.v1 import search_pb2
@@ -31,7 +30,7 @@ from search_service.core import SearchCore
 from search_service.embedder_client import ClientTls, EmbedderClient, create_channel
 from search_service.servicer import SearchServicer
 from search_service.settings import SearchSettings
-from search_service.store import IndexConfig, MilvusStore, check_server_version, is_lite
+from search_service.store import IndexConfig, MilvusStore, is_lite
 
 log = logging.getLogger(__name__)
 SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"]
@@ -52,12 +51,8 @@ def open_store(settings: SearchSettings) -> MilvusStore:
     uri = settings.milvus_uri
     if is_lite(uri):
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    client = MilvusClient(uri, token=settings.milvus_token or "")
-    if not is_lite(uri):
-        check_server_version(client.get_server_version())
-    store = MilvusStore(client, index_config(settings), settings.milvus_consistency)
-    store.ensure_registry()
-    return store
+    return MilvusStore.connect(uri, settings.milvus_token or "", index_config(settings),
+                               settings.milvus_consistency)
 
 
 class SearchServer:

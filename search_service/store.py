@@ -7,7 +7,8 @@ Layout:
 - `imagesearch_vectors_<fingerprint prefix>`: one Milvus collection per embedding model. Rows
   are keyed "<collection>/<external id>", so re-adding an id replaces it (upsert, never a
   duplicate), and the tenant collection name is the partition key: thousands of tenant
-  collections cost no Milvus collections, and every query is pruned to its tenant's partition.
+  collections cost no Milvus collections, and every query is pruned to its tenant's partition
+  (except on Milvus 2.3, see ServerTraits).
 
 The same code serves Milvus Lite (a file path URI) and a Milvus server or cluster (http URI).
 """
@@ -89,22 +90,45 @@ def is_lite(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
 
-MIN_SERVER_VERSION = (2, 4)
+MIN_SERVER_VERSION = (2, 3)
+
+
+@dataclass(frozen=True)
+class ServerTraits:
+    """What a Milvus deployment gets right; servers before 2.4 need two workarounds
+    (both reproduced on 2.3.5, see tests/search_service/test_store.py)."""
+
+    # Upsert into a partition-key collection keeps its rows. 2.3 drops them while reporting
+    # success, so there tenants are kept apart by the collection filter alone.
+    partition_key: bool = True
+    # A Session-consistency read right after a delete no longer sees the row. On 2.3 it does
+    # for one time tick (0.2-0.4 s), so there a delete waits for a Strong read before returning.
+    deletes_visible_at_once: bool = True
+
+    @classmethod
+    def of(cls, version: str) -> ServerTraits:
+        found = server_version(version)
+        modern = found is None or found >= (2, 4)
+        return cls(partition_key=modern, deletes_visible_at_once=modern)
+
+
+def server_version(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Milvus version string, or None for a build we cannot parse."""
+    parts = version.lstrip("v").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        return None
 
 
 def check_server_version(version: str) -> None:
-    """Refuses Milvus servers before 2.4: they drop rows upserted into a partition-key
-    collection while reporting success (reproduced on 2.3.5), which would lose images."""
-    parts = version.lstrip("v").split(".")
-    try:
-        found = (int(parts[0]), int(parts[1]))
-    except (ValueError, IndexError):
-        return  # a build we cannot parse: let it through, its behaviour is tested at use
-    if found < MIN_SERVER_VERSION:
+    """Refuses Milvus servers before 2.3, which have no upsert."""
+    found = server_version(version)
+    if found is not None and found < MIN_SERVER_VERSION:
         raise RuntimeError(
-            f"Milvus server {version} is not supported: servers before "
-            f"{'.'.join(map(str, MIN_SERVER_VERSION))} lose rows upserted into partition-key "
-            "collections. Upgrade Milvus, or use Milvus Lite (a file path as SEARCH_MILVUS_URI)")
+            f"Milvus server {version} is not supported: upsert needs Milvus "
+            f"{'.'.join(map(str, MIN_SERVER_VERSION))} or later. Upgrade Milvus, or use "
+            "Milvus Lite (a file path as SEARCH_MILVUS_URI)")
 
 
 def vectors_collection(model: ModelSpace) -> str:
@@ -117,13 +141,29 @@ def _pk(collection: str, external_id: str) -> str:
 
 class MilvusStore:
     def __init__(self, client: MilvusClient, index: IndexConfig,
-                 consistency: str = "Session") -> None:
+                 consistency: str = "Session", traits: ServerTraits | None = None) -> None:
         self._client = client
         self._index = index
+        self._traits = traits or ServerTraits()
         # Session consistency: a search sees this client's own earlier writes (read-your-
         # writes) without paying for Strong consistency on every request.
         self._consistency = consistency
         self._loaded: set[str] = set()
+
+    @classmethod
+    def connect(cls, uri: str, token: str = "", index: IndexConfig | None = None,
+                consistency: str = "Session") -> MilvusStore:
+        """Opens Milvus Lite (a file path) or a Milvus server (http URI, optionally with the
+        database as its path) and prepares the registry (blocking)."""
+        client = MilvusClient(uri, token=token)
+        traits = ServerTraits()
+        if not is_lite(uri):
+            version = client.get_server_version()
+            check_server_version(version)
+            traits = ServerTraits.of(version)
+        store = cls(client, index or IndexConfig.for_uri(uri), consistency, traits)
+        store.ensure_registry()
+        return store
 
     def close(self) -> None:
         self._client.close()
@@ -149,7 +189,8 @@ class MilvusStore:
         info = {"fingerprint": model.fingerprint, "dimension": model.dimension,
                 "model_name": model.model_name, "description": description,
                 "created_at_ms": record.created_at_ms}
-        self._client.upsert(REGISTRY, [{"name": name, "info": info, "placeholder": [1.0, 0.0]}])
+        row = {"name": name, "info": info, "placeholder": [1.0, 0.0]}
+        self._client.upsert(self._registry(), [row])
         return record
 
     def get_collection(self, name: str) -> CollectionRecord:
@@ -159,6 +200,7 @@ class MilvusStore:
         return record
 
     def list_collections(self, limit: int, after: str = "") -> list[CollectionRecord]:
+        self._catch_up(self._registry())
         rows = self._client.query(REGISTRY, filter=f"name > {literal(after)}",
                                   output_fields=["name", "info"], limit=limit,
                                   consistency_level=self._consistency, **_ORDERED)
@@ -168,11 +210,14 @@ class MilvusStore:
         record = self.get_collection(name)
         # Rows first: if this fails half-way the registry entry still exists and the delete
         # can simply be retried; never a registry without its rows' owner.
-        self._client.delete(vectors_collection(record.model), filter=compile_filter(name))
+        rows = vectors_collection(record.model)
+        self._client.delete(rows, filter=compile_filter(name))
         self._client.delete(REGISTRY, ids=[name])
+        self._settle(rows)
+        self._settle(REGISTRY)
 
     def _find(self, name: str) -> CollectionRecord | None:
-        rows = self._client.query(REGISTRY, filter=f"name == {literal(name)}",
+        rows = self._client.query(self._registry(), filter=f"name == {literal(name)}",
                                   output_fields=["name", "info"],
                                   consistency_level=self._consistency)
         return _record(rows[0]) if rows else None
@@ -202,8 +247,10 @@ class MilvusStore:
                     after_external_id: str = "", with_vectors: bool = False) -> list[StoredImage]:
         cursor = literal(_pk(collection.name, after_external_id))
         fields = ["external_id", METADATA_FIELD] + ([VECTOR_FIELD] if with_vectors else [])
+        name = self._vectors(collection)
+        self._catch_up(name)
         rows = self._client.query(
-            self._vectors(collection),
+            name,
             filter=f"{compile_filter(collection.name)} and pk > {cursor}",
             output_fields=fields, limit=limit,
             consistency_level=self._consistency, **_ORDERED)
@@ -217,8 +264,10 @@ class MilvusStore:
         return int(rows[0]["count(*)"])
 
     def delete(self, collection: CollectionRecord, external_ids: Sequence[str]) -> int:
-        result = self._client.delete(self._vectors(collection),
+        name = self._vectors(collection)
+        result = self._client.delete(name,
                                      ids=[_pk(collection.name, eid) for eid in external_ids])
+        self._settle(name)
         return int(result.get("delete_count", 0)) if isinstance(result, dict) else 0
 
     def search(self, collection: CollectionRecord, queries: np.ndarray, top_k: int,
@@ -238,6 +287,30 @@ class MilvusStore:
 
     # Milvus collections ------------------------------------------------------------------
 
+    def forget_loaded(self) -> None:
+        """Loads every collection again on next use (after a Milvus server restart)."""
+        self._loaded.clear()
+
+    def _registry(self) -> str:
+        self._load(REGISTRY)
+        return REGISTRY
+
+    def _catch_up(self, name: str) -> None:
+        """Makes the next ordered (iterator-mode) query see this client's writes.
+
+        pymilvus sends no session timestamp with iterator-mode queries, so on a server they
+        read whatever the query nodes have applied (a fresh write was missed every time on
+        2.3.5). A plain query at the store's consistency first waits for that timestamp."""
+        self._client.query(name, filter="", limit=1, output_fields=[],
+                           consistency_level=self._consistency)
+
+    def _settle(self, name: str) -> None:
+        """Returns once this client's deletes in `name` are visible to its Session reads."""
+        if not self._traits.deletes_visible_at_once:
+            # A Strong read waits until the query nodes have applied every earlier write.
+            self._client.query(name, filter="", limit=1, output_fields=[],
+                               consistency_level="Strong")
+
     def _vectors(self, collection: CollectionRecord) -> str:
         name = vectors_collection(collection.model)
         self._load(name)
@@ -250,7 +323,7 @@ class MilvusStore:
             # Lengths leave room for UTF-8: ids are up to 256 characters.
             schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1100)
             schema.add_field(COLLECTION_FIELD, DataType.VARCHAR, max_length=64,
-                             is_partition_key=True)
+                             is_partition_key=self._traits.partition_key)
             schema.add_field("external_id", DataType.VARCHAR, max_length=1024)
             schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=model.dimension)
             schema.add_field(METADATA_FIELD, DataType.JSON)

@@ -1,4 +1,5 @@
-"""End to end: the real search service, the real embedder with the bundled model, Milvus Lite."""
+"""End to end: the real search service, the real embedder with the bundled model, and Milvus
+Lite or a Milvus server."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from embedder_service.server import EmbedderServer
 from imagesearch import synthetic
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
 from search_service.server import SearchServer
 from search_service.store import ModelSpace
+from tests.conftest import embedder_settings
 from tests.search_fixtures import add, scene_images, search_settings
 
 
@@ -220,8 +223,8 @@ async def test_collections_list_in_pages(search, shapes):
     assert names == sorted(names) and "shapes" in names
 
 
-async def test_embedder_down_gives_unavailable_and_not_serving(tmp_path, embedder_server):
-    server = SearchServer(search_settings(tmp_path / "down.db", embedder_port=1))
+async def test_embedder_down_gives_unavailable_and_not_serving(milvus_backend):
+    server = SearchServer(search_settings(milvus_backend.new_uri(), embedder_port=1))
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = search_pb2_grpc.SearchServiceStub(channel)
@@ -235,10 +238,10 @@ async def test_embedder_down_gives_unavailable_and_not_serving(tmp_path, embedde
     await server.stop(grace=1)
 
 
-async def test_restart_loses_nothing(tmp_path, embedder_server):
-    db = tmp_path / "restart.db"
+async def test_restart_loses_nothing(milvus_backend, embedder_server):
+    uri = milvus_backend.new_uri()
     for round_ in range(2):
-        server = SearchServer(search_settings(db, embedder_server.port))
+        server = SearchServer(search_settings(uri, embedder_server.port))
         await server.start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = search_pb2_grpc.SearchServiceStub(channel)
@@ -252,6 +255,81 @@ async def test_restart_loses_nothing(tmp_path, embedder_server):
                     collection="keep", queries=[pb.Query(image_id="img-004")], top_k=1))
                 assert found.results[0].hits[0].id == "img-004"
         await server.stop(grace=1)
+
+
+async def wait_health(channel: grpc.aio.Channel, serving: bool, timeout_s: float) -> None:
+    want = (health_pb2.HealthCheckResponse.SERVING if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING)
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (await health.Check(health_pb2.HealthCheckRequest(service=""))).status != want:
+        assert asyncio.get_running_loop().time() < deadline, f"health never became {want}"
+        await asyncio.sleep(0.2)
+
+
+async def test_milvus_down_gives_unavailable_and_its_restart_loses_nothing(milvus_backend,
+                                                                          embedder_server):
+    if milvus_backend.server is None:
+        pytest.skip("Milvus Lite runs inside the service; it cannot go down on its own")
+    server = SearchServer(search_settings(milvus_backend.new_uri(), embedder_server.port))
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        await stub.CreateCollection(pb.CreateCollectionRequest(name="kept"))
+        await add(stub, "kept", scene_images(6, seed=2))
+        await asyncio.to_thread(milvus_backend.server.stop)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetCollection(pb.GetCollectionRequest(name="kept"), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == "Milvus is unavailable; retry shortly"
+        await wait_health(channel, serving=False, timeout_s=30)
+        await asyncio.to_thread(milvus_backend.server.start)
+        await wait_health(channel, serving=True, timeout_s=60)
+        got = await stub.GetCollection(pb.GetCollectionRequest(name="kept"))
+        assert got.collection.image_count == 6
+        found = await stub.Search(pb.SearchRequest(
+            collection="kept", queries=[pb.Query(image_id="img-004")], top_k=1))
+        assert found.results[0].hits[0].id == "img-004"
+    await server.stop(grace=1)
+
+
+async def ingest_all(stub, collection: str, items) -> list[pb.IngestImagesResponse]:
+    async def requests():
+        for image_id, data, _ in items:
+            yield pb.IngestImagesRequest(collection=collection,
+                                         image=pb.NewImage(id=image_id, data=data))
+
+    return [ack async for ack in stub.IngestImages(requests(), timeout=60)]
+
+
+async def test_ingest_retried_after_the_embedder_was_down_loses_and_doubles_nothing(
+        milvus_backend):
+    embedder = EmbedderServer(embedder_settings())
+    port = await embedder.start()
+    server = SearchServer(search_settings(milvus_backend.new_uri(), port,
+                                          embedder_timeout_s=1.0))
+    await server.start()
+    items = scene_images(30, seed=21)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        await stub.CreateCollection(pb.CreateCollectionRequest(name="retry"))
+        assert all(a.status.code == 0 for a in await ingest_all(stub, "retry", items[:12]))
+        await embedder.stop(grace=0)
+        # A dependency down is not one item's fault: the stream ends, retryably.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ingest_all(stub, "retry", items)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == "the embedder is unavailable (UNAVAILABLE); retry shortly"
+        embedder = EmbedderServer(embedder_settings(port=port))
+        await embedder.start()
+        # The caller's retry: the whole batch again, ids it had already stored included.
+        assert all(a.status.code == 0 for a in await ingest_all(stub, "retry", items))
+        listed = await stub.ListImages(pb.ListImagesRequest(collection="retry", page_size=100))
+        assert [image.id for image in listed.images] == [i for i, _, _ in items]
+        got = await stub.GetCollection(pb.GetCollectionRequest(name="retry"))
+        assert got.collection.image_count == 30
+    await server.stop(grace=1)
+    await embedder.stop(grace=1)
 
 
 async def test_ingest_stream_acknowledges_every_image_in_order(search):
@@ -286,6 +364,13 @@ async def test_ingest_client_waiting_for_each_ack_still_progresses(search):
                                                 image=pb.NewImage(id=image_id, data=data)))
         ack = await asyncio.wait_for(call.read(), timeout=10)
         assert (ack.id, ack.status.code) == (image_id, 0)
+    # Waiting for each ack makes every image a batch of its own; one for another collection
+    # is still refused: the stream's collection is its first image's.
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="lockstep-other"))
+    await call.write(pb.IngestImagesRequest(collection="lockstep-other",
+                                            image=pb.NewImage(id="x", data=items[0][1])))
+    ack = await asyncio.wait_for(call.read(), timeout=10)
+    assert ack.status.message == "all images of one stream must go to the same collection"
     await call.done_writing()
     got = await stub.GetCollection(pb.GetCollectionRequest(name="lockstep"))
     assert got.collection.image_count == 5
