@@ -3,15 +3,20 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.installed-$(shell cat $(TS)/package-lock.json | sha1sum | cut -c1-12)
+BUF := $(TS)/node_modules/.bin/buf
 
-.PHONY: help venv protos protos-check lint test test-fast demo small-model serve-embedder \
-	serve-search clean
+.PHONY: help venv protos protos-check api-check docs docs-check lint test test-fast demo \
+	small-model serve-embedder serve-search clean
 
 help:
 	@echo "make demo          set up, start both services on the embedded defaults, index, search"
 	@echo "make test          set up, lint, check generated code, run every test"
 	@echo "make test-fast     tests without the slow exporter parity suite"
 	@echo "make protos        regenerate Python code from protos/"
+	@echo "make api-check     buf lint, and buf breaking against main (or the previous commit on main)"
+	@echo "make docs          regenerate docs/api.md from the protos"
 	@echo "make small-model   retrain and re-export the bundled small model (~7 min on 2 cores)"
 	@echo "make serve-embedder  run the embedder in the foreground (EMBEDDER_* settings apply)"
 	@echo "make serve-search    run the search service in the foreground (SEARCH_* settings)"
@@ -23,6 +28,22 @@ $(STAMP):
 	touch $@
 
 venv: $(STAMP)
+
+# The TypeScript client's tools (buf, protoc-gen-es, tsc), exactly as locked.
+$(TS_STAMP): $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+api-check: $(TS_STAMP)
+	$(BUF) lint protos
+	BUF=$(BUF) scripts/buf_breaking.sh
+
+docs: $(STAMP)
+	$(BIN)/python scripts/api_docs.py > docs/api.md
+
+docs-check: docs
+	@git diff --exit-code -- docs/api.md \
+		|| (echo "docs/api.md is stale: run 'make docs' and commit" && exit 1)
 
 protos: $(STAMP)
 	PYTHON=$(BIN)/python scripts/gen_protos.sh
@@ -37,7 +58,7 @@ lint: $(STAMP)
 
 # Inside a loopback-only network namespace: the suite runs a real Milvus server, whose
 # components listen on every interface (see scripts/loopback-only.sh).
-test: lint protos-check
+test: lint protos-check api-check docs-check $(TS_STAMP)
 	scripts/loopback-only.sh $(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP)

@@ -116,13 +116,15 @@ class SearchServiceServicer:
 
     def CreateCollection(self, request, context):
         """Creates an empty collection bound to the embedder's current model.
+        Errors: ALREADY_EXISTS (name in use), INVALID_ARGUMENT (name), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCollection(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A collection with its model and image count. Errors: NOT_FOUND, INVALID_ARGUMENT (name).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -135,7 +137,7 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCollection(self, request, context):
-        """Deletes a collection and every image in it.
+        """Deletes a collection and every image in it. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +146,8 @@ class SearchServiceServicer:
     def AddImages(self, request, context):
         """Embeds and stores images. Re-adding an id replaces that image (never a duplicate). When
         this returns, a search through the same service instance sees the new images.
+        Errors: NOT_FOUND (collection), FAILED_PRECONDITION (collection of another model),
+        UNAVAILABLE; a bad image fails only its item (INVALID_ARGUMENT in its ItemStatus).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,14 +158,16 @@ class SearchServiceServicer:
         order, once it is stored (or with the reason it was not); a bad image fails only itself.
         Keep sending while acknowledgements arrive: the server batches, embeds and writes several
         batches at once. If the call fails midway, the images acknowledged OK are stored; re-send
-        the rest (re-adding an id replaces it, so retries are safe).
+        the rest (re-adding an id replaces it, so retries are safe). The stream ends with
+        NOT_FOUND or FAILED_PRECONDITION for its collection, UNAVAILABLE for a dependency.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetImages(self, request, context):
-        """Stored images by id (metadata, optionally the vectors).
+        """Stored images by id (metadata, optionally the vectors); unknown ids are left out.
+        Errors: NOT_FOUND (collection), INVALID_ARGUMENT (ids).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,13 +181,17 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteImages(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes images by id; unknown ids are ignored. Errors: NOT_FOUND (collection).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
         """Nearest images for one or more queries (text, image bytes, an indexed image, or a vector).
+        Errors: NOT_FOUND (collection), FAILED_PRECONDITION (model), INVALID_ARGUMENT (top_k,
+        filter); a bad query fails only its own result (its status: INVALID_ARGUMENT, or
+        NOT_FOUND for an unknown image_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
