@@ -1,6 +1,10 @@
-"""Search-service benchmark on Milvus Lite: every comparison measured side by side in one run.
+"""Search-service benchmark on Milvus Lite or a Milvus server: every comparison measured side
+by side in one run.
 
-    python -m bench.search_bench [--images N] [--big N]
+    python -m bench.search_bench [--images N] [--big N] [--milvus lite|server]
+
+`--milvus server` starts the PyPI milvus standalone server (2.3.5) in a temporary folder; run
+it inside scripts/loopback-only.sh, as the tests do.
 
 Both services run as their own processes (the real entry points), as in production.
 1. Ingest: images/s through IngestImages (decode, embed, insert overlapping) vs the embedder
@@ -34,7 +38,8 @@ from imagesearch.embedder.v1 import embedder_pb2 as epb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
-from search_service.store import IndexConfig, MilvusStore, ModelSpace
+from search_service.store import MilvusStore, ModelSpace, is_lite, vectors_collection
+from tests.milvus_server import MilvusServer
 
 QUERY = "two blue squares on a gray background"
 
@@ -120,16 +125,20 @@ async def latency_rows(label: str, name: str, search: search_pb2_grpc.SearchServ
               flush=True)
 
 
-def load_big(path: Path, model: ModelSpace, vectors: np.ndarray) -> MilvusStore:
-    """Raw vectors cannot enter through the API (it embeds images): load them into the file
-    before the service opens it (Milvus Lite allows one process per file)."""
-    store = MilvusStore(MilvusClient(str(path)), IndexConfig.for_uri(str(path)))
-    store.ensure_registry()
+def load_big(uri: str, model: ModelSpace, vectors: np.ndarray) -> MilvusStore:
+    """Raw vectors cannot enter through the API (it embeds images): load them before the
+    service opens the database (Milvus Lite allows one process per file)."""
+    store = MilvusStore.connect(uri)
     record = store.create_collection("big", model)
     for start_at in range(0, len(vectors), 5000):
         chunk = vectors[start_at:start_at + 5000]
         store.upsert(record, [f"{start_at + i:07d}" for i in range(len(chunk))], chunk,
                      [{} for _ in range(len(chunk))])
+    if not is_lite(uri):
+        # Seal the segments so that the server builds their HNSW index, as it would in use.
+        client = MilvusClient(uri)
+        client.flush(vectors_collection(model))
+        client.close()
     return store
 
 
@@ -140,8 +149,8 @@ def random_vectors(count: int, model: ModelSpace) -> np.ndarray:
     return unit
 
 
-def _load_file(path: Path, model: ModelSpace, count: int) -> None:
-    load_big(path, model, random_vectors(count, model)).close()
+def _load(uri: str, model: ModelSpace, count: int) -> None:
+    load_big(uri, model, random_vectors(count, model)).close()
 
 
 async def model_of(embedder_at: str) -> ModelSpace:
@@ -179,28 +188,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--milvus", choices=("lite", "server"), default="lite")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="search-bench-"))
     env = {"EMBEDDER_LOG_FORMAT": "json", "SEARCH_LOG_FORMAT": "json"}
     embedder, embedder_at = start("imagesearch-embedder", {**env, "EMBEDDER_PORT": "0"},
                                   work / "embedder.log")
+    server = MilvusServer(work / "milvus") if args.milvus == "server" else None
     try:
         model = asyncio.run(model_of(embedder_at))
+        uris = databases(work, server)
         # Milvus Lite holds a file until its process exits, and only reopening seals and
         # indexes what was inserted: both copies (the service's, and this process' mirror for
         # the 'parts' timing) are written by child processes, then opened fresh.
-        for name in ("search.db", "mirror.db"):
+        for uri in uris:
             child = multiprocessing.get_context("spawn").Process(
-                target=_load_file, args=(work / name, model, args.big))
+                target=_load, args=(uri, model, args.big))
             child.start()
             child.join()
-        mirror_store = MilvusStore(MilvusClient(str(work / "mirror.db")),
-                                   IndexConfig.for_uri(str(work / "mirror.db")))
-        mirror_store.ensure_registry()
+        mirror_store = MilvusStore.connect(uris[1])
         search, search_at = start("imagesearch-search", {
             **env, "SEARCH_PORT": "0", "SEARCH_EMBEDDER_TARGET": embedder_at,
-            "SEARCH_MILVUS_URI": str(work / "search.db")}, work / "search.log")
+            "SEARCH_MILVUS_URI": uris[0]}, work / "search.log")
         try:
+            print(f"Milvus: {args.milvus}", flush=True)
             asyncio.run(run(args, mirror_store, model, embedder_at, search_at))
         finally:
             search.send_signal(signal.SIGTERM)
@@ -209,7 +220,21 @@ def main() -> None:
     finally:
         embedder.send_signal(signal.SIGTERM)
         embedder.wait(30)
+        if server is not None:
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def databases(work: Path, server: MilvusServer | None) -> list[str]:
+    """The service's and the mirror's: two Lite files, or two databases on a new server."""
+    if server is None:
+        return [str(work / "search.db"), str(work / "mirror.db")]
+    server.start()
+    client = MilvusClient(server.uri)
+    for name in ("service", "mirror"):
+        client.create_database(name)
+    client.close()
+    return [f"{server.uri}/service", f"{server.uri}/mirror"]
 
 
 if __name__ == "__main__":
