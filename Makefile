@@ -29,9 +29,11 @@ $(STAMP):
 
 venv: $(STAMP)
 
-# The TypeScript client's tools (buf, protoc-gen-es, tsc), exactly as locked.
+# The TypeScript client's tools (buf, protoc-gen-es, tsc), as locked (every version in
+# package.json is exact too). Not `npm ci`: npm 11 refuses this lock file for leaving out
+# the other platforms' optional buf binaries, which it never writes into it.
 $(TS_STAMP): $(TS)/package-lock.json
-	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(TS) && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 api-check: $(TS_STAMP)
