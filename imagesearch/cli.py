@@ -24,21 +24,16 @@ from typing import Any
 
 import grpc
 
-from imagesearch.client import Hit, SearchClient
+from imagesearch.client import Hit, NewItem, SearchClient
+from imagesearch.metadata import Scalar
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-BATCH = 32
 
 
 def image_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 class Progress:
@@ -88,17 +83,16 @@ def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
         client.create_collection(args.collection)
     root = args.path if args.path.is_dir() else args.path.parent
     progress = Progress(len(files), "indexing", args.progress or sys.stderr.isatty())
-    failed = []
-    for batch in batches(files, BATCH):
-        items = []
-        for path in batch:
+
+    def items() -> Iterator[NewItem]:  # read lazily: the stream holds a few batches at most
+        for path in files:
             relative = path.relative_to(root).as_posix().replace("/", ":")
-            metadata: dict[str, str] = {"path": str(path)}
+            metadata: dict[str, Scalar] = {"path": str(path)}
             if args.label_from_folder and path.parent != root:
                 metadata["label"] = path.parent.name
-            items.append((relative, path.read_bytes(), metadata))
-        failed += client.add_images(args.collection, items)
-        progress.advance(len(batch))
+            yield relative, path.read_bytes(), metadata
+
+    failed = client.ingest(args.collection, items(), lambda _id, _error: progress.advance(1))
     progress.finish()
     emit(args, {"indexed": len(files) - len(failed),
                 "failed": [f.__dict__ for f in failed]},

@@ -5,13 +5,17 @@
         client.add_images("photos", [("cat.jpg", data, {"label": "cat"})])
         hits = client.search("photos", text="a cat on a sofa")
 
-Every call has a deadline; UNAVAILABLE is retried with backoff by gRPC's retry policy.
+Every call has a deadline; UNAVAILABLE is retried with backoff by gRPC's retry policy. The
+bulk `ingest` stream resumes after UNAVAILABLE from the first unacknowledged image (re-adding
+an id replaces it, so resending is safe).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -129,6 +133,51 @@ class SearchClient:
         return [ItemError(image[0], code_name(r.code), r.message)
                 for image, r in zip(images, results, strict=True) if r.code != 0]
 
+    def ingest(self, collection: str, items: Iterable[NewItem],
+               on_ack: Callable[[str, ItemError | None], None] | None = None,
+               attempts: int = 4) -> list[ItemError]:
+        """Streams any number of images (read lazily from `items`), each acknowledged once
+        stored; `on_ack(id, error or None)` reports progress. Returns the failed items. If the
+        service becomes UNAVAILABLE midway, resumes from the first unacknowledged image, up to
+        `attempts` streams in all with exponential backoff."""
+        stream, failed = _Ingest(collection, items), []
+        for attempt in range(attempts):
+            try:
+                # No overall deadline: the stream is as long as the caller's iterator.
+                for ack in self._stub.IngestImages(stream.requests(), metadata=self._metadata):
+                    stream.pending.popleft()
+                    error = (ItemError(ack.id, code_name(ack.status.code), ack.status.message)
+                             if ack.status.code != 0 else None)
+                    failed += [error] if error else []
+                    if on_ack is not None:
+                        on_ack(ack.id, error)
+                return failed
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                    raise
+                time.sleep(min(0.2 * 2 ** attempt, 5.0))
+        return failed
+
+    def get_images(self, collection: str, ids: Sequence[str]) -> list[pb.StoredImage]:
+        request = pb.GetImagesRequest(collection=collection, ids=list(ids))
+        return list(self._call("GetImages", request).images)
+
+    def list_images(self, collection: str, page_size: int = 500) -> Iterator[pb.StoredImage]:
+        """Every image of the collection in id order, fetched a page at a time."""
+        token = ""
+        while True:
+            page = self._call("ListImages", pb.ListImagesRequest(
+                collection=collection, page_size=page_size, page_token=token))
+            yield from page.images
+            if not (token := page.next_page_token):
+                return
+
+    def delete_images(self, collection: str, ids: Sequence[str]) -> None:
+        self._call("DeleteImages", pb.DeleteImagesRequest(collection=collection, ids=list(ids)))
+
+    def delete_collection(self, name: str) -> None:
+        self._call("DeleteCollection", pb.DeleteCollectionRequest(name=name))
+
     def search(self, collection: str, *, text: str | None = None, image: bytes | None = None,
                image_id: str | None = None, top_k: int = 10,
                filters: Sequence[str] = (), min_similarity: float | None = None) -> list[Hit]:
@@ -165,6 +214,33 @@ class SearchClient:
                                      queries=[pb.Query(image=d) for d in images])
         results = self._call("Classify", request).results
         return [[(s.label, s.confidence, s.votes) for s in r.labels] for r in results]
+
+
+NewItem = tuple[str, bytes, Mapping[str, Scalar]]
+
+
+class _Ingest:
+    """One IngestImages stream over an iterator of images, resumable after UNAVAILABLE."""
+
+    def __init__(self, collection: str, items: Iterable[NewItem]) -> None:
+        self.collection = collection
+        self._source = iter(items)
+        # Sent and not yet acknowledged, oldest first; appended on gRPC's request thread and
+        # taken on the caller's, which deque allows.
+        self.pending: deque[NewItem] = deque()
+
+    def requests(self) -> Iterator[pb.IngestImagesRequest]:
+        resend, self.pending = list(self.pending), deque()
+        for item in resend:
+            yield self._sent(item)
+        for item in self._source:
+            yield self._sent(item)
+
+    def _sent(self, item: NewItem) -> pb.IngestImagesRequest:
+        self.pending.append(item)
+        image_id, data, metadata = item
+        return pb.IngestImagesRequest(collection=self.collection, image=pb.NewImage(
+            id=image_id, data=data, metadata={k: to_value(v) for k, v in metadata.items()}))
 
 
 def code_name(value: int) -> str:

@@ -1,0 +1,52 @@
+"""The Python client against the real services: streaming ingest with progress, get, list,
+delete; and the resume logic of the ingest stream."""
+
+from __future__ import annotations
+
+import asyncio
+
+from imagesearch.client import SearchClient, _Ingest
+from tests.search_fixtures import labels, scene_images
+
+
+def plain_labels(scene) -> dict[str, object]:
+    return {key: getattr(value, value.WhichOneof("kind")) for key, value in labels(scene).items()}
+
+
+async def test_ingest_streams_lazily_reports_each_image_and_fails_only_bad_ones(search):
+    server, _ = search
+    images = scene_images(20, seed=31)
+    acks: list[tuple[str, str | None]] = []
+
+    def items():
+        for index, (image_id, data, scene) in enumerate(images):
+            yield image_id, b"not an image" if index == 7 else data, plain_labels(scene)
+
+    def work() -> tuple[list, list[str], list]:
+        with SearchClient(f"127.0.0.1:{server.port}") as client:
+            client.create_collection("client-ingest")
+            failed = client.ingest("client-ingest", items(),
+                                   lambda i, e: acks.append((i, e and e.code)))
+            listed = [image.id for image in client.list_images("client-ingest", page_size=6)]
+            client.delete_images("client-ingest", ["img-000", "img-001"])
+            got = client.get_images("client-ingest", ["img-000", "img-002", "img-007"])
+            return failed, listed, got
+
+    failed, listed, got = await asyncio.to_thread(work)
+    assert [(f.id, f.code) for f in failed] == [("img-007", "INVALID_ARGUMENT")]
+    assert failed[0].message.startswith("bytes are not an image")
+    assert acks == [(i, "INVALID_ARGUMENT" if i == "img-007" else None) for i, _, _ in images]
+    assert listed == [i for i, _, _ in images if i != "img-007"]
+    assert [image.id for image in got] == ["img-002"]
+    assert got[0].metadata["colour"].string_value == images[2][2].colour
+
+
+def test_a_resumed_stream_resends_unacknowledged_images_first():
+    items = [(f"i{n}", b"x", {}) for n in range(5)]
+    stream = _Ingest("c", items)
+    first = stream.requests()
+    sent = [next(first).image.id for _ in range(3)]
+    stream.pending.popleft()  # i0 acknowledged, then the stream broke
+    resumed = [request.image.id for request in stream.requests()]
+    assert sent == ["i0", "i1", "i2"]
+    assert resumed == ["i1", "i2", "i3", "i4"]
