@@ -119,6 +119,7 @@ class EmbedderServer:
             [generic_handler(SERVICE, EmbedderServicer(self.holder, s.max_message_bytes))])
         self._health = grpc_server.add_health_and_reflection(server, [SERVICE.full_name])
         await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=False)
+        await grpc_server.report_alive(self._health)
         await server.start()
         self._running = _Running(server, port)
         log.info("listening", extra={"address": f"{s.host}:{port}", "tls": tls is not None})

@@ -83,6 +83,7 @@ class SearchServer:
         self._server.add_generic_rpc_handlers([handler])
         self._health = grpc_server.add_health_and_reflection(self._server, [SERVICE.full_name])
         await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=False)
+        await grpc_server.report_alive(self._health)
         await self._server.start()
         log.info("listening", extra={"address": f"{s.host}:{self.port}", "tls": tls is not None,
                                      "milvus": "lite" if is_lite(s.milvus_uri) else "server"})

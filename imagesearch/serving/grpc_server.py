@@ -16,6 +16,12 @@ from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger(__name__)
 
+# A health entry that is SERVING from the moment the port opens until shutdown, whatever the
+# dependencies: the liveness probe's target. "" and each service name mean ready to serve
+# (model loaded, Milvus and the embedder reachable) and drive startup and readiness probes; a
+# liveness probe on them would restart pods whenever a dependency is down.
+LIVENESS = "liveness"
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -71,6 +77,10 @@ def add_health_and_reflection(server: grpc.aio.Server,
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
     return health_servicer
+
+
+async def report_alive(health_servicer: health.aio.HealthServicer) -> None:
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer,

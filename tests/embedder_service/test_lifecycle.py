@@ -20,19 +20,21 @@ from embedder_service.errors import BundleError, ProviderError
 from embedder_service.server import EmbedderServer
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
+from imagesearch.serving.grpc_server import LIVENESS
 from tests.conftest import embedder_settings, encode
 
 SERVICE = "imagesearch.embedder.v1.EmbedderService"
 
 
-async def _health(port: int) -> int:
+async def _health(port: int, service: str = SERVICE) -> int:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
+            health_pb2.HealthCheckRequest(service=service), timeout=5)
     return reply.status
 
 
-async def test_health_is_not_serving_while_loading_then_serving(monkeypatch):
+async def test_health_is_not_serving_while_loading_then_serving_but_alive_throughout(
+        monkeypatch):
     release = threading.Event()
     real_load = server_module.load_embedder
 
@@ -46,6 +48,9 @@ async def test_health_is_not_serving_while_loading_then_serving(monkeypatch):
     while server._running is None:  # noqa: ASYNC110 (the port opens inside start())
         await asyncio.sleep(0.01)
     assert await _health(server.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await _health(server.port, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+    # The liveness probe's entry: a slow model load must not get the pod restarted.
+    assert await _health(server.port, LIVENESS) == health_pb2.HealthCheckResponse.SERVING
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await embedder_pb2_grpc.EmbedderServiceStub(channel).GetModelInfo(
@@ -55,6 +60,7 @@ async def test_health_is_not_serving_while_loading_then_serving(monkeypatch):
     release.set()
     await starting
     assert await _health(server.port) == health_pb2.HealthCheckResponse.SERVING
+    assert await _health(server.port, LIVENESS) == health_pb2.HealthCheckResponse.SERVING
     await server.stop(grace=1)
 
 

@@ -14,6 +14,7 @@ from embedder_service.server import EmbedderServer
 from imagesearch import synthetic
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
+from imagesearch.serving.grpc_server import LIVENESS
 from search_service.server import SearchServer
 from search_service.store import ModelSpace
 from tests.conftest import embedder_settings
@@ -235,6 +236,9 @@ async def test_embedder_down_gives_unavailable_and_not_serving(milvus_backend):
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Not ready, yet alive: Kubernetes must not restart a pod for its dependency's outage.
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=LIVENESS))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
     await server.stop(grace=1)
 
 
