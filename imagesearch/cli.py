@@ -6,6 +6,7 @@
     imagesearch duplicates -c trips                  (groups across the whole collection)
     imagesearch duplicates -c trips --image new.jpg  (is this one already there?)
     imagesearch classify unknown/*.jpg -c pets --label-key label
+    imagesearch --server 127.0.0.1:50051 health      (either service; exit 0 when SERVING)
 
 The server address comes from --server or IMAGESEARCH_SERVER (default 127.0.0.1:50052).
 Tables go to stdout, progress to stderr; --json prints machine-readable output instead.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imagesearch.client import Hit, NewItem, SearchClient
 from imagesearch.metadata import Scalar
@@ -146,6 +148,23 @@ def cmd_collections(args: argparse.Namespace, client: SearchClient) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """grpc.health.v1 Check; the exit status suits a container HEALTHCHECK (0 or 1, never 2)."""
+    credentials = (grpc.ssl_channel_credentials(args.ca_file.read_bytes()) if args.ca_file
+                   else None)
+    with (grpc.secure_channel(args.server, credentials) if credentials
+          else grpc.insecure_channel(args.server)) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as err:
+            print(f"unhealthy: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="imagesearch", description=__doc__.splitlines()[0])
     top.add_argument("--server", default=os.environ.get("IMAGESEARCH_SERVER",
@@ -153,6 +172,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
     top.add_argument("--token", default=os.environ.get("IMAGESEARCH_TOKEN"),
                      help="bearer token (default: $IMAGESEARCH_TOKEN)")
+    top.add_argument("--ca-file", type=Path, default=os.environ.get("IMAGESEARCH_CA_FILE"),
+                     help="CA (PEM) to verify a TLS server (default: $IMAGESEARCH_CA_FILE)")
     top.add_argument("--json", action="store_true", help="machine-readable output")
     sub = top.add_subparsers(dest="command", required=True)
     index = sub.add_parser("index", help="add every image under a folder")
@@ -184,13 +205,20 @@ def parser() -> argparse.ArgumentParser:
     classify.add_argument("-k", type=int, default=10)
     classify.set_defaults(run=cmd_classify)
     sub.add_parser("collections", help="list collections").set_defaults(run=cmd_collections)
+    health = sub.add_parser("health", help="is the server (search or embedder) serving?")
+    health.add_argument("--service", default="",
+                        help="'' (ready), a service's full name, or 'liveness'")
+    health.set_defaults(run=None)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "health":
+        return cmd_health(args)
     try:
-        with SearchClient(args.server, args.timeout, token=args.token) as client:
+        with SearchClient(args.server, args.timeout, ca_file=args.ca_file,
+                          token=args.token) as client:
             code: int = args.run(args, client)
             return code
     except grpc.RpcError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 
 import pytest
 
@@ -73,3 +74,16 @@ async def test_errors_are_reported_with_their_status(search, capsys):
     code, _, err = await run(capsys, server.port, "search", "x", "-c", "missing")
     assert code == 2
     assert err.strip() == "error: NOT_FOUND: collection 'missing' does not exist"
+
+
+async def test_health_exit_status_fits_a_container_healthcheck(search, embedder_server, capsys):
+    server, _ = search
+    assert await run(capsys, server.port, "health") == (0, "SERVING\n", "")
+    assert await run(capsys, embedder_server.port, "health", "--service",
+                     "imagesearch.embedder.v1.EmbedderService") == (0, "SERVING\n", "")
+    code, out, _ = await run(capsys, server.port, "health", "--service", "no.such.Service")
+    assert (code, out) == (1, "")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        code, _, err = await run(capsys, probe.getsockname()[1], "--timeout", "2", "health")
+    assert code == 1 and err.startswith("unhealthy: ")
