@@ -51,7 +51,7 @@ def open_store(settings: SearchSettings) -> MilvusStore:
     uri = settings.milvus_uri
     if is_lite(uri):
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return MilvusStore.connect(uri, settings.milvus_token or "", index_config(settings),
+    return MilvusStore.connect(uri, settings.milvus_credentials(), index_config(settings),
                                settings.milvus_consistency)
 
 

@@ -20,6 +20,8 @@ class SearchSettings(ServingSettings):
     Milvus server or cluster."""
     milvus_token: str | None = None
     """Milvus credentials ("user:password" or an API key); unset for none."""
+    milvus_token_file: Path | None = None
+    """File holding the Milvus credentials instead (e.g. a mounted Secret); read at start-up."""
     milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"
     """Session: reads see this instance's own writes at once, without Strong's per-call cost."""
     index_type: str | None = None
@@ -48,6 +50,18 @@ class SearchSettings(ServingSettings):
     """gRPC port; 0 picks a free one (logged at start-up)."""
     health_check_interval_s: float = Field(2.0, gt=0)
     """How often the embedder and Milvus are checked for the health status."""
+
+    def milvus_credentials(self) -> str:
+        """The token, from milvus_token or milvus_token_file; "" for none."""
+        if self.milvus_token_file is not None:
+            return self.milvus_token_file.read_text().strip()
+        return self.milvus_token or ""
+
+    @model_validator(mode="after")
+    def _one_milvus_token(self) -> SearchSettings:
+        if self.milvus_token is not None and self.milvus_token_file is not None:
+            raise ValueError("set milvus_token or milvus_token_file, not both")
+        return self
 
     @model_validator(mode="after")
     def _embedder_tls_pair(self) -> SearchSettings:

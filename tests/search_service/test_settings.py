@@ -21,3 +21,13 @@ def test_every_setting_is_documented_in_the_readme():
 def test_half_configured_tls_is_refused(tmp_path):
     with pytest.raises(ValidationError, match="embedder_tls_cert_file and embedder_tls_key_file"):
         SearchSettings(embedder_tls_cert_file=tmp_path / "c.pem")
+
+
+def test_milvus_token_comes_from_a_file_or_the_variable_never_both(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("root:Milvus\n")
+    assert SearchSettings(milvus_token_file=token).milvus_credentials() == "root:Milvus"
+    assert SearchSettings(milvus_token="k").milvus_credentials() == "k"
+    assert SearchSettings().milvus_credentials() == ""
+    with pytest.raises(ValidationError, match="milvus_token or milvus_token_file, not both"):
+        SearchSettings(milvus_token="k", milvus_token_file=token)
