@@ -7,8 +7,8 @@ TS := clients/typescript
 TS_STAMP := $(TS)/node_modules/.installed-$(shell cat $(TS)/package-lock.json | sha1sum | cut -c1-12)
 BUF := $(TS)/node_modules/.bin/buf
 
-.PHONY: help venv protos protos-check api-check docs docs-check lint test test-fast demo \
-	small-model serve-embedder serve-search clean
+.PHONY: help venv protos protos-check api-check docs docs-check lint deploy-check image-venv \
+	test test-fast demo small-model serve-embedder serve-search clean
 
 help:
 	@echo "make demo          set up, start both services on the embedded defaults, index, search"
@@ -17,6 +17,7 @@ help:
 	@echo "make protos        regenerate Python code from protos/"
 	@echo "make api-check     buf lint, and buf breaking against main (or the previous commit on main)"
 	@echo "make docs          regenerate docs/api.md from the protos"
+	@echo "make deploy-check  lint the Dockerfiles; render, validate and policy-check every overlay"
 	@echo "make small-model   retrain and re-export the bundled small model (~7 min on 2 cores)"
 	@echo "make serve-embedder  run the embedder in the foreground (EMBEDDER_* settings apply)"
 	@echo "make serve-search    run the search service in the foreground (SEARCH_* settings)"
@@ -58,9 +59,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# hadolint, kubernetes-validate and checkov, from their own virtualenv (.venv-deploy).
+deploy-check:
+	scripts/deploy_check.sh
+
+# The CPU embedder image's install, without Docker (tests/deploy runs it). Always redone: it
+# must hold the current code; with its dependencies in place that takes seconds.
+image-venv: $(STAMP)
+	scripts/image_venv.sh
+
 # Inside a loopback-only network namespace: the suite runs a real Milvus server, whose
 # components listen on every interface (see scripts/loopback-only.sh).
-test: lint protos-check api-check docs-check $(TS_STAMP)
+test: lint protos-check api-check docs-check deploy-check image-venv $(TS_STAMP)
 	scripts/loopback-only.sh $(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP)
@@ -79,4 +89,4 @@ serve-search: $(STAMP)
 	SEARCH_LOG_FORMAT=$${SEARCH_LOG_FORMAT:-text} $(BIN)/imagesearch-search
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-deploy .venv-image .mypy_cache .ruff_cache .pytest_cache build *.egg-info

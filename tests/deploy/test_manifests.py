@@ -1,0 +1,226 @@
+"""Every overlay agrees with the services it deploys: settings, ports, probes, shutdown, safety.
+
+The manifests name environment variables, ports and health service names that the code
+defines; these tests read both sides so that neither can change alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from embedder_service.server import SERVICE as EMBEDDER_SERVICE
+from embedder_service.settings import EmbedderSettings
+from imagesearch.serving.grpc_server import LIVENESS
+from search_service.server import SERVICE as SEARCH_SERVICE
+from search_service.settings import SearchSettings
+from tests.deploy.rendered import OVERLAYS, ROOT, Overlay, container_port, selects
+
+# Deployment -> (its settings class, their environment prefix, its gRPC service).
+SERVICES = {
+    "imagesearch-embedder": (EmbedderSettings, "EMBEDDER_", EMBEDDER_SERVICE.full_name),
+    "imagesearch-search": (SearchSettings, "SEARCH_", SEARCH_SERVICE.full_name),
+}
+ADAPTER_RULES = ROOT / "deploy/kubernetes/components/gpu/prometheus-adapter-rules.yaml"
+
+
+@pytest.fixture(params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> Overlay:
+    return Overlay(request.param)
+
+
+def settings_from(env: dict[str, str], cls: type[BaseSettings], prefix: str,
+                  monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
+    """The settings the service would build in the pod, from exactly this environment."""
+    with monkeypatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith(prefix)]:
+            patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return cls()
+
+
+@pytest.mark.parametrize("workload", SERVICES)
+def test_every_variable_is_a_setting_and_every_value_parses(overlay, workload, monkeypatch):
+    cls, prefix, _ = SERVICES[workload]
+    env = overlay.environment(workload)
+    unknown = [n for n in env if not n.startswith(prefix)
+               or n.removeprefix(prefix).lower() not in cls.model_fields]
+    assert not unknown, f"{overlay.name}/{workload}: no such settings {unknown}"
+    settings_from(env, cls, prefix, monkeypatch)  # raises on a value the service would refuse
+
+
+@pytest.mark.parametrize("workload", SERVICES)
+def test_ports_and_probes_are_the_services_own(overlay, workload, monkeypatch):
+    cls, prefix, service_name = SERVICES[workload]
+    settings = settings_from(overlay.environment(workload), cls, prefix, monkeypatch)
+    container = overlay.container(workload)
+    grpc_port = container_port(container, "grpc")
+    assert grpc_port == settings.port  # type: ignore[attr-defined]
+    assert container_port(container, "metrics") == settings.metrics_port  # type: ignore[attr-defined]
+    assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == grpc_port, probe
+    assert container["readinessProbe"]["grpc"]["service"] == service_name
+    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS
+
+
+def test_the_embedder_starts_ready_and_search_starts_alive(overlay):
+    # The embedder's port opens before the model loads: startup waits for the model. The
+    # search service must not wait for the embedder to start, or a cold start deadlocks.
+    embedder = overlay.container("imagesearch-embedder")["startupProbe"]
+    assert embedder["grpc"]["service"] == EMBEDDER_SERVICE.full_name
+    assert embedder["periodSeconds"] * embedder["failureThreshold"] >= 300
+    search = overlay.container("imagesearch-search")["startupProbe"]
+    assert search["grpc"]["service"] == LIVENESS
+
+
+@pytest.mark.parametrize("workload", SERVICES)
+def test_termination_grace_outlasts_the_drain(overlay, workload, monkeypatch):
+    cls, prefix, _ = SERVICES[workload]
+    settings = settings_from(overlay.environment(workload), cls, prefix, monkeypatch)
+    pod = overlay.pod_spec(workload)
+    pre_stop = overlay.container(workload)["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    drain = float(pre_stop[1]) + settings.shutdown_grace_s  # type: ignore[attr-defined]
+    assert pod["terminationGracePeriodSeconds"] >= drain + 10
+
+
+@pytest.mark.parametrize("workload", [*SERVICES, "milvus"])
+def test_pods_run_locked_down(overlay, workload):
+    try:
+        pod = overlay.pod_spec(workload)
+    except AssertionError:
+        pytest.skip(f"{overlay.name} runs no {workload} pod of its own")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    # Service links would add variables like EMBEDDER_PORT=tcp://10.0.0.1:50051.
+    assert pod["enableServiceLinks"] is False
+    for container in pod["containers"] + pod.get("initContainers", []):
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert "memory" in container["resources"]["limits"]
+
+
+def test_onnx_runtime_threads_fit_the_cpu_limit(overlay, monkeypatch):
+    settings = settings_from(overlay.environment("imagesearch-embedder"), EmbedderSettings,
+                             "EMBEDDER_", monkeypatch)
+    limits = overlay.container("imagesearch-embedder")["resources"]["limits"]
+    # 0 would mean one thread per core of the node, not of the pod.
+    assert 0 < settings.intra_op_threads <= float(limits["cpu"])
+
+
+def test_gpu_pods_run_the_gpu_image_on_gpu_nodes(overlay, monkeypatch):
+    pod = overlay.pod_spec("imagesearch-embedder")
+    container = overlay.container("imagesearch-embedder")
+    settings = settings_from(overlay.environment("imagesearch-embedder"), EmbedderSettings,
+                             "EMBEDDER_", monkeypatch)
+    tag = container["image"].rsplit(":", 1)[1]
+    if "nvidia.com/gpu" not in container["resources"]["limits"]:
+        assert tag.endswith("-cpu") and not settings.require_gpu
+        return
+    assert "-gpu" in tag and settings.require_gpu
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in (
+        pod["tolerations"])
+    assert settings.trt_cache_dir is not None
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert str(settings.trt_cache_dir) in mounts
+
+
+def test_search_reaches_the_embedder_through_its_headless_service(overlay, monkeypatch):
+    settings = settings_from(overlay.environment("imagesearch-search"), SearchSettings,
+                             "SEARCH_", monkeypatch)
+    match = re.fullmatch(r"dns:///([a-z0-9-]+):(\d+)", settings.embedder_target)
+    assert match, settings.embedder_target
+    service = overlay.get("Service", match[1])
+    assert service["spec"]["clusterIP"] == "None"  # every pod's address, for round_robin
+    port = {p["port"]: p for p in service["spec"]["ports"]}[int(match[2])]
+    embedder = overlay.container("imagesearch-embedder")
+    assert container_port(embedder, port["targetPort"]) == int(match[2])
+    embedder_settings = settings_from(overlay.environment("imagesearch-embedder"),
+                                      EmbedderSettings, "EMBEDDER_", monkeypatch)
+    # New embedder replicas get traffic only once connections are re-established.
+    assert embedder_settings.max_connection_age_s
+
+
+def test_search_points_at_the_overlays_milvus(overlay, monkeypatch):
+    settings = settings_from(overlay.environment("imagesearch-search"), SearchSettings,
+                             "SEARCH_", monkeypatch)
+    uri = urlparse(settings.milvus_uri)
+    assert uri.scheme == "http" and uri.port == 19530
+    milvus_crs = list(overlay.of_kind("Milvus"))
+    if milvus_crs:  # the Milvus Operator serves a cluster's proxies as <name>-milvus
+        assert [f"{cr['metadata']['name']}-milvus" for cr in milvus_crs] == [uri.hostname]
+        assert milvus_crs[0]["spec"]["mode"] == "cluster"
+        assert settings.milvus_token_file is not None
+        return
+    service = overlay.get("Service", str(uri.hostname))
+    assert 19530 in [p["port"] for p in service["spec"]["ports"]]
+
+
+def test_network_policies_open_exactly_the_service_ports(overlay, monkeypatch):
+    embedder = settings_from(overlay.environment("imagesearch-embedder"), EmbedderSettings,
+                             "EMBEDDER_", monkeypatch)
+    search = settings_from(overlay.environment("imagesearch-search"), SearchSettings,
+                           "SEARCH_", monkeypatch)
+    policy = overlay.get("NetworkPolicy", "imagesearch-embedder")["spec"]
+    from_search = [r for r in policy["ingress"] if any(
+        p.get("podSelector", {}).get("matchLabels") == {
+            "app.kubernetes.io/name": "imagesearch-search"} for p in r.get("from", []))]
+    assert [p["port"] for r in from_search for p in r["ports"]] == [embedder.port]
+    policy = overlay.get("NetworkPolicy", "imagesearch-search")["spec"]
+    assert {"protocol": "TCP", "port": search.port} in policy["ingress"][0]["ports"]
+    egress_ports = sorted(p["port"] for r in policy["egress"] for p in r["ports"])
+    assert egress_ports == sorted([embedder.port, urlparse(search.milvus_uri).port])
+    deny = overlay.get("NetworkPolicy", "imagesearch-default-deny")["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
+
+
+def test_budgets_autoscalers_and_monitors_find_their_targets(overlay):
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+            for kind in ("Deployment", "StatefulSet") for d in overlay.of_kind(kind)}
+    for budget in overlay.of_kind("PodDisruptionBudget"):
+        assert any(selects(budget["spec"]["selector"], labels) for labels in pods.values())
+    for scaler in overlay.of_kind("HorizontalPodAutoscaler"):
+        assert scaler["spec"]["scaleTargetRef"]["name"] in pods
+        assert "replicas" not in overlay.get("Deployment", scaler["metadata"]["name"])["spec"]
+    services = list(overlay.of_kind("Service"))
+    for monitor in overlay.of_kind("ServiceMonitor"):
+        port = monitor["spec"]["endpoints"][0]["port"]
+        assert any(selects(monitor["spec"]["selector"], s["metadata"].get("labels", {}))
+                   and port in [p["name"] for p in s["spec"]["ports"]] for s in services), (
+            monitor["metadata"]["name"])
+
+
+def test_custom_metrics_the_autoscaler_uses_are_served_by_the_adapter(overlay):
+    rules = yaml.safe_load(ADAPTER_RULES.read_text())["rules"]["custom"]
+    served = {rule["name"]["as"] for rule in rules}
+    scaler = overlay.get("HorizontalPodAutoscaler", "imagesearch-embedder")
+    for metric in scaler["spec"]["metrics"]:
+        if metric["type"] == "Pods":
+            assert metric["pods"]["metric"]["name"] in served
+
+
+def test_images_run_as_the_user_the_pods_require():
+    dockerfile = (ROOT / "deploy/docker/Dockerfile").read_text()
+    assert set(re.findall(r"^USER (\S+)$", dockerfile, re.M)) == {"10001:10001"}
+    for name in OVERLAYS:
+        for workload in SERVICES:
+            context = Overlay(name).pod_spec(workload)["securityContext"]
+            assert (context["runAsUser"], context["runAsGroup"]) == (10001, 10001)
+
+
+def test_every_overlay_is_listed_in_the_runbook():
+    runbook = (ROOT / "deploy/README.md").read_text()
+    assert [o for o in OVERLAYS if f"overlays/{o}" not in runbook] == []
+    assert Path(ROOT / "deploy/kubernetes/base/kustomization.yaml").exists()
