@@ -25,7 +25,7 @@ help:
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,export,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,search,export,dev]'
 	touch $@
 
 venv: $(STAMP)

@@ -4,7 +4,7 @@
 
 The container images install imagesearch with `pip install --constraint` this file, so they
 ship the dependency versions CI tested, not whatever is newest on the day of the build. It
-pins the runtime closure of imagesearch[cpu,export] as installed in the current environment.
+pins the runtime closure of imagesearch[cpu,search,export] as installed in the current environment.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = "imagesearch"
-EXTRAS = ("cpu", "export")
+EXTRAS = ("cpu", "search", "export")
 # onnxruntime-gpu is not installed where the tests run (no GPU here); its newest release on
 # PyPI, built for CUDA 13 and cuDNN 9 (the embedder's GPU base image).
 GPU_PINS = {"onnxruntime-gpu": "1.31.1"}
