@@ -184,6 +184,10 @@ def test_network_policies_open_exactly_the_service_ports(overlay, monkeypatch):
     assert egress_ports == sorted([embedder.port, urlparse(search.milvus_uri).port])
     deny = overlay.get("NetworkPolicy", "imagesearch-default-deny")["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
+    for kind in ("Deployment", "StatefulSet"):
+        for workload in overlay.of_kind(kind):
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            assert selects(deny["podSelector"], labels), workload["metadata"]["name"]
 
 
 def test_budgets_autoscalers_and_monitors_find_their_targets(overlay):
