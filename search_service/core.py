@@ -166,7 +166,7 @@ class SearchCore:
                 self._store.forget_loaded()
                 return await loop.run_in_executor(self._pool, fn, *args)
         except MilvusException as err:
-            if _unreachable(err):
+            if unreachable(err):
                 raise MilvusUnavailable("Milvus is unavailable; retry shortly") from err
             raise
 
@@ -342,7 +342,7 @@ def _validate_new(images: Sequence[NewImage]) -> list[ItemStatus]:
 COLLECTION_NOT_LOADED = 101
 
 
-def _unreachable(err: MilvusException) -> bool:
+def unreachable(err: MilvusException) -> bool:
     """A Milvus server that is down or restarting: pymilvus reports it as a failed
     (re)connection, not as MilvusUnavailableException."""
     return isinstance(err, MilvusUnavailableException) or err.code == Status.CONNECT_FAILED

@@ -1,10 +1,12 @@
 """Wires the search service together and owns its start and stop.
 
-The port opens with health NOT_SERVING. Milvus is opened (Milvus Lite: the file; a server: a
-connection) and the registry made ready; then a watcher checks the embedder and Milvus every
-few seconds and reports SERVING only while both answer, so Kubernetes stops routing to a pod
-whose dependencies are gone. On SIGTERM: NOT_SERVING, drain, close the embedder channel and
-the Milvus client.
+The port opens with health NOT_SERVING (and 'liveness' SERVING). Milvus is opened (Milvus
+Lite: the file; a server: a connection) and the registry made ready; a server that cannot be
+reached yet is retried in the background, calls meanwhile failing UNAVAILABLE, so a pod
+started before Milvus waits for it instead of crash-looping. A watcher checks the embedder
+and Milvus every few seconds and reports SERVING only while both answer, so Kubernetes stops
+routing to a pod whose dependencies are gone. On SIGTERM: NOT_SERVING, drain, close the
+embedder channel and the Milvus client.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
+from pymilvus.exceptions import MilvusException
 
 from imagesearch.errors import Unavailable
 from imagesearch.search.v1 import search_pb2
@@ -26,9 +29,9 @@ from imagesearch.serving.interceptors import (
     ServerMetrics,
 )
 from imagesearch.serving.logs import configure_logging
-from search_service.core import SearchCore
+from search_service.core import SearchCore, unreachable
 from search_service.embedder_client import ClientTls, EmbedderClient, create_channel
-from search_service.servicer import SearchServicer
+from search_service.servicer import CoreHolder, SearchServicer
 from search_service.settings import SearchSettings
 from search_service.store import IndexConfig, MilvusStore, is_lite
 
@@ -65,7 +68,8 @@ class SearchServer:
         self._health: Any = None
         self._channel: grpc.aio.Channel | None = None
         self._store: MilvusStore | None = None
-        self._core: SearchCore | None = None
+        self._holder = CoreHolder()
+        self._embedder: EmbedderClient | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
 
@@ -75,11 +79,9 @@ class SearchServer:
         interceptors = s.interceptors(ServerMetrics(self.registry))
         self._server, self.port = grpc_server.create_server(grpc_server.ServerOptions(
             s.host, s.port, s.max_message_bytes, tls), interceptors)
-        self._store = await asyncio.get_running_loop().run_in_executor(None, open_store, s)
         self._channel = create_channel(s.embedder_target, s.max_message_bytes, self._client_tls())
-        embedder = EmbedderClient(self._channel, s.embedder_timeout_s)
-        self._core = SearchCore(self._store, embedder, s.store_threads)
-        handler = generic_handler(SERVICE, SearchServicer(self._core))
+        self._embedder = EmbedderClient(self._channel, s.embedder_timeout_s)
+        handler = generic_handler(SERVICE, SearchServicer(self._holder))
         self._server.add_generic_rpc_handlers([handler])
         self._health = grpc_server.add_health_and_reflection(self._server, [SERVICE.full_name])
         await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=False)
@@ -90,8 +92,30 @@ class SearchServer:
         if s.metrics_port is not None:
             self._metrics_server, _ = start_http_server(s.metrics_port, s.metrics_host,
                                                         registry=self.registry)
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(embedder))
+        try:
+            # A misconfiguration (bad URI, refused version, wrong credentials) fails start-up.
+            await self._connect_milvus()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return self.port
+
+    async def _connect_milvus(self) -> bool:
+        """Opens Milvus and makes the core; False while Milvus cannot be reached."""
+        s = self.settings
+        try:
+            store = await asyncio.get_running_loop().run_in_executor(None, open_store, s)
+        except MilvusException as err:
+            if not unreachable(err):
+                raise
+            log.warning("milvus unreachable; retrying", extra={"reason": str(err)})
+            return False
+        assert self._embedder is not None
+        self._store = store
+        self._holder.core = SearchCore(store, self._embedder, s.store_threads)
+        log.info("milvus connected")
+        return True
 
     def _client_tls(self) -> ClientTls | None:
         s = self.settings
@@ -99,20 +123,23 @@ class SearchServer:
             return None
         return ClientTls(s.embedder_tls_ca_file, s.embedder_tls_cert_file, s.embedder_tls_key_file)
 
-    async def _watch(self, embedder: EmbedderClient) -> None:
+    async def _watch(self) -> None:
         serving: bool | None = None
         while True:
-            healthy = await self._dependencies_ok(embedder)
+            healthy = await self._dependencies_ok()
             if healthy != serving:
                 await grpc_server.set_serving(self._health, [SERVICE.full_name], healthy)
                 log.info("health", extra={"serving": healthy})
                 serving = healthy
             await asyncio.sleep(self.settings.health_check_interval_s)
 
-    async def _dependencies_ok(self, embedder: EmbedderClient) -> bool:
+    async def _dependencies_ok(self) -> bool:
         try:
-            await embedder.model(remaining=5.0)
+            if self._holder.core is None and not await self._connect_milvus():
+                return False
+            assert self._embedder is not None
             assert self._store is not None
+            await self._embedder.model(remaining=5.0)
             await asyncio.get_running_loop().run_in_executor(None, self._store.ensure_registry)
         except Unavailable as err:
             log.warning("dependency unavailable", extra={"reason": str(err)})
@@ -132,8 +159,8 @@ class SearchServer:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
-        if self._core is not None:
-            await self._core.close()
+        if self._holder.core is not None:
+            await self._holder.core.close()
         if self._channel is not None:
             await self._channel.close()
         if self._store is not None:

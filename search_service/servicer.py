@@ -17,6 +17,7 @@ from imagesearch.metadata import from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
 from search_service import analysis, ingest
 from search_service.core import ItemStatus, NewImage, Query, SearchCore
+from search_service.errors import MilvusUnavailable
 from search_service.filters import Condition, Op, Scalar
 from search_service.store import CollectionRecord, Hit, StoredImage
 
@@ -91,9 +92,25 @@ def _remaining(context: grpc.aio.ServicerContext) -> float | None:
     return remaining
 
 
+class CoreHolder:
+    """The core, once Milvus has been reached: until then every call is UNAVAILABLE."""
+
+    def __init__(self, core: SearchCore | None = None) -> None:
+        self.core = core
+
+    def get(self) -> SearchCore:
+        if self.core is None:
+            raise MilvusUnavailable("Milvus is not connected yet; retry shortly")
+        return self.core
+
+
 class SearchServicer:
-    def __init__(self, core: SearchCore) -> None:
-        self._core = core
+    def __init__(self, core: SearchCore | CoreHolder) -> None:
+        self._holder = core if isinstance(core, CoreHolder) else CoreHolder(core)
+
+    @property
+    def _core(self) -> SearchCore:
+        return self._holder.get()
 
     async def CreateCollection(self, request: pb.CreateCollectionRequest,
                                context: grpc.aio.ServicerContext) -> pb.CreateCollectionResponse:

@@ -4,6 +4,8 @@ Lite or a Milvus server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 import grpc
 import pytest
@@ -18,6 +20,7 @@ from imagesearch.serving.grpc_server import LIVENESS
 from search_service.server import SearchServer
 from search_service.store import ModelSpace
 from tests.conftest import embedder_settings
+from tests.milvus_server import free_port
 from tests.search_fixtures import add, scene_images, search_settings
 
 
@@ -269,6 +272,75 @@ async def wait_health(channel: grpc.aio.Channel, serving: bool, timeout_s: float
     while (await health.Check(health_pb2.HealthCheckRequest(service=""))).status != want:
         assert asyncio.get_running_loop().time() < deadline, f"health never became {want}"
         await asyncio.sleep(0.2)
+
+
+class LateMilvus:
+    """A port that refuses connections until opened, then forwards them to the real server:
+    a Milvus that comes up after the search service, without restarting one."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port, self._target = free_port(), target_port
+        self._listener: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        self._listener = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_search_started_before_milvus_serves_once_milvus_is_up(milvus_backend,
+                                                                     embedder_server):
+    if milvus_backend.server is None:
+        pytest.skip("Milvus Lite is a file the service opens itself; there is nothing to wait for")
+    late = LateMilvus(milvus_backend.server.port)
+    uri = milvus_backend.new_uri().replace(f":{milvus_backend.server.port}/", f":{late.port}/")
+    server = SearchServer(search_settings(uri, embedder_server.port))
+    await server.start()  # no crash: Kubernetes would otherwise restart it in a back-off loop
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetCollection(pb.GetCollectionRequest(name="any"), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert caught.value.details() == "Milvus is not connected yet; retry shortly"
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=LIVENESS))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            await wait_health(channel, serving=False, timeout_s=5)
+            await late.open()
+            await wait_health(channel, serving=True, timeout_s=30)
+            created = await stub.CreateCollection(pb.CreateCollectionRequest(name="late"))
+            assert created.collection.name == "late"
+    finally:
+        await server.stop(grace=1)
+        await late.close()
+
+
+async def test_a_misconfigured_milvus_fails_start_up_and_frees_the_port(embedder_server,
+                                                                         tmp_path):
+    # Not a connection failure (a Milvus Lite path under a regular file): retrying would only
+    # hide it, so start-up fails, as a crash-looping pod shows it.
+    (tmp_path / "a-file").write_text("")
+    settings = search_settings(str(tmp_path / "a-file" / "search.db"), embedder_server.port,
+                               port=free_port())
+    with pytest.raises(FileExistsError):
+        await SearchServer(settings).start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", settings.port))
 
 
 async def test_milvus_down_gives_unavailable_and_its_restart_loses_nothing(milvus_backend,
