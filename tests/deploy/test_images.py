@@ -32,7 +32,8 @@ TARGETS = {"embedder-cpu": "imagesearch-embedder", "embedder-gpu": "imagesearch-
 
 
 def stages() -> dict[str, list[tuple[str, str]]]:
-    """Stage name -> its (INSTRUCTION, arguments), continuation lines joined."""
+    """Stage name -> its (INSTRUCTION, arguments), continuation lines joined, after those of
+    the stages it is built FROM (whose ENV and USER it inherits)."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
     found: dict[str, list[tuple[str, str]]] = {}
     current: list[tuple[str, str]] = []
@@ -41,7 +42,8 @@ def stages() -> dict[str, list[tuple[str, str]]]:
             continue
         instruction, _, arguments = line.strip().partition(" ")
         if instruction == "FROM":
-            current = found.setdefault(arguments.split(" AS ")[-1], [])
+            base, _, name = arguments.partition(" AS ")
+            current = found.setdefault(name, list(found.get(base, [])))
         current.append((instruction, arguments))
     return found
 
