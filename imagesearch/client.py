@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from imagesearch.keepalive import client_options
 from imagesearch.metadata import Scalar, from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
@@ -81,11 +82,13 @@ def _or_empty(value: Scalar | None) -> Scalar:
 
 class SearchClient:
     def __init__(self, target: str, timeout_s: float = 60.0, *,
-                 ca_file: Path | None = None, token: str | None = None) -> None:
+                 ca_file: Path | None = None, token: str | None = None,
+                 keepalive_s: float = 20.0, keepalive_timeout_s: float = 10.0) -> None:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
                    ("grpc.max_send_message_length", 64 << 20),
-                   ("grpc.max_receive_message_length", 64 << 20)]
+                   ("grpc.max_receive_message_length", 64 << 20),
+                   *client_options(keepalive_s, keepalive_timeout_s)]
         if ca_file is not None:
             creds = grpc.ssl_channel_credentials(ca_file.read_bytes())
             self._channel = grpc.secure_channel(target, creds, options=options)

@@ -5,6 +5,8 @@
 - Retries with bounded exponential backoff on UNAVAILABLE only (gRPC's own retry policy:
   every other code is an answer, not a transient fault).
 - A deadline on every call: the configured timeout, cut to the caller's remaining deadline.
+- Keepalive pings, so a replica that stops answering leaves the rotation within seconds
+  instead of taking its share of calls until their deadlines (see imagesearch.keepalive).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
+from imagesearch.keepalive import client_options
 from search_service.errors import EmbedderUnavailable
 from search_service.store import ModelSpace
 
@@ -59,13 +62,22 @@ def _read(path: Path | None) -> bytes | None:
     return path.read_bytes() if path else None
 
 
-def create_channel(target: str, max_message_bytes: int,
-                   tls: ClientTls | None = None) -> grpc.aio.Channel:
+@dataclass(frozen=True)
+class ChannelOptions:
+    max_message_bytes: int
+    keepalive_s: float
+    keepalive_timeout_s: float
+    tls: ClientTls | None = None
+
+
+def create_channel(target: str, channel: ChannelOptions) -> grpc.aio.Channel:
+    tls = channel.tls
     options = [
         ("grpc.service_config", json.dumps(_RETRY_CONFIG)),
         ("grpc.enable_retries", 1),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", channel.max_message_bytes),
+        ("grpc.max_receive_message_length", channel.max_message_bytes),
+        *client_options(channel.keepalive_s, channel.keepalive_timeout_s),
     ]
     if tls is not None:
         return grpc.aio.secure_channel(target, tls.credentials(), options=options)

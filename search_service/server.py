@@ -30,7 +30,12 @@ from imagesearch.serving.interceptors import (
 )
 from imagesearch.serving.logs import configure_logging
 from search_service.core import SearchCore, unreachable
-from search_service.embedder_client import ClientTls, EmbedderClient, create_channel
+from search_service.embedder_client import (
+    ChannelOptions,
+    ClientTls,
+    EmbedderClient,
+    create_channel,
+)
 from search_service.servicer import CoreHolder, SearchServicer
 from search_service.settings import SearchSettings
 from search_service.store import IndexConfig, MilvusStore, is_lite
@@ -78,8 +83,10 @@ class SearchServer:
         tls = s.tls_files()
         interceptors = s.interceptors(ServerMetrics(self.registry))
         self._server, self.port = grpc_server.create_server(grpc_server.ServerOptions(
-            s.host, s.port, s.max_message_bytes, tls), interceptors)
-        self._channel = create_channel(s.embedder_target, s.max_message_bytes, self._client_tls())
+            s.host, s.port, s.max_message_bytes, tls, keepalive=s.keepalive()), interceptors)
+        self._channel = create_channel(s.embedder_target, ChannelOptions(
+            s.max_message_bytes, s.embedder_keepalive_s, s.embedder_keepalive_timeout_s,
+            self._client_tls()))
         self._embedder = EmbedderClient(self._channel, s.embedder_timeout_s)
         handler = generic_handler(SERVICE, SearchServicer(self._holder))
         self._server.add_generic_rpc_handlers([handler])

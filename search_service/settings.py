@@ -39,6 +39,12 @@ class SearchSettings(ServingSettings):
     """Embedder address; on Kubernetes dns:///<headless-service>:50051 reaches every replica."""
     embedder_timeout_s: float = Field(30.0, gt=0)
     """Deadline of each embedder call (cut to the caller's remaining deadline)."""
+    embedder_keepalive_s: float = Field(20.0, gt=0)
+    """How often each embedder connection is pinged: a replica that stops answering leaves the
+    rotation within this plus embedder_keepalive_timeout_s. At least the embedder's
+    EMBEDDER_MIN_CLIENT_PING_INTERVAL_S, or it closes the connection."""
+    embedder_keepalive_timeout_s: float = Field(10.0, gt=0)
+    """How long such a ping may go unanswered before the connection is dropped."""
     embedder_tls_ca_file: Path | None = None
     """CA (PEM) to verify the embedder's certificate; setting it enables TLS to the embedder."""
     embedder_tls_cert_file: Path | None = None

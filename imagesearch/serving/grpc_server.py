@@ -38,6 +38,40 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
+class Keepalive:
+    """HTTP/2 keepalive, both ways.
+
+    The server pings each connection every `time_s` and closes it when a ping goes unanswered
+    for `timeout_s`: a client that vanished without closing (node lost, network cut) has its
+    calls cancelled instead of holding them until TCP gives up, many minutes later.
+
+    Clients may ping as often as every `min_client_interval_s`, calls in flight or not, so that
+    they too find dead connections (and keep idle ones open through NATs and load balancers).
+    gRPC's own default allows one ping per 5 minutes, and only during calls: a client with the
+    usual 10-30 s keepalive gets GOAWAY "too_many_pings" and loses its connection.
+    """
+
+    time_s: float = 60.0
+    timeout_s: float = 20.0
+    min_client_interval_s: float = 5.0
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.keepalive_time_ms", int(self.time_s * 1000)),
+            # Both: in gRPC 1.85 an unanswered keepalive ping was dropped only by the general
+            # ping timeout (default 60 s), whatever keepalive_timeout said (test_keepalive.py).
+            ("grpc.keepalive_timeout_ms", int(self.timeout_s * 1000)),
+            ("grpc.http2.ping_timeout_ms", int(self.timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # The server's own pings go on however long a connection stays idle.
+            ("grpc.http2.max_pings_without_data", 0),
+            # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS; the string has no "recv".
+            ("grpc.http2.min_ping_interval_without_data_ms",
+             int(self.min_client_interval_s * 1000)),
+        ]
+
+
+@dataclass(frozen=True)
 class ServerOptions:
     host: str
     port: int
@@ -45,6 +79,7 @@ class ServerOptions:
     tls: TlsFiles | None = None
     # Clients reconnect after this age, so new replicas behind a headless Service get traffic.
     max_connection_age_s: float | None = None
+    keepalive: Keepalive = Keepalive()
 
 
 def create_server(
@@ -54,6 +89,7 @@ def create_server(
     channel_options = [
         ("grpc.max_receive_message_length", options.max_message_bytes),
         ("grpc.max_send_message_length", options.max_message_bytes),
+        *options.keepalive.channel_options(),
     ]
     if options.max_connection_age_s:
         age_ms = int(options.max_connection_age_s * 1000)

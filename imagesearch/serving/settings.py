@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagesearch.serving.auth import BearerTokenInterceptor, load_tokens
-from imagesearch.serving.grpc_server import TlsFiles
+from imagesearch.serving.grpc_server import Keepalive, TlsFiles
 from imagesearch.serving.interceptors import (
     ErrorInterceptor,
     ObservabilityInterceptor,
@@ -35,6 +35,14 @@ class ServingSettings(BaseSettings):
     """CA (PEM) that client certificates must chain to; setting it requires mutual TLS."""
     max_message_bytes: int = Field(64 * 1024 * 1024, gt=0)
     """Largest gRPC message accepted or sent (the gRPC default of 4 MiB is too small for photos)."""
+    keepalive_time_s: float = Field(60.0, gt=0)
+    """How often the server pings each client connection to find clients that are gone."""
+    keepalive_timeout_s: float = Field(20.0, gt=0)
+    """How long such a ping may go unanswered before the connection and its calls are dropped."""
+    min_client_ping_interval_s: float = Field(5.0, gt=0)
+    """Clients may send keepalive pings this often, with or without calls in flight; more often
+    gets the connection closed (GOAWAY too_many_pings). gRPC-Go and Java clients ping every
+    10 s at the most; gRPC's default here would be 5 minutes."""
     shutdown_grace_s: float = Field(20.0, ge=0)
     """On SIGTERM, how long in-flight requests get to finish."""
     auth_tokens: str | None = None
@@ -64,6 +72,10 @@ class ServingSettings(BaseSettings):
                 raise ValueError("authentication is configured but no token was given")
             chain.append(BearerTokenInterceptor(tokens))
         return [*chain, ErrorInterceptor()]
+
+    def keepalive(self) -> Keepalive:
+        return Keepalive(self.keepalive_time_s, self.keepalive_timeout_s,
+                         self.min_client_ping_interval_s)
 
     def tls_files(self) -> TlsFiles | None:
         if self.tls_cert_file is None or self.tls_key_file is None:

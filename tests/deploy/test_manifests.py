@@ -151,6 +151,9 @@ def test_search_reaches_the_embedder_through_its_headless_service(overlay, monke
                                       EmbedderSettings, "EMBEDDER_", monkeypatch)
     # New embedder replicas get traffic only once connections are re-established.
     assert embedder_settings.max_connection_age_s
+    # Frozen replicas leave the rotation through keepalive, which the embedder must allow:
+    # twice its minimum interval, as gRPC counts a ping that arrives a little early a strike.
+    assert settings.embedder_keepalive_s >= 2 * embedder_settings.min_client_ping_interval_s
 
 
 def test_search_points_at_the_overlays_milvus(overlay, monkeypatch):
