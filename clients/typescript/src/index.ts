@@ -31,6 +31,12 @@ export interface ClientOptions {
   token?: string;
   /** Deadline of each call in milliseconds (default 30 000). */
   timeoutMs?: number;
+  /**
+   * Keepalive: PING the connection this often, idle or not, and drop it when a PING goes
+   * unanswered for 10 s, so a dead server or network path is found in seconds rather than
+   * minutes (default 20 000; the services accept PINGs every 5 s or more). 0 turns it off.
+   */
+  keepaliveMs?: number;
 }
 
 export type SearchClient = Client<typeof SearchService>;
@@ -45,10 +51,16 @@ export function connect(options: ClientOptions): SearchClient {
       return next(request);
     });
   }
+  const keepaliveMs = options.keepaliveMs ?? 20_000;
   const transport = createGrpcTransport({
     baseUrl: `${options.tls ? "https" : "http"}://${options.address}`,
     interceptors,
     defaultTimeoutMs: options.timeoutMs ?? 30_000,
+    ...(keepaliveMs > 0 && {
+      pingIntervalMs: keepaliveMs,
+      pingIdleConnection: true,
+      pingTimeoutMs: 10_000,
+    }),
   });
   return createClient(SearchService, transport);
 }
