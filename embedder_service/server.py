@@ -113,9 +113,7 @@ class EmbedderServer:
         s = self.settings
         tls = s.tls_files()
         interceptors = s.interceptors(ServerMetrics(self.registry))
-        server, port = grpc_server.create_server(grpc_server.ServerOptions(
-            s.host, s.port, s.max_message_bytes, tls, s.max_connection_age_s, s.keepalive()),
-            interceptors)
+        server, port = grpc_server.create_server(s.server_options(s.port), interceptors)
         server.add_generic_rpc_handlers(
             [generic_handler(SERVICE, EmbedderServicer(self.holder, s.max_message_bytes))])
         self._health = grpc_server.add_health_and_reflection(server, [SERVICE.full_name])

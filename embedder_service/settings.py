@@ -36,9 +36,6 @@ class EmbedderSettings(ServingSettings):
 
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one (logged at start-up)."""
-    max_connection_age_s: float | None = Field(None, gt=0)
-    """Close client connections after this age so they re-resolve and reach new replicas."""
-
     max_batch_size: int = Field(32, gt=0)
     """Most items in one model call (server-side dynamic batching)."""
     max_queue_delay_ms: float = Field(5.0, ge=0)

@@ -82,8 +82,7 @@ class SearchServer:
         s = self.settings
         tls = s.tls_files()
         interceptors = s.interceptors(ServerMetrics(self.registry))
-        self._server, self.port = grpc_server.create_server(grpc_server.ServerOptions(
-            s.host, s.port, s.max_message_bytes, tls, keepalive=s.keepalive()), interceptors)
+        self._server, self.port = grpc_server.create_server(s.server_options(s.port), interceptors)
         self._channel = create_channel(s.embedder_target, ChannelOptions(
             s.max_message_bytes, s.embedder_keepalive_s, s.embedder_keepalive_timeout_s,
             self._client_tls()))

@@ -77,8 +77,10 @@ class ServerOptions:
     port: int
     max_message_bytes: int
     tls: TlsFiles | None = None
-    # Clients reconnect after this age, so new replicas behind a headless Service get traffic.
+    # Clients reconnect after this age, so new replicas behind a headless Service get traffic;
+    # calls on the old connection get the grace to finish.
     max_connection_age_s: float | None = None
+    max_connection_age_grace_s: float = 30.0
     keepalive: Keepalive = Keepalive()
 
 
@@ -93,8 +95,9 @@ def create_server(
     ]
     if options.max_connection_age_s:
         age_ms = int(options.max_connection_age_s * 1000)
+        grace_ms = int(options.max_connection_age_grace_s * 1000)
         channel_options += [("grpc.max_connection_age_ms", age_ms),
-                            ("grpc.max_connection_age_grace_ms", 30_000)]
+                            ("grpc.max_connection_age_grace_ms", grace_ms)]
     server = grpc.aio.server(interceptors=list(interceptors), options=channel_options)
     address = f"{options.host}:{options.port}"
     if options.tls is not None:

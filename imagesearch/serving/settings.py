@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagesearch.serving.auth import BearerTokenInterceptor, load_tokens
-from imagesearch.serving.grpc_server import Keepalive, TlsFiles
+from imagesearch.serving.grpc_server import Keepalive, ServerOptions, TlsFiles
 from imagesearch.serving.interceptors import (
     ErrorInterceptor,
     ObservabilityInterceptor,
@@ -35,6 +35,11 @@ class ServingSettings(BaseSettings):
     """CA (PEM) that client certificates must chain to; setting it requires mutual TLS."""
     max_message_bytes: int = Field(64 * 1024 * 1024, gt=0)
     """Largest gRPC message accepted or sent (the gRPC default of 4 MiB is too small for photos)."""
+    max_connection_age_s: float | None = Field(None, gt=0)
+    """Close client connections after this age so they re-resolve and reach new replicas."""
+    max_connection_age_grace_s: float = Field(30.0, ge=0)
+    """Then how long calls still running on the old connection get to finish; a longer
+    IngestImages stream is cut with UNAVAILABLE and resumes from its last acknowledgement."""
     keepalive_time_s: float = Field(60.0, gt=0)
     """How often the server pings each client connection to find clients that are gone."""
     keepalive_timeout_s: float = Field(20.0, gt=0)
@@ -72,6 +77,11 @@ class ServingSettings(BaseSettings):
                 raise ValueError("authentication is configured but no token was given")
             chain.append(BearerTokenInterceptor(tokens))
         return [*chain, ErrorInterceptor()]
+
+    def server_options(self, port: int) -> ServerOptions:
+        return ServerOptions(self.host, port, self.max_message_bytes, self.tls_files(),
+                             self.max_connection_age_s, self.max_connection_age_grace_s,
+                             self.keepalive())
 
     def keepalive(self) -> Keepalive:
         return Keepalive(self.keepalive_time_s, self.keepalive_timeout_s,

@@ -1,6 +1,9 @@
-"""HTTP/2 keepalive on our servers: clients may ping idle connections, and a client that stops
-answering pings has its calls cancelled. Intervals are scaled down from the defaults (60 s,
-20 s, 5 s) to keep the tests short; gRPC's client pings at most once a second."""
+"""Connection management on our servers, scaled down from the defaults to take seconds:
+
+- keepalive: clients may ping idle connections, and a client that stops answering pings has
+  its calls cancelled (gRPC's client pings at most once a second);
+- max connection age: connections are recycled so clients re-resolve, calls in flight get the
+  grace, and new calls never fail for it."""
 
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ channel.unary_unary("/test.Hold/Hold")(b"", timeout=600)
 
 
 class Hold:
-    """A call that never ends by itself: records its start and its cancellation."""
+    """A call that lasts as many seconds as its request says ("" for ever): records its start
+    and its end, cancellation included."""
 
     def __init__(self) -> None:
         self.started = asyncio.Event()
@@ -42,16 +46,21 @@ class Hold:
     async def hold(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         self.started.set()
         try:
-            await asyncio.Event().wait()
+            if request:
+                await asyncio.sleep(float(request))
+            else:
+                await asyncio.Event().wait()
         finally:
             self.ended.set()
-        return b""  # pragma: no cover - only cancellation ends the wait
+        return b"done"
 
 
-async def start_server(keepalive: Keepalive, hold: Hold | None = None
+async def start_server(keepalive: Keepalive | None = None, hold: Hold | None = None,
+                       age_s: float | None = None, grace_s: float = 30
                        ) -> tuple[grpc.aio.Server, int]:
-    server, port = grpc_server.create_server(
-        grpc_server.ServerOptions("127.0.0.1", 0, 1 << 20, keepalive=keepalive), [])
+    server, port = grpc_server.create_server(grpc_server.ServerOptions(
+        "127.0.0.1", 0, 1 << 20, max_connection_age_s=age_s, max_connection_age_grace_s=grace_s,
+        keepalive=keepalive or Keepalive()), [])
     health = grpc_server.add_health_and_reflection(server, [])
     await grpc_server.report_alive(health)
     if hold is not None:
@@ -61,8 +70,8 @@ async def start_server(keepalive: Keepalive, hold: Hold | None = None
     return server, port
 
 
-async def states_while_idle(channel: grpc.aio.Channel, seconds: float) -> list[str]:
-    """The channel's connectivity states over `seconds` with no call in flight."""
+async def states_during(channel: grpc.aio.Channel, seconds: float) -> list[str]:
+    """The channel's connectivity states over the next `seconds`."""
     states: list[str] = []
 
     async def watch() -> None:
@@ -104,7 +113,7 @@ async def test_idle_client_pinging_at_twice_the_minimum_interval_keeps_its_conne
     await health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(service=grpc_server.LIVENESS), timeout=5)
     # Three pings too soon and the server sends GOAWAY too_many_pings: the channel goes IDLE.
-    states = await states_while_idle(channel, 4.5)
+    states = await states_during(channel, 4.5)
     await server.stop(0)
     assert (states == ["READY"]) is kept, states
 
@@ -143,3 +152,32 @@ def test_settings_reach_the_server_options(monkeypatch):
     assert options["grpc.keepalive_timeout_ms"] == options["grpc.http2.ping_timeout_ms"] == 5_000
     assert options["grpc.http2.min_ping_interval_without_data_ms"] == 2_500
     assert options["grpc.keepalive_permit_without_calls"] == 1
+
+
+async def test_aged_connections_are_replaced_without_failing_a_call():
+    server, port = await start_server(age_s=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watching = asyncio.create_task(states_during(channel, 3.5))
+        for _ in range(30):  # 3 s, one call every 0.1 s
+            reply = await health.Check(
+                health_pb2.HealthCheckRequest(service=grpc_server.LIVENESS), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            await asyncio.sleep(0.1)
+        states = await watching
+    await server.stop(0)
+    # GOAWAY at about 1 s and 2 s (gRPC adds +-10% jitter): the channel went IDLE and back.
+    assert states.count("IDLE") >= 2, states
+
+
+async def test_calls_on_an_aged_connection_get_the_grace_then_are_cut():
+    hold = Hold()
+    server, port = await start_server(hold=hold, age_s=0.5, grace_s=2)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/test.Hold/Hold")
+        within_grace, beyond_grace = await asyncio.gather(
+            call(b"1.5", timeout=10), call(b"", timeout=10), return_exceptions=True)
+    await server.stop(0)
+    assert within_grace == b"done"
+    assert isinstance(beyond_grace, grpc.aio.AioRpcError)
+    assert beyond_grace.code() == grpc.StatusCode.UNAVAILABLE
