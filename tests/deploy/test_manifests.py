@@ -156,6 +156,21 @@ def test_search_reaches_the_embedder_through_its_headless_service(overlay, monke
     assert settings.embedder_keepalive_s >= 2 * embedder_settings.min_client_ping_interval_s
 
 
+def test_in_cluster_callers_can_spread_calls_over_every_search_pod(overlay, monkeypatch):
+    settings = settings_from(overlay.environment("imagesearch-search"), SearchSettings,
+                             "SEARCH_", monkeypatch)
+    service = overlay.get("Service", "imagesearch-search-headless")
+    assert service["spec"]["clusterIP"] == "None"
+    pod_labels = overlay.get("Deployment", "imagesearch-search")["spec"]["template"]["metadata"][
+        "labels"]
+    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels)
+    (port,) = service["spec"]["ports"]
+    search = overlay.container("imagesearch-search")
+    assert container_port(search, port["targetPort"]) == port["port"] == settings.port
+    # Clients re-resolve, and so find new replicas, only when their connection is closed.
+    assert settings.max_connection_age_s
+
+
 def test_search_points_at_the_overlays_milvus(overlay, monkeypatch):
     settings = settings_from(overlay.environment("imagesearch-search"), SearchSettings,
                              "SEARCH_", monkeypatch)
