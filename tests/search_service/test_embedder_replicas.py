@@ -113,8 +113,8 @@ async def test_frozen_embedder_replica_leaves_the_rotation(tmp_path, replicas, k
             assert await search_all(stub, 8) == []
 
             replicas[1].process.send_signal(signal.SIGSTOP)
-            # keepalive_s until the next ping, timeout_s for its answer, 1 s to spare.
-            await asyncio.sleep(3)
+            # keepalive_s until the next ping, timeout_s for its answer, 2 s to spare.
+            await asyncio.sleep(4)
             failures = await search_all(stub, 8)
             if all_answered:
                 assert failures == []
