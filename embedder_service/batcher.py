@@ -60,10 +60,18 @@ class DynamicBatcher(Generic[In, Out]):
         self._observer = observer or BatchObserver()
         self._collector: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        # Start times of the model calls running now, for the stall watchdog.
+        self._calls: dict[int, float] = {}
 
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    def longest_call_s(self) -> float:
+        """How long the oldest model call running now has been running; 0 when none is."""
+        if not self._calls:
+            return 0.0
+        return time.perf_counter() - min(self._calls.values())
 
     def start(self) -> None:
         self._collector = asyncio.get_running_loop().create_task(self._collect_forever())
@@ -126,6 +134,7 @@ class DynamicBatcher(Generic[In, Out]):
             started = time.perf_counter()
             waits = [started - p.enqueued for p in live]
             loop = asyncio.get_running_loop()
+            self._calls[id(batch)] = started
             try:
                 outputs = await loop.run_in_executor(
                     self._executor, self._run_batch, [p.payload for p in live])
@@ -134,6 +143,8 @@ class DynamicBatcher(Generic[In, Out]):
                     if not pending.future.done():
                         pending.future.set_exception(err)
                 return
+            finally:
+                del self._calls[id(batch)]
             self._observer.batch_done(self.name, len(live), waits, time.perf_counter() - started)
             for pending, output in zip(live, outputs, strict=True):
                 if not pending.future.done():

@@ -128,6 +128,11 @@ class Embedder:
         batchers = (self._image_batcher, self._text_batcher)
         return sum(b.queue_depth for b in batchers if b is not None)
 
+    def longest_model_call_s(self) -> float:
+        """How long the oldest model call running now has been at it (0 when none runs)."""
+        batchers = (self._image_batcher, self._text_batcher)
+        return max((b.longest_call_s() for b in batchers if b is not None), default=0.0)
+
     def warm_up(self) -> None:
         """Runs both towers at the smallest and largest batch (blocking; call off the loop)."""
         size, dim = self.description.image_size, self.description.embedding_dim

@@ -25,6 +25,9 @@ class EmbedderMetrics(BatchObserver):
                              ["tower"], registry=registry)
         self.queue_depth = Gauge("embedder_queue_depth", "Items waiting for a model call.",
                                  registry=registry)
+        self.longest_call = Gauge("embedder_longest_model_call_seconds",
+                                  "How long the oldest model call running now has been at it.",
+                                  registry=registry)
 
     def batch_done(self, name: str, size: int, queue_waits: list[float], run_s: float) -> None:
         self.batch_size.labels(name).observe(size)
@@ -36,3 +39,6 @@ class EmbedderMetrics(BatchObserver):
 
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)
+
+    def track_longest_call(self, seconds: Callable[[], float]) -> None:
+        self.longest_call.set_function(seconds)

@@ -26,6 +26,7 @@ from embedder_service.runtime import GPU_PROVIDERS, RuntimeOptions, Tower, selec
 from embedder_service.servicer import EmbedderHolder, EmbedderServicer
 from embedder_service.settings import EmbedderSettings
 from embedder_service.tokenizer import TextTokenizer
+from embedder_service.watchdog import StallWatchdog
 from imagesearch.embedder.v1 import embedder_pb2
 from imagesearch.serving import grpc_server
 from imagesearch.serving.handlers import generic_handler
@@ -102,6 +103,7 @@ class EmbedderServer:
         self._running: _Running | None = None
         self._health: Any = None  # grpc_health's aio HealthServicer (untyped)
         self._metrics_server: object | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -137,12 +139,22 @@ class EmbedderServer:
         embedder = await loop.run_in_executor(None, load_embedder, self.settings, self.metrics)
         embedder.start()
         self.metrics.track_queue_depth(lambda: embedder.queue_depth)
+        self.metrics.track_longest_call(embedder.longest_model_call_s)
         self.holder.embedder = embedder
         d = embedder.description
         log.info("model ready", extra={"model": d.model_name, "fingerprint": d.fingerprint,
                                        "precision": d.precision, "providers": d.providers})
         assert self._health is not None
         await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=True)
+        if self.settings.model_stall_timeout_s is not None:
+            watchdog = StallWatchdog(embedder.longest_model_call_s,
+                                     self.settings.model_stall_timeout_s, self._report_healthy)
+            self._watchdog = loop.create_task(watchdog.run())
+
+    async def _report_healthy(self, healthy: bool) -> None:
+        assert self._health is not None
+        await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=healthy)
+        await grpc_server.report_alive(self._health, alive=healthy)
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, let in-flight calls finish within `grace`, then release the model."""
@@ -151,6 +163,9 @@ class EmbedderServer:
             await self._health.enter_graceful_shutdown()
         if self._running is not None:
             await self._running.server.stop(grace)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self.holder.embedder is not None:
             await self.holder.embedder.close()
             self.holder.embedder = None

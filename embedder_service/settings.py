@@ -36,6 +36,11 @@ class EmbedderSettings(ServingSettings):
 
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one (logged at start-up)."""
+    model_stall_timeout_s: float | None = Field(120.0, gt=0)
+    """A model call running longer than this takes the pod out of service and fails its
+    liveness check, so Kubernetes restarts it: a GPU or driver hang would otherwise leave a
+    pod that takes calls and never answers. Unset to disable."""
+
     max_batch_size: int = Field(32, gt=0)
     """Most items in one model call (server-side dynamic batching)."""
     max_queue_delay_ms: float = Field(5.0, ge=0)

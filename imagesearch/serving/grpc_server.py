@@ -118,8 +118,10 @@ def add_health_and_reflection(server: grpc.aio.Server,
     return health_servicer
 
 
-async def report_alive(health_servicer: health.aio.HealthServicer) -> None:
-    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+async def report_alive(health_servicer: health.aio.HealthServicer, alive: bool = True) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if alive
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set(LIVENESS, status)
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer,

@@ -31,6 +31,7 @@ from tests.milvus_server import free_port
 SERVING = health_pb2.HealthCheckResponse.SERVING
 # Series named by components/gpu/prometheus-adapter-rules.yaml and components/monitoring.
 EMBEDDER_SERIES = ("embedder_model_seconds_sum", "embedder_queue_depth",
+                   "embedder_longest_model_call_seconds",
                    "grpc_server_handled_total", "grpc_server_handling_seconds_bucket")
 SEARCH_SERIES = ("grpc_server_handled_total", "grpc_server_handling_seconds_bucket")
 

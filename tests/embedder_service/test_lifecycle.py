@@ -94,6 +94,44 @@ async def test_graceful_shutdown_finishes_requests_in_flight(photos):
     await channel.close()
 
 
+async def _wait_health(port: int, service: str, status: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (got := await _health(port, service)) != status:
+        assert time.monotonic() < deadline, f"{service!r} stayed {got}, never {status}"
+        await asyncio.sleep(0.05)
+
+
+async def test_stalled_model_call_fails_readiness_and_liveness_until_it_returns(photos):
+    server = EmbedderServer(embedder_settings(model_stall_timeout_s=0.4))
+    await server.start()
+    tower = server.holder.embedder._image_tower
+    release = threading.Event()
+    real_run = tower.run
+
+    def hung_run(pixels):  # a GPU or driver hang, until released
+        release.wait(30)
+        return real_run(pixels)
+
+    tower.run = hung_run
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    call = asyncio.ensure_future(embedder_pb2_grpc.EmbedderServiceStub(channel).EmbedImages(
+        pb.EmbedImagesRequest(images=[pb.ImageInput(data=encode(photos["coffee"]))])))
+    try:
+        assert await _health(server.port, LIVENESS) == health_pb2.HealthCheckResponse.SERVING
+        # Checked every limit/4: reported within a second of the limit.
+        await _wait_health(server.port, LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING,
+                           timeout_s=1.5)
+        assert await _health(server.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await _health(server.port, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        release.set()
+    assert (await call).results[0].HasField("embedding")
+    await _wait_health(server.port, LIVENESS, health_pb2.HealthCheckResponse.SERVING, 1.5)
+    assert await _health(server.port) == health_pb2.HealthCheckResponse.SERVING
+    await channel.close()
+    await server.stop(grace=1)
+
+
 @pytest.fixture
 def bundle_copy(tmp_path: Path, bundled_model: Path) -> Path:
     target = tmp_path / "bundle"
@@ -227,3 +265,4 @@ async def test_metrics_endpoint_exports_rpc_and_batch_metrics(photos):
     assert 'embedder_items_total{tower="image"} 1.0' in body
     assert "embedder_queue_wait_seconds_bucket" in body
     assert "embedder_queue_depth 0.0" in body
+    assert "embedder_longest_model_call_seconds 0.0" in body
