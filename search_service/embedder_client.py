@@ -70,18 +70,17 @@ class ChannelOptions:
     tls: ClientTls | None = None
 
 
-def create_channel(target: str, channel: ChannelOptions) -> grpc.aio.Channel:
-    tls = channel.tls
-    options = [
+def create_channel(target: str, options: ChannelOptions) -> grpc.aio.Channel:
+    args = [
         ("grpc.service_config", json.dumps(_RETRY_CONFIG)),
         ("grpc.enable_retries", 1),
-        ("grpc.max_send_message_length", channel.max_message_bytes),
-        ("grpc.max_receive_message_length", channel.max_message_bytes),
-        *client_options(channel.keepalive_s, channel.keepalive_timeout_s),
+        ("grpc.max_send_message_length", options.max_message_bytes),
+        ("grpc.max_receive_message_length", options.max_message_bytes),
+        *client_options(options.keepalive_s, options.keepalive_timeout_s),
     ]
-    if tls is not None:
-        return grpc.aio.secure_channel(target, tls.credentials(), options=options)
-    return grpc.aio.insecure_channel(target, options=options)
+    if options.tls is not None:
+        return grpc.aio.secure_channel(target, options.tls.credentials(), options=args)
+    return grpc.aio.insecure_channel(target, options=args)
 
 
 class EmbedderClient:
