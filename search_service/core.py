@@ -25,7 +25,14 @@ from search_service.embedder_client import Embedded
 from search_service.errors import MilvusUnavailable, ModelMismatch
 from search_service.filters import Condition, Scalar
 from search_service.names import check_collection_name, check_external_id, check_metadata_key
-from search_service.store import CollectionRecord, Hit, MilvusStore, ModelSpace, StoredImage
+from search_service.store import (
+    COLLECTION_NOT_LOADED,
+    CollectionRecord,
+    Hit,
+    MilvusStore,
+    ModelSpace,
+    StoredImage,
+)
 
 T = TypeVar("T")
 MAX_BATCH = 256
@@ -168,6 +175,11 @@ class SearchCore:
         except MilvusException as err:
             if unreachable(err):
                 raise MilvusUnavailable("Milvus is unavailable; retry shortly") from err
+            raise
+        except Exception as err:
+            if _code_name(err) == "DEADLINE_EXCEEDED":
+                raise MilvusUnavailable(f"Milvus did not answer within "
+                                        f"{self._store.timeout_s:g} s; retry shortly") from err
             raise
 
     # Collections -------------------------------------------------------------------------
@@ -338,11 +350,17 @@ def _validate_new(images: Sequence[NewImage]) -> list[ItemStatus]:
     return statuses
 
 
-# Milvus' error code for a query on a collection that is not loaded (merr.ErrCollectionNotLoaded).
-COLLECTION_NOT_LOADED = 101
-
 
 def unreachable(err: MilvusException) -> bool:
     """A Milvus server that is down or restarting: pymilvus reports it as a failed
-    (re)connection, not as MilvusUnavailableException."""
-    return isinstance(err, MilvusUnavailableException) or err.code == Status.CONNECT_FAILED
+    (re)connection, not as MilvusUnavailableException, or - once a call's timeout has ended
+    its retries - with the gRPC status as the code."""
+    return (isinstance(err, MilvusUnavailableException) or err.code == Status.CONNECT_FAILED
+            or getattr(err.code, "name", None) in ("UNAVAILABLE", "DEADLINE_EXCEEDED"))
+
+
+def _code_name(err: Exception) -> str | None:
+    """The gRPC status of an error pymilvus let through as it came (a call's deadline ends
+    as a bare grpc.RpcError); None for anything else. Read by name: no grpc import here."""
+    code = getattr(err, "code", None)
+    return getattr(code(), "name", None) if callable(code) else None

@@ -60,7 +60,7 @@ def open_store(settings: SearchSettings) -> MilvusStore:
     if is_lite(uri):
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return MilvusStore.connect(uri, settings.milvus_credentials(), index_config(settings),
-                               settings.milvus_consistency)
+                               settings.milvus_consistency, settings.milvus_timeout_s)
 
 
 class SearchServer:
@@ -146,7 +146,7 @@ class SearchServer:
             assert self._embedder is not None
             assert self._store is not None
             await self._embedder.model(remaining=5.0)
-            await asyncio.get_running_loop().run_in_executor(None, self._store.ensure_registry)
+            await asyncio.get_running_loop().run_in_executor(None, self._store.check)
         except Unavailable as err:
             log.warning("dependency unavailable", extra={"reason": str(err)})
             return False

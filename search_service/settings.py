@@ -22,6 +22,9 @@ class SearchSettings(ServingSettings):
     """Milvus credentials ("user:password" or an API key); unset for none."""
     milvus_token_file: Path | None = None
     """File holding the Milvus credentials instead (e.g. a mounted Secret); read at start-up."""
+    milvus_timeout_s: float = Field(10.0, gt=0)
+    """Deadline of each Milvus call (creating or loading a collection: at least 120 s): a
+    Milvus that stops answering fails calls with UNAVAILABLE and frees their threads."""
     milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"
     """Session: reads see this instance's own writes at once, without Strong's per-call cost."""
     index_type: str | None = None

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from search_service.errors import CollectionExists, CollectionNotFound
 from search_service.filters import (
@@ -34,6 +35,8 @@ from search_service.filters import (
 )
 
 REGISTRY = "imagesearch_collections"
+# Milvus' error code for a query on a collection that is not loaded (merr.ErrCollectionNotLoaded).
+COLLECTION_NOT_LOADED = 101
 VECTOR_FIELD = "vector"
 # Milvus evaluates a query in "iterator" mode with results ordered by primary key, which makes
 # `pk > last` a correct, resumable page cursor (pymilvus' own query_iterator relies on it).
@@ -141,8 +144,15 @@ def _pk(collection: str, external_id: str) -> str:
 
 class MilvusStore:
     def __init__(self, client: MilvusClient, index: IndexConfig,
-                 consistency: str = "Session", traits: ServerTraits | None = None) -> None:
+                 consistency: str = "Session", traits: ServerTraits | None = None,
+                 timeout_s: float = 10.0) -> None:
         self._client = client
+        # Every call's deadline: a Milvus that stops answering fails it (UNAVAILABLE) and
+        # frees its thread, rather than holding both until Milvus answers again.
+        self._timeout_s = timeout_s
+        # Creating a collection loads it; loading a large one (after a Milvus restart) takes
+        # longer than any other call.
+        self._load_timeout_s = max(timeout_s, 120.0)
         self._index = index
         self._traits = traits or ServerTraits()
         # Session consistency: a search sees this client's own earlier writes (read-your-
@@ -152,24 +162,28 @@ class MilvusStore:
 
     @classmethod
     def connect(cls, uri: str, token: str = "", index: IndexConfig | None = None,
-                consistency: str = "Session") -> MilvusStore:
+                consistency: str = "Session", timeout_s: float = 10.0) -> MilvusStore:
         """Opens Milvus Lite (a file path) or a Milvus server (http URI, optionally with the
         database as its path) and prepares the registry (blocking)."""
         client = MilvusClient(uri, token=token)
         traits = ServerTraits()
         if not is_lite(uri):
-            version = client.get_server_version()
+            version = client.get_server_version(timeout=timeout_s)
             check_server_version(version)
             traits = ServerTraits.of(version)
-        store = cls(client, index or IndexConfig.for_uri(uri), consistency, traits)
+        store = cls(client, index or IndexConfig.for_uri(uri), consistency, traits, timeout_s)
         store.ensure_registry()
         return store
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
 
     def close(self) -> None:
         self._client.close()
 
     def ensure_registry(self) -> None:
-        if not self._client.has_collection(REGISTRY):
+        if not self._client.has_collection(REGISTRY, timeout=self._timeout_s):
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=64)
             schema.add_field("info", DataType.JSON)
@@ -190,7 +204,7 @@ class MilvusStore:
                 "model_name": model.model_name, "description": description,
                 "created_at_ms": record.created_at_ms}
         row = {"name": name, "info": info, "placeholder": [1.0, 0.0]}
-        self._client.upsert(self._registry(), [row])
+        self._client.upsert(self._registry(), [row], timeout=self._timeout_s)
         return record
 
     def get_collection(self, name: str) -> CollectionRecord:
@@ -203,7 +217,8 @@ class MilvusStore:
         self._catch_up(self._registry())
         rows = self._client.query(REGISTRY, filter=f"name > {literal(after)}",
                                   output_fields=["name", "info"], limit=limit,
-                                  consistency_level=self._consistency, **_ORDERED)
+                                  consistency_level=self._consistency, **_ORDERED,
+                                  timeout=self._timeout_s)
         return [_record(row) for row in rows]
 
     def delete_collection(self, name: str) -> None:
@@ -211,15 +226,26 @@ class MilvusStore:
         # Rows first: if this fails half-way the registry entry still exists and the delete
         # can simply be retried; never a registry without its rows' owner.
         rows = vectors_collection(record.model)
-        self._client.delete(rows, filter=compile_filter(name))
-        self._client.delete(REGISTRY, ids=[name])
+        self._client.delete(rows, filter=compile_filter(name), timeout=self._timeout_s)
+        self._client.delete(REGISTRY, ids=[name], timeout=self._timeout_s)
         self._settle(rows)
         self._settle(REGISTRY)
+
+    def check(self) -> None:
+        """Raises unless Milvus answers a registry read, as every call starts with one, within
+        the timeout (a restarting server accepts connections well before that)."""
+        try:
+            self._find("")
+        except MilvusException as err:
+            if err.code != COLLECTION_NOT_LOADED:
+                raise
+            self.forget_loaded()  # restarted: load again
+            self._find("")
 
     def _find(self, name: str) -> CollectionRecord | None:
         rows = self._client.query(self._registry(), filter=f"name == {literal(name)}",
                                   output_fields=["name", "info"],
-                                  consistency_level=self._consistency)
+                                  consistency_level=self._consistency, timeout=self._timeout_s)
         return _record(rows[0]) if rows else None
 
     # Images ------------------------------------------------------------------------------
@@ -232,14 +258,15 @@ class MilvusStore:
                  "updated_at_ms": now}
                 for eid, vector, meta in zip(external_ids, vectors, metadata, strict=True)]
         if rows:
-            self._client.upsert(self._vectors(collection), rows)
+            self._client.upsert(self._vectors(collection), rows, timeout=self._timeout_s)
 
     def get(self, collection: CollectionRecord, external_ids: Sequence[str],
             with_vectors: bool = False) -> list[StoredImage]:
         fields = ["external_id", METADATA_FIELD] + ([VECTOR_FIELD] if with_vectors else [])
         rows = self._client.get(self._vectors(collection),
                                 ids=[_pk(collection.name, eid) for eid in external_ids],
-                                output_fields=fields, consistency_level=self._consistency)
+                                output_fields=fields, consistency_level=self._consistency,
+                                timeout=self._timeout_s)
         found = {row["external_id"]: _image(row) for row in rows}
         return [found[eid] for eid in external_ids if eid in found]
 
@@ -253,20 +280,21 @@ class MilvusStore:
             name,
             filter=f"{compile_filter(collection.name)} and pk > {cursor}",
             output_fields=fields, limit=limit,
-            consistency_level=self._consistency, **_ORDERED)
+            consistency_level=self._consistency, **_ORDERED, timeout=self._timeout_s)
         return [_image(row) for row in rows]
 
     def count(self, collection: CollectionRecord) -> int:
         rows = self._client.query(self._vectors(collection),
                                   filter=compile_filter(collection.name),
                                   output_fields=["count(*)"],
-                                  consistency_level=self._consistency)
+                                  consistency_level=self._consistency, timeout=self._timeout_s)
         return int(rows[0]["count(*)"])
 
     def delete(self, collection: CollectionRecord, external_ids: Sequence[str]) -> int:
         name = self._vectors(collection)
         result = self._client.delete(name,
-                                     ids=[_pk(collection.name, eid) for eid in external_ids])
+                                     ids=[_pk(collection.name, eid) for eid in external_ids],
+                                     timeout=self._timeout_s)
         self._settle(name)
         return int(result.get("delete_count", 0)) if isinstance(result, dict) else 0
 
@@ -279,7 +307,7 @@ class MilvusStore:
             filter=compile_filter(collection.name, conditions),
             output_fields=["external_id", METADATA_FIELD],
             search_params={"metric_type": "COSINE", "params": self._index.search_params},
-            consistency_level=self._consistency)
+            consistency_level=self._consistency, timeout=self._timeout_s)
         return [[Hit(hit["entity"]["external_id"], float(hit["distance"]),
                      hit["entity"][METADATA_FIELD])
                  for hit in hits if float(hit["distance"]) >= min_similarity]
@@ -302,14 +330,14 @@ class MilvusStore:
         read whatever the query nodes have applied (a fresh write was missed every time on
         2.3.5). A plain query at the store's consistency first waits for that timestamp."""
         self._client.query(name, filter="", limit=1, output_fields=[],
-                           consistency_level=self._consistency)
+                           consistency_level=self._consistency, timeout=self._timeout_s)
 
     def _settle(self, name: str) -> None:
         """Returns once this client's deletes in `name` are visible to its Session reads."""
         if not self._traits.deletes_visible_at_once:
             # A Strong read waits until the query nodes have applied every earlier write.
             self._client.query(name, filter="", limit=1, output_fields=[],
-                               consistency_level="Strong")
+                               consistency_level="Strong", timeout=self._timeout_s)
 
     def _vectors(self, collection: CollectionRecord) -> str:
         name = vectors_collection(collection.model)
@@ -318,7 +346,7 @@ class MilvusStore:
 
     def _ensure_vectors(self, model: ModelSpace) -> None:
         name = vectors_collection(model)
-        if not self._client.has_collection(name):
+        if not self._client.has_collection(name, timeout=self._timeout_s):
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             # Lengths leave room for UTF-8: ids are up to 256 characters.
             schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1100)
@@ -336,12 +364,13 @@ class MilvusStore:
         params.add_index(vector_field, index_type=index.index_type, metric_type="COSINE",
                          params=index.build_params)
         self._client.create_collection(name, schema=schema, index_params=params,
-                                       consistency_level=self._consistency)
+                                       consistency_level=self._consistency,
+                                       timeout=self._load_timeout_s)
 
     def _load(self, name: str) -> None:
         # A reopened Milvus Lite file (or a restarted server) has its collections released.
         if name not in self._loaded:
-            self._client.load_collection(name)
+            self._client.load_collection(name, timeout=self._load_timeout_s)
             self._loaded.add(name)
 
 

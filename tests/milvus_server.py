@@ -80,6 +80,15 @@ class MilvusServer:
         self.stop()
         self.start()
 
+    def freeze(self) -> None:
+        """Stops every Milvus process without closing a connection (SIGSTOP): a hung server."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGCONT)
+
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -369,6 +369,42 @@ async def test_milvus_down_gives_unavailable_and_its_restart_loses_nothing(milvu
     await server.stop(grace=1)
 
 
+async def test_a_hung_milvus_fails_calls_at_the_milvus_timeout_and_recovers(milvus_backend,
+                                                                           embedder_server):
+    if milvus_backend.server is None:
+        pytest.skip("Milvus Lite runs inside the service; it cannot hang on its own")
+    server = SearchServer(search_settings(milvus_backend.new_uri(), embedder_server.port,
+                                          milvus_timeout_s=1.0, store_threads=2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="hung"))
+            await wait_health(channel, serving=True, timeout_s=10)
+            milvus_backend.server.freeze()
+            try:
+                # More calls than store threads: none holds a thread beyond the timeout.
+                started = asyncio.get_running_loop().time()
+                outcomes = await asyncio.gather(*(
+                    stub.GetCollection(pb.GetCollectionRequest(name="hung"), timeout=20)
+                    for _ in range(6)), return_exceptions=True)
+                elapsed = asyncio.get_running_loop().time() - started
+                for outcome in outcomes:
+                    assert isinstance(outcome, grpc.aio.AioRpcError), outcome
+                    assert outcome.code() == grpc.StatusCode.UNAVAILABLE
+                    assert outcome.details() == "Milvus did not answer within 1 s; retry shortly"
+                # Three rounds of two threads, 1 s each: not at the callers' 20 s deadline.
+                assert elapsed < 10, elapsed
+                await wait_health(channel, serving=False, timeout_s=10)
+            finally:
+                milvus_backend.server.thaw()
+            await wait_health(channel, serving=True, timeout_s=30)
+            got = await stub.GetCollection(pb.GetCollectionRequest(name="hung"), timeout=20)
+            assert got.collection.name == "hung"
+    finally:
+        await server.stop(grace=1)
+
+
 async def ingest_all(stub, collection: str, items) -> list[pb.IngestImagesResponse]:
     async def requests():
         for image_id, data, _ in items:
