@@ -141,14 +141,19 @@ class SearchClient:
                attempts: int = 4) -> list[ItemError]:
         """Streams any number of images (read lazily from `items`), each acknowledged once
         stored; `on_ack(id, error or None)` reports progress. Returns the failed items. If the
-        service becomes UNAVAILABLE midway, resumes from the first unacknowledged image, up to
-        `attempts` streams in all with exponential backoff."""
+        stream ends UNAVAILABLE (a restart, a dependency down, or the server recycling an old
+        connection, as SEARCH_MAX_CONNECTION_AGE_S does), resumes from the first
+        unacknowledged image, with exponential backoff; it gives up after `attempts` streams in
+        a row that stored nothing, however many it takes in all."""
         stream, failed = _Ingest(collection, items), []
-        for attempt in range(attempts):
+        barren = 0  # streams in a row that ended without an acknowledgement
+        while True:
+            acked = 0
             try:
                 # No overall deadline: the stream is as long as the caller's iterator.
                 for ack in self._stub.IngestImages(stream.requests(), metadata=self._metadata):
                     stream.pending.popleft()
+                    acked += 1
                     error = (ItemError(ack.id, code_name(ack.status.code), ack.status.message)
                              if ack.status.code != 0 else None)
                     failed += [error] if error else []
@@ -156,10 +161,10 @@ class SearchClient:
                         on_ack(ack.id, error)
                 return failed
             except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                barren = 0 if acked else barren + 1
+                if err.code() != grpc.StatusCode.UNAVAILABLE or barren >= attempts:
                     raise
-                time.sleep(min(0.2 * 2 ** attempt, 5.0))
-        return failed
+                time.sleep(min(0.2 * 2 ** barren, 5.0))
 
     def get_images(self, collection: str, ids: Sequence[str]) -> list[pb.StoredImage]:
         request = pb.GetImagesRequest(collection=collection, ids=list(ids))

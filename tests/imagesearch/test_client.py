@@ -4,9 +4,11 @@ delete; and the resume logic of the ingest stream."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from imagesearch.client import SearchClient, _Ingest
-from tests.search_fixtures import labels, scene_images
+from search_service.server import SearchServer
+from tests.search_fixtures import labels, scene_images, search_settings
 
 
 def plain_labels(scene) -> dict[str, object]:
@@ -39,6 +41,38 @@ async def test_ingest_streams_lazily_reports_each_image_and_fails_only_bad_ones(
     assert listed == [i for i, _, _ in images if i != "img-007"]
     assert [image.id for image in got] == ["img-002"]
     assert got[0].metadata["colour"].string_value == images[2][2].colour
+
+
+async def test_ingest_outlives_many_recycled_connections_storing_each_image_once(
+        embedder_server, tmp_path):
+    # Connections recycled every 0.5 s with 0.5 s of grace: a 4 s stream is cut more times
+    # than `attempts`, each time after progress, and must still finish.
+    server = SearchServer(search_settings(tmp_path / "search.db", embedder_server.port,
+                                          max_connection_age_s=0.5,
+                                          max_connection_age_grace_s=0.5))
+    await server.start()
+    images = scene_images(40, seed=37)
+    acks: list[str] = []
+
+    def slowly():
+        for image_id, data, scene in images:
+            time.sleep(0.1)  # a caller reading files over the network
+            yield image_id, data, plain_labels(scene)
+
+    def work() -> tuple[list, int]:
+        with SearchClient(f"127.0.0.1:{server.port}") as client:
+            client.create_collection("long-ingest")
+            failed = client.ingest("long-ingest", slowly(), lambda i, e: acks.append(i),
+                                   attempts=3)
+            return failed, client.get_collection("long-ingest").image_count
+
+    try:
+        failed, count = await asyncio.to_thread(work)
+    finally:
+        await server.stop(grace=1)
+    assert failed == []
+    assert acks == [image_id for image_id, _, _ in images]
+    assert count == len(images)
 
 
 def test_a_resumed_stream_resends_unacknowledged_images_first():
