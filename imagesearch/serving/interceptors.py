@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,9 +40,13 @@ def wrap_handler(handler: Handler | None, method: str, unary: UnaryWrapper,
         return h._replace(unary_unary=unary(h.unary_unary, method))
     if h.stream_unary:
         return h._replace(stream_unary=unary(h.stream_unary, method))
+    # A streaming behaviour either yields its responses (an async generator, like ours) or is
+    # a coroutine that sends them with context.write (grpc_health's Watch): wrapped as such.
     if h.unary_stream:
-        return h._replace(unary_stream=stream(h.unary_stream, method))
-    return h._replace(stream_stream=stream(h.stream_stream, method))
+        wrap = stream if inspect.isasyncgenfunction(h.unary_stream) else unary
+        return h._replace(unary_stream=wrap(h.unary_stream, method))
+    wrap = stream if inspect.isasyncgenfunction(h.stream_stream) else unary
+    return h._replace(stream_stream=wrap(h.stream_stream, method))
 
 
 def _checked(request: Any) -> Any:

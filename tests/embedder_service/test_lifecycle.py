@@ -94,6 +94,21 @@ async def test_graceful_shutdown_finishes_requests_in_flight(photos):
     await channel.close()
 
 
+async def test_health_watch_streams_status_changes():
+    # Watch is what client-side health checking (and Envoy, and grpc-health-probe's -watch)
+    # uses; its handler writes with context.write instead of yielding, which the interceptors
+    # once broke (every Watch ended INTERNAL at once).
+    server = EmbedderServer(embedder_settings())
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=SERVICE))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(server.stop(grace=1))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping
+
+
 async def _wait_health(port: int, service: str, status: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while (got := await _health(port, service)) != status:
