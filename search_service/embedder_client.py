@@ -26,8 +26,13 @@ from imagesearch.keepalive import client_options
 from search_service.errors import EmbedderUnavailable
 from search_service.store import ModelSpace
 
-_RETRY_CONFIG = {
+_SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
+    # Client-side health checking: round_robin skips a replica whose grpc.health.v1 status is
+    # not SERVING (loading its model, draining on SIGTERM, its model call stalled) although
+    # its connection is fine, instead of queueing calls there until Kubernetes takes it out
+    # of DNS and the connection ages out.
+    "healthCheckConfig": {"serviceName": "imagesearch.embedder.v1.EmbedderService"},
     "methodConfig": [{
         "name": [{"service": "imagesearch.embedder.v1.EmbedderService"}],
         "retryPolicy": {
@@ -72,7 +77,7 @@ class ChannelOptions:
 
 def create_channel(target: str, options: ChannelOptions) -> grpc.aio.Channel:
     args = [
-        ("grpc.service_config", json.dumps(_RETRY_CONFIG)),
+        ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
         ("grpc.enable_retries", 1),
         ("grpc.max_send_message_length", options.max_message_bytes),
         ("grpc.max_receive_message_length", options.max_message_bytes),

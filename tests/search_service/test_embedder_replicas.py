@@ -1,5 +1,6 @@
 """The search service over several embedder replicas: one that freezes (its node lost, its
-process stuck) leaves the rotation through keepalive, and calls go on to the others.
+process stuck) leaves the rotation through keepalive, one that reports NOT_SERVING (its model
+stalled, or draining) through client-side health checking, and calls go on to the others.
 
 Two real embedder processes, as behind a headless Service; "freezing" one is SIGSTOP: its
 kernel keeps the connection open, but nothing answers on it any more. Keepalive is scaled down
@@ -12,6 +13,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,9 +22,12 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from embedder_service.server import EmbedderServer
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
+from search_service import embedder_client
 from search_service.server import SearchServer
+from tests.conftest import embedder_settings
 from tests.milvus_server import free_port
 from tests.search_fixtures import add, scene_images, search_settings
 
@@ -123,3 +128,40 @@ async def test_frozen_embedder_replica_leaves_the_rotation(tmp_path, replicas, k
                 assert failures and set(failures) == {"UNAVAILABLE"}, failures
     finally:
         await server.stop(grace=1)
+
+
+@pytest.mark.parametrize("health_checked", [True, False], ids=["health-checked", "unchecked"])
+async def test_replica_that_reports_not_serving_gets_no_new_calls(tmp_path, monkeypatch,
+                                                                  health_checked):
+    if not health_checked:  # what the channel did before: connectivity alone
+        config = {k: v for k, v in embedder_client._SERVICE_CONFIG.items()
+                  if k != "healthCheckConfig"}
+        monkeypatch.setattr(embedder_client, "_SERVICE_CONFIG", config)
+    embedders = [EmbedderServer(embedder_settings(model_stall_timeout_s=0.3)) for _ in range(2)]
+    for embedder in embedders:
+        await embedder.start()
+    # Replica 1's text tower hangs: its watchdog reports NOT_SERVING, its connection is fine.
+    release = threading.Event()
+    tower = embedders[1].holder.embedder._text_tower
+    real_run = tower.run
+    tower.run = lambda ids: (release.wait(30), real_run(ids))[1]
+    target = "ipv4:" + ",".join(f"127.0.0.1:{e.port}" for e in embedders)
+    server = SearchServer(search_settings(tmp_path / "search.db", 0, embedder_target=target,
+                                          embedder_timeout_s=2.0))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="c"), timeout=20)
+            await search_all(stub, 8)  # some reach replica 1 and stall it
+            await asyncio.sleep(1)  # its watchdog has reported NOT_SERVING by now
+            failures = await search_all(stub, 8)
+            if health_checked:
+                assert failures == []
+            else:
+                assert failures and set(failures) == {"UNAVAILABLE"}, failures
+    finally:
+        release.set()
+        await server.stop(grace=1)
+        for embedder in embedders:
+            await embedder.stop(grace=0)
