@@ -31,11 +31,16 @@ from imagesearch.search.v1 import search_pb2_grpc
 _OPERATORS = {"=": pb.OPERATOR_EQUAL, "!=": pb.OPERATOR_NOT_EQUAL, "<": pb.OPERATOR_LESS,
               "<=": pb.OPERATOR_LESS_OR_EQUAL, ">": pb.OPERATOR_GREATER,
               ">=": pb.OPERATOR_GREATER_OR_EQUAL}
-_SERVICE_CONFIG = json.dumps({"methodConfig": [{
-    "name": [{"service": "imagesearch.search.v1.SearchService"}],
-    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.2s", "maxBackoff": "5s",
-                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-}]})
+_SERVICE_CONFIG = json.dumps({
+    # Every address the target resolves to, e.g. dns:///imagesearch-search-headless:50052
+    # on Kubernetes; one address behaves as before.
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "imagesearch.search.v1.SearchService"}],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.2s", "maxBackoff": "5s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+})
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,29 @@ async def test_ingest_outlives_many_recycled_connections_storing_each_image_once
     assert count == len(images)
 
 
+async def test_calls_spread_over_every_address_of_the_target(embedder_server, tmp_path):
+    servers = [SearchServer(search_settings(tmp_path / f"search-{i}.db", embedder_server.port))
+               for i in range(2)]
+    for server in servers:
+        await server.start()
+    target = "ipv4:" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
+
+    def work() -> None:
+        with SearchClient(target) as client:
+            for _ in range(10):
+                client.list_collections()
+
+    try:
+        await asyncio.to_thread(work)
+    finally:
+        for server in servers:
+            await server.stop(grace=1)
+    method = "/imagesearch.search.v1.SearchService/ListCollections"
+    handled = [s.registry.get_sample_value("grpc_server_handled_total",
+                                           {"method": method, "code": "OK"}) for s in servers]
+    assert handled == [5.0, 5.0]
+
+
 def test_a_resumed_stream_resends_unacknowledged_images_first():
     items = [(f"i{n}", b"x", {}) for n in range(5)]
     stream = _Ingest("c", items)
