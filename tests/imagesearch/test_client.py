@@ -84,7 +84,7 @@ async def test_calls_spread_over_every_address_of_the_target(embedder_server, tm
 
     def work() -> None:
         with SearchClient(target) as client:
-            for _ in range(10):
+            for _ in range(40):
                 client.list_collections()
 
     try:
@@ -95,7 +95,9 @@ async def test_calls_spread_over_every_address_of_the_target(embedder_server, tm
     method = "/imagesearch.search.v1.SearchService/ListCollections"
     handled = [s.registry.get_sample_value("grpc_server_handled_total",
                                            {"method": method, "code": "OK"}) for s in servers]
-    assert handled == [5.0, 5.0]
+    # Alternating once both connections are up; the first calls may all go to the first.
+    assert sum(h or 0 for h in handled) == 40
+    assert all(h is not None and h >= 10 for h in handled), handled
 
 
 def test_a_resumed_stream_resends_unacknowledged_images_first():
