@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from imagesearch.keepalive import client_options
+from imagesearch.keepalive import ping_options
 from imagesearch.metadata import Scalar, from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
@@ -93,7 +93,7 @@ class SearchClient:
         options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
                    ("grpc.max_send_message_length", 64 << 20),
                    ("grpc.max_receive_message_length", 64 << 20),
-                   *client_options(keepalive_s, keepalive_timeout_s)]
+                   *ping_options(keepalive_s, keepalive_timeout_s)]
         if ca_file is not None:
             creds = grpc.ssl_channel_credentials(ca_file.read_bytes())
             self._channel = grpc.secure_channel(target, creds, options=options)

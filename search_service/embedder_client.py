@@ -22,7 +22,7 @@ import numpy as np
 
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
-from imagesearch.keepalive import client_options
+from imagesearch.keepalive import ping_options
 from search_service.errors import EmbedderUnavailable
 from search_service.store import ModelSpace
 
@@ -81,7 +81,7 @@ def create_channel(target: str, options: ChannelOptions) -> grpc.aio.Channel:
         ("grpc.enable_retries", 1),
         ("grpc.max_send_message_length", options.max_message_bytes),
         ("grpc.max_receive_message_length", options.max_message_bytes),
-        *client_options(options.keepalive_s, options.keepalive_timeout_s),
+        *ping_options(options.keepalive_s, options.keepalive_timeout_s),
     ]
     if options.tls is not None:
         return grpc.aio.secure_channel(target, options.tls.credentials(), options=args)

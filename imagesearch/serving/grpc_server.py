@@ -14,6 +14,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from imagesearch.keepalive import ping_options
+
 log = logging.getLogger(__name__)
 
 # A health entry that is SERVING from the moment the port opens until shutdown, whatever the
@@ -57,14 +59,7 @@ class Keepalive:
 
     def channel_options(self) -> list[tuple[str, int]]:
         return [
-            ("grpc.keepalive_time_ms", int(self.time_s * 1000)),
-            # Both: in gRPC 1.85 an unanswered keepalive ping was dropped only by the general
-            # ping timeout (default 60 s), whatever keepalive_timeout said (test_keepalive.py).
-            ("grpc.keepalive_timeout_ms", int(self.timeout_s * 1000)),
-            ("grpc.http2.ping_timeout_ms", int(self.timeout_s * 1000)),
-            ("grpc.keepalive_permit_without_calls", 1),
-            # The server's own pings go on however long a connection stays idle.
-            ("grpc.http2.max_pings_without_data", 0),
+            *ping_options(self.time_s, self.timeout_s),
             # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS; the string has no "recv".
             ("grpc.http2.min_ping_interval_without_data_ms",
              int(self.min_client_interval_s * 1000)),

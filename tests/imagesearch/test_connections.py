@@ -19,7 +19,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedder_service.settings import EmbedderSettings
-from imagesearch.keepalive import client_options
+from imagesearch.keepalive import ping_options
 from imagesearch.serving import grpc_server
 from imagesearch.serving.grpc_server import Keepalive
 
@@ -93,7 +93,7 @@ async def pinging_channel() -> AsyncIterator[Callable[[int], grpc.aio.Channel]]:
 
     def connect(port: int) -> grpc.aio.Channel:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}",
-                                            options=client_options(time_s=1, timeout_s=5))
+                                            options=ping_options(time_s=1, timeout_s=5))
         channels.append(channel)
         return channel
 

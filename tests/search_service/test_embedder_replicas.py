@@ -10,6 +10,7 @@ from the defaults (20 s + 10 s) so that the test takes seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -98,6 +99,32 @@ async def search_all(stub: search_pb2_grpc.SearchServiceStub, count: int) -> lis
     return [f for f in await asyncio.gather(*(one(i) for i in range(count))) if f]
 
 
+@contextlib.asynccontextmanager
+async def search_over(tmp_path: Path, ports: list[int], **settings: object
+                      ) -> AsyncIterator[search_pb2_grpc.SearchServiceStub]:
+    """A search service on every embedder port (as a headless Service resolves), its
+    calls to them cut at 2 s, with an empty collection "c"."""
+    target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+    server = SearchServer(search_settings(tmp_path / "search.db", 0, embedder_target=target,
+                                          embedder_timeout_s=2.0, **settings))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="c"), timeout=20)
+            yield stub
+    finally:
+        await server.stop(grace=1)
+
+
+def assert_answered(failures: list[str], all_answered: bool) -> None:
+    if all_answered:
+        assert failures == []
+    else:
+        # Those round_robin sent to the bad replica, after the 2 s embedder deadline.
+        assert failures and set(failures) == {"UNAVAILABLE"}, failures
+
+
 @pytest.mark.parametrize(("keepalive_s", "timeout_s", "all_answered"), [
     (1.0, 1.0, True),
     # gRPC's defaults: no keepalive pings, 20 s (any ping's timeout: 60 s).
@@ -105,29 +132,15 @@ async def search_all(stub: search_pb2_grpc.SearchServiceStub, count: int) -> lis
 ], ids=["keepalive", "grpc-defaults"])
 async def test_frozen_embedder_replica_leaves_the_rotation(tmp_path, replicas, keepalive_s,
                                                            timeout_s, all_answered):
-    target = "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas)
-    server = SearchServer(search_settings(
-        tmp_path / "search.db", 0, embedder_target=target, embedder_keepalive_s=keepalive_s,
-        embedder_keepalive_timeout_s=timeout_s, embedder_timeout_s=2.0))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = search_pb2_grpc.SearchServiceStub(channel)
-            await stub.CreateCollection(pb.CreateCollectionRequest(name="c"), timeout=20)
-            await add(stub, "c", scene_images(4, seed=5))
-            assert await search_all(stub, 8) == []
-
-            replicas[1].process.send_signal(signal.SIGSTOP)
-            # keepalive_s until the next ping, timeout_s for its answer, 2 s to spare.
-            await asyncio.sleep(4)
-            failures = await search_all(stub, 8)
-            if all_answered:
-                assert failures == []
-            else:
-                # Those round_robin sent to the frozen replica, after embedder_timeout_s.
-                assert failures and set(failures) == {"UNAVAILABLE"}, failures
-    finally:
-        await server.stop(grace=1)
+    async with search_over(tmp_path, [r.port for r in replicas],
+                           embedder_keepalive_s=keepalive_s,
+                           embedder_keepalive_timeout_s=timeout_s) as stub:
+        await add(stub, "c", scene_images(4, seed=5))
+        assert await search_all(stub, 8) == []
+        replicas[1].process.send_signal(signal.SIGSTOP)
+        # keepalive_s until the next ping, timeout_s for its answer, 2 s to spare.
+        await asyncio.sleep(4)
+        assert_answered(await search_all(stub, 8), all_answered)
 
 
 @pytest.mark.parametrize("health_checked", [True, False], ids=["health-checked", "unchecked"])
@@ -145,23 +158,12 @@ async def test_replica_that_reports_not_serving_gets_no_new_calls(tmp_path, monk
     tower = embedders[1].holder.embedder._text_tower
     real_run = tower.run
     tower.run = lambda ids: (release.wait(30), real_run(ids))[1]
-    target = "ipv4:" + ",".join(f"127.0.0.1:{e.port}" for e in embedders)
-    server = SearchServer(search_settings(tmp_path / "search.db", 0, embedder_target=target,
-                                          embedder_timeout_s=2.0))
-    await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = search_pb2_grpc.SearchServiceStub(channel)
-            await stub.CreateCollection(pb.CreateCollectionRequest(name="c"), timeout=20)
+        async with search_over(tmp_path, [e.port for e in embedders]) as stub:
             await search_all(stub, 8)  # some reach replica 1 and stall it
             await asyncio.sleep(1)  # its watchdog has reported NOT_SERVING by now
-            failures = await search_all(stub, 8)
-            if health_checked:
-                assert failures == []
-            else:
-                assert failures and set(failures) == {"UNAVAILABLE"}, failures
+            assert_answered(await search_all(stub, 8), health_checked)
     finally:
         release.set()
-        await server.stop(grace=1)
         for embedder in embedders:
             await embedder.stop(grace=0)
