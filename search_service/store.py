@@ -159,6 +159,8 @@ class MilvusStore:
         # writes) without paying for Strong consistency on every request.
         self._consistency = consistency
         self._loaded: set[str] = set()
+        # Every collection ever loaded, for the health check (_loaded empties on a restart).
+        self._used: set[str] = set()
 
     @classmethod
     def connect(cls, uri: str, token: str = "", index: IndexConfig | None = None,
@@ -232,15 +234,23 @@ class MilvusStore:
         self._settle(REGISTRY)
 
     def check(self) -> None:
-        """Raises unless Milvus answers a registry read, as every call starts with one, within
-        the timeout (a restarting server accepts connections well before that)."""
-        try:
-            self._find("")
-        except MilvusException as err:
-            if err.code != COLLECTION_NOT_LOADED:
-                raise
-            self.forget_loaded()  # restarted: load again
-            self._find("")
+        """Raises unless Milvus answers a read of the registry and of every vectors collection
+        this store has used, each within the timeout. A restarting server accepts connections
+        well before it answers queries, and answers on the registry before a large collection
+        is loaded again: SERVING only once every collection a call may touch answers."""
+        for name in (REGISTRY, *sorted(self._used - {REGISTRY})):
+            try:
+                self._probe(name)
+            except MilvusException as err:
+                if err.code != COLLECTION_NOT_LOADED:
+                    raise
+                self._loaded.discard(name)  # restarted: load again
+                self._probe(name)
+
+    def _probe(self, name: str) -> None:
+        self._load(name)
+        self._client.query(name, filter="", limit=1, output_fields=[],
+                           consistency_level=self._consistency, timeout=self._timeout_s)
 
     def _find(self, name: str) -> CollectionRecord | None:
         rows = self._client.query(self._registry(), filter=f"name == {literal(name)}",
@@ -372,6 +382,7 @@ class MilvusStore:
         if name not in self._loaded:
             self._client.load_collection(name, timeout=self._load_timeout_s)
             self._loaded.add(name)
+            self._used.add(name)
 
 
 def _record(row: dict[str, Any]) -> CollectionRecord:
