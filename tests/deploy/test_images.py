@@ -2,7 +2,7 @@
 the same entry points, ports and health checks as the manifests.
 
 No Docker engine runs here, so the slow test below does what the embedder-cpu stage does
-(a fresh virtualenv, pip install of the wheel with the constraints) and then runs the image's
+(a fresh virtualenv, the image's locked requirements, then the wheel) and then runs the image's
 ENTRYPOINT with its ENV and its HEALTHCHECK command.
 """
 
@@ -25,7 +25,6 @@ from tests.deploy.rendered import ROOT, Overlay, container_port
 from tests.milvus_server import free_port
 
 DOCKERFILE = ROOT / "deploy/docker/Dockerfile"
-CONSTRAINTS = ROOT / "deploy/docker/constraints.txt"
 # Image target -> the Deployment that runs it.
 TARGETS = {"embedder-cpu": "imagesearch-embedder", "embedder-gpu": "imagesearch-embedder",
            "search": "imagesearch-search"}
@@ -82,12 +81,26 @@ def test_final_stages_carry_no_build_tools():
             name)
 
 
-def test_constraints_pin_the_versions_the_tests_ran_with():
-    generated = subprocess.run([sys.executable, str(ROOT / "scripts/image_constraints.py")],
-                               check=True, capture_output=True, text=True).stdout
-    assert generated == CONSTRAINTS.read_text(), (
-        "deploy/docker/constraints.txt is stale: run "
-        ".venv/bin/python scripts/image_constraints.py > deploy/docker/constraints.txt")
+# Image target -> the export of uv.lock its virtualenv installs, and how.
+LOCKED = {"embedder-cpu": "--require-hashes -r /tmp/requirements/embedder-cpu.txt",
+          "embedder-gpu": "--require-hashes -r /tmp/requirements/embedder-gpu.txt",
+          "search": "--require-hashes -r /tmp/requirements/search.txt",
+          "exporter": "--constraint /tmp/requirements/exporter.txt"}
+
+
+@pytest.mark.parametrize("target", LOCKED)
+def test_each_image_installs_its_locked_requirements_and_the_wheel_alone(target):
+    steps = " ".join(a for i, a in stages()[f"{target}-venv"] if i == "RUN")
+    assert f"pip install {LOCKED[target]}" in steps
+    assert "--require-hashes -r /tmp/requirements/build.txt" in steps
+    if target != "exporter":
+        assert "pip install --no-deps /wheels/imagesearch-*.whl" in steps
+    # Every pip install in the image is locked: hash-checked, constrained, or the wheel itself.
+    for install in re.findall(r"pip install ([^&]*)", steps):
+        assert re.match(r"(--require-hashes|--constraint|--no-deps /wheels/)", install) or (
+            "TENSORRT_LIBS" in install), install
+    name = LOCKED[target].split("/tmp/")[1]
+    assert (ROOT / name).is_file()
 
 
 @pytest.fixture(scope="module")
