@@ -28,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     precisions = tuple(cast(Precision, p.strip()) for p in args.precisions.split(","))
     if not set(precisions) <= {"fp32", "fp16", "int8"}:
         parser.error(f"unknown precision in {args.precisions!r}")
-    from embedder_service.export.open_clip_export import export_open_clip
-
+    try:
+        from embedder_service.export.open_clip_export import export_open_clip
+    except ModuleNotFoundError as missing:
+        print(f"imagesearch-export needs the [export] extra (torch, open_clip): {missing}. "
+              "Install it with `make venv-test` in a checkout, or "
+              "`pip install 'imagesearch[cpu,export]'`.", file=sys.stderr)
+        return 2
     manifest = export_open_clip(args.model, None if args.random_init else args.pretrained,
                                 args.out, precisions)
     print(f"wrote {args.out}: {manifest.model_name}, dim {manifest.embedding_dim}, "
