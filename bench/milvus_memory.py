@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from search_service.store import IndexConfig, MilvusStore, ModelSpace, vectors_collection
+from search_service.registry import ModelSpace
+from search_service.store import IndexConfig, MilvusStore, vectors_collection
 from tests.milvus_server import MilvusServer
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -38,7 +38,8 @@ from imagesearch.embedder.v1 import embedder_pb2 as epb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
-from search_service.store import MilvusStore, ModelSpace, is_lite, vectors_collection
+from search_service.registry import ModelSpace
+from search_service.store import MilvusStore, is_lite, vectors_collection
 from tests.milvus_server import MilvusServer
 
 QUERY = "two blue squares on a gray background"

@@ -7,13 +7,17 @@ strict and checked before anything reaches Milvus.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from search_service.errors import InvalidName
 
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-# External ids are the caller's own keys (file names, UUIDs, URLs): printable, no '/' (it
-# separates collection and id in the primary key) and no control characters.
-EXTERNAL_ID = re.compile(r"^[^\x00-\x1f\x7f/]{1,256}$")
+# External ids are the caller's own keys (file names, UUIDs, URLs): any text but '/' (it
+# separates collection and id in the primary key) and control characters - C0, DEL and C1
+# (U+0085 NEXT LINE, U+009B CSI...), the line and paragraph separators, and lone surrogates -
+# which break log lines, terminals and the CSV or JSON a customer exports them to.
+MAX_EXTERNAL_ID = 256
+_CONTROL = {"Cc", "Zl", "Zp", "Cs"}
 METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -26,7 +30,8 @@ def check_collection_name(name: str) -> str:
 
 
 def check_external_id(external_id: str) -> str:
-    if not EXTERNAL_ID.fullmatch(external_id):
+    if (not 1 <= len(external_id) <= MAX_EXTERNAL_ID or "/" in external_id
+            or any(unicodedata.category(c) in _CONTROL for c in external_id)):
         raise InvalidName(
             f"external id {external_id[:80]!r} is invalid: use 1-256 characters, no '/' and no "
             "control characters")

@@ -1,21 +1,26 @@
 """Milvus storage for many tenant collections (pymilvus MilvusClient; no grpc imports here).
 
 Layout:
-- `imagesearch_collections`: the registry, one row per tenant collection with the embedding
-  model it was built with (fingerprint, dimension). Milvus needs a vector field in every
-  collection, so the registry carries a 2-d placeholder.
+- `imagesearch_collections` and `imagesearch_claims`: the registry, one row per tenant
+  collection with the embedding model it was built with and the key its rows carry (see
+  registry.py for how creations and deletions stay apart). Milvus needs a vector field in
+  every collection, so these carry a 2-d placeholder.
 - `imagesearch_vectors_<fingerprint prefix>`: one Milvus collection per embedding model. Rows
-  are keyed "<collection>/<external id>", so re-adding an id replaces it (upsert, never a
-  duplicate), and the tenant collection name is the partition key: thousands of tenant
-  collections cost no Milvus collections, and every query is pruned to its tenant's partition
-  (except on Milvus 2.3, see ServerTraits).
+  are keyed "<collection key>/<external id>", so re-adding an id replaces it (upsert, never a
+  duplicate), and the collection key is the partition key: thousands of tenant collections
+  cost no Milvus collections, and every query is pruned to its tenant's partition (except on
+  Milvus 2.3, see ServerTraits).
+
+No caller's string reaches Milvus but as a literal from filters.literal (escaped, and proven
+against both Milvus builds by tests/search_service/test_tenants.py and the fuzzer); ids are
+never given to pymilvus' `ids=` arguments, which it pastes into expressions unescaped.
 
 The same code serves Milvus Lite (a file path URI) and a Milvus server or cluster (http URI).
 """
 
 from __future__ import annotations
 
-import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from search_service.errors import CollectionExists, CollectionNotFound
+from search_service.errors import CollectionNotFound
 from search_service.filters import (
     COLLECTION_FIELD,
     METADATA_FIELD,
@@ -33,31 +38,21 @@ from search_service.filters import (
     compile_filter,
     literal,
 )
+from search_service.registry import (
+    CLAIMS,
+    REGISTRY,
+    SWEEP_AFTER_MS,
+    CollectionRecord,
+    ModelSpace,
+    Registry,
+)
 
-REGISTRY = "imagesearch_collections"
 # Milvus' error code for a query on a collection that is not loaded (merr.ErrCollectionNotLoaded).
 COLLECTION_NOT_LOADED = 101
 VECTOR_FIELD = "vector"
 # Milvus evaluates a query in "iterator" mode with results ordered by primary key, which makes
 # `pk > last` a correct, resumable page cursor (pymilvus' own query_iterator relies on it).
 _ORDERED = {"iterator": "True", "reduce_stop_for_best": "True"}
-
-
-@dataclass(frozen=True)
-class ModelSpace:
-    """The vector space a collection lives in."""
-
-    fingerprint: str
-    dimension: int
-    model_name: str
-
-
-@dataclass(frozen=True)
-class CollectionRecord:
-    name: str
-    model: ModelSpace
-    description: str
-    created_at_ms: int
 
 
 @dataclass(frozen=True)
@@ -138,8 +133,13 @@ def vectors_collection(model: ModelSpace) -> str:
     return "imagesearch_vectors_" + model.fingerprint.removeprefix("sha256:")[:16]
 
 
-def _pk(collection: str, external_id: str) -> str:
-    return f"{collection}/{external_id}"
+def _pk(collection: CollectionRecord, external_id: str) -> str:
+    return f"{collection.key}/{external_id}"
+
+
+def _rows_filter(collection: CollectionRecord, external_ids: Sequence[str]) -> str:
+    pks = ", ".join(literal(_pk(collection, eid)) for eid in external_ids)
+    return f"{compile_filter(collection.key)} and pk in [{pks}]"
 
 
 class MilvusStore:
@@ -159,6 +159,8 @@ class MilvusStore:
         # writes) without paying for Strong consistency on every request.
         self._consistency = consistency
         self._loaded: set[str] = set()
+        self._registry = Registry(client, consistency, timeout_s)
+        self._creating = threading.Lock()
         # Every collection ever loaded, for the health check (_loaded empties on a restart).
         self._used: set[str] = set()
 
@@ -185,29 +187,19 @@ class MilvusStore:
         self._client.close()
 
     def ensure_registry(self) -> None:
-        if not self._client.has_collection(REGISTRY, timeout=self._timeout_s):
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=64)
-            schema.add_field("info", DataType.JSON)
-            schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
-            self._create(REGISTRY, schema, "placeholder", IndexConfig(index_type="AUTOINDEX",
-                                                                    build_params={}))
-        self._load(REGISTRY)
+        for name, schema in self._registry.schemas().items():
+            if not self._client.has_collection(name, timeout=self._timeout_s):
+                self._create(name, schema, "placeholder",
+                             IndexConfig(index_type="AUTOINDEX", build_params={}))
+            self._load(name)
 
     # Collections -------------------------------------------------------------------------
 
     def create_collection(self, name: str, model: ModelSpace,
                           description: str = "") -> CollectionRecord:
-        if self._find(name) is not None:
-            raise CollectionExists(f"collection {name!r} already exists")
         self._ensure_vectors(model)
-        record = CollectionRecord(name, model, description, int(time.time() * 1000))
-        info = {"fingerprint": model.fingerprint, "dimension": model.dimension,
-                "model_name": model.model_name, "description": description,
-                "created_at_ms": record.created_at_ms}
-        row = {"name": name, "info": info, "placeholder": [1.0, 0.0]}
-        self._client.upsert(self._registry(), [row], timeout=self._timeout_s)
-        return record
+        self._load_registry()
+        return self._registry.create(name, model, description)
 
     def get_collection(self, name: str) -> CollectionRecord:
         record = self._find(name)
@@ -216,22 +208,33 @@ class MilvusStore:
         return record
 
     def list_collections(self, limit: int, after: str = "") -> list[CollectionRecord]:
-        self._catch_up(self._registry())
-        rows = self._client.query(REGISTRY, filter=f"name > {literal(after)}",
-                                  output_fields=["name", "info"], limit=limit,
-                                  consistency_level=self._consistency, **_ORDERED,
-                                  timeout=self._timeout_s)
-        return [_record(row) for row in rows]
+        self._load_registry()
+        self._catch_up(REGISTRY)
+        return self._registry.page(limit, after, _ORDERED)
 
     def delete_collection(self, name: str) -> None:
+        """The name is free at once; the rows go now, and again in `sweep` for any write that
+        was still landing."""
         record = self.get_collection(name)
-        # Rows first: if this fails half-way the registry entry still exists and the delete
-        # can simply be retried; never a registry without its rows' owner.
-        rows = vectors_collection(record.model)
-        self._client.delete(rows, filter=compile_filter(name), timeout=self._timeout_s)
-        self._client.delete(REGISTRY, ids=[name], timeout=self._timeout_s)
-        self._settle(rows)
+        self._registry.delete(record)
+        self._delete_rows(record)
         self._settle(REGISTRY)
+
+    def sweep(self, now_ms: int | None = None) -> int:
+        """Deletes the rows of collections deleted long enough ago that no write begun before
+        the deletion can still land, then their tombstones; returns how many were swept."""
+        self._load_registry()
+        cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - SWEEP_AFTER_MS
+        swept = self._registry.tombstones(older_than_ms=cutoff)
+        for tombstone in swept:
+            self._delete_rows(tombstone)
+            self._registry.bury(tombstone)
+        return len(swept)
+
+    def _delete_rows(self, record: CollectionRecord) -> None:
+        rows = self._vectors(record)
+        self._client.delete(rows, filter=compile_filter(record.key), timeout=self._timeout_s)
+        self._settle(rows)
 
     def check(self) -> None:
         """Raises unless Milvus answers a read of the registry and of every vectors collection
@@ -252,58 +255,66 @@ class MilvusStore:
         self._client.query(name, filter="", limit=1, output_fields=[],
                            consistency_level=self._consistency, timeout=self._timeout_s)
 
-    def _find(self, name: str) -> CollectionRecord | None:
-        rows = self._client.query(self._registry(), filter=f"name == {literal(name)}",
-                                  output_fields=["name", "info"],
-                                  consistency_level=self._consistency, timeout=self._timeout_s)
-        return _record(rows[0]) if rows else None
+    def _find(self, name: str, consistency: str | None = None) -> CollectionRecord | None:
+        self._load_registry()
+        return self._registry.find(name, consistency)
 
     # Images ------------------------------------------------------------------------------
 
     def upsert(self, collection: CollectionRecord, external_ids: Sequence[str],
                vectors: np.ndarray, metadata: Sequence[dict[str, Any]]) -> None:
+        """Stores the rows, or raises CollectionNotFound and stores none if the collection was
+        deleted (or deleted and created again) before they landed."""
         now = int(time.time() * 1000)
-        rows = [{"pk": _pk(collection.name, eid), COLLECTION_FIELD: collection.name,
+        rows = [{"pk": _pk(collection, eid), COLLECTION_FIELD: collection.key,
                  "external_id": eid, VECTOR_FIELD: vector.tolist(), METADATA_FIELD: meta,
                  "updated_at_ms": now}
                 for eid, vector, meta in zip(external_ids, vectors, metadata, strict=True)]
-        if rows:
-            self._client.upsert(self._vectors(collection), rows, timeout=self._timeout_s)
+        if not rows:
+            return
+        name = self._vectors(collection)
+        self._client.upsert(name, rows, timeout=self._timeout_s)
+        # Strong: a deletion through another replica is seen too.
+        current = self._find(collection.name, "Strong")
+        if current is None or current.key != collection.key:
+            self._client.delete(name, filter=_rows_filter(collection, external_ids),
+                                timeout=self._timeout_s)
+            raise CollectionNotFound(f"collection {collection.name!r} was deleted while these "
+                                     "images were being added; none of them was stored")
 
     def get(self, collection: CollectionRecord, external_ids: Sequence[str],
             with_vectors: bool = False) -> list[StoredImage]:
         fields = ["external_id", METADATA_FIELD] + ([VECTOR_FIELD] if with_vectors else [])
-        rows = self._client.get(self._vectors(collection),
-                                ids=[_pk(collection.name, eid) for eid in external_ids],
-                                output_fields=fields, consistency_level=self._consistency,
-                                timeout=self._timeout_s)
+        rows = self._client.query(self._vectors(collection),
+                                  filter=_rows_filter(collection, external_ids),
+                                  output_fields=fields, consistency_level=self._consistency,
+                                  timeout=self._timeout_s)
         found = {row["external_id"]: _image(row) for row in rows}
         return [found[eid] for eid in external_ids if eid in found]
 
     def list_images(self, collection: CollectionRecord, limit: int,
                     after_external_id: str = "", with_vectors: bool = False) -> list[StoredImage]:
-        cursor = literal(_pk(collection.name, after_external_id))
+        cursor = literal(_pk(collection, after_external_id))
         fields = ["external_id", METADATA_FIELD] + ([VECTOR_FIELD] if with_vectors else [])
         name = self._vectors(collection)
         self._catch_up(name)
         rows = self._client.query(
             name,
-            filter=f"{compile_filter(collection.name)} and pk > {cursor}",
+            filter=f"{compile_filter(collection.key)} and pk > {cursor}",
             output_fields=fields, limit=limit,
             consistency_level=self._consistency, **_ORDERED, timeout=self._timeout_s)
         return [_image(row) for row in rows]
 
     def count(self, collection: CollectionRecord) -> int:
         rows = self._client.query(self._vectors(collection),
-                                  filter=compile_filter(collection.name),
+                                  filter=compile_filter(collection.key),
                                   output_fields=["count(*)"],
                                   consistency_level=self._consistency, timeout=self._timeout_s)
         return int(rows[0]["count(*)"])
 
     def delete(self, collection: CollectionRecord, external_ids: Sequence[str]) -> int:
         name = self._vectors(collection)
-        result = self._client.delete(name,
-                                     ids=[_pk(collection.name, eid) for eid in external_ids],
+        result = self._client.delete(name, filter=_rows_filter(collection, external_ids),
                                      timeout=self._timeout_s)
         self._settle(name)
         return int(result.get("delete_count", 0)) if isinstance(result, dict) else 0
@@ -314,7 +325,7 @@ class MilvusStore:
         results = self._client.search(
             self._vectors(collection), data=[q.tolist() for q in queries],
             anns_field=VECTOR_FIELD, limit=top_k,
-            filter=compile_filter(collection.name, conditions),
+            filter=compile_filter(collection.key, conditions),
             output_fields=["external_id", METADATA_FIELD],
             search_params={"metric_type": "COSINE", "params": self._index.search_params},
             consistency_level=self._consistency, timeout=self._timeout_s)
@@ -329,9 +340,9 @@ class MilvusStore:
         """Loads every collection again on next use (after a Milvus server restart)."""
         self._loaded.clear()
 
-    def _registry(self) -> str:
+    def _load_registry(self) -> None:
         self._load(REGISTRY)
-        return REGISTRY
+        self._load(CLAIMS)
 
     def _catch_up(self, name: str) -> None:
         """Makes the next ordered (iterator-mode) query see this client's writes.
@@ -356,18 +367,27 @@ class MilvusStore:
 
     def _ensure_vectors(self, model: ModelSpace) -> None:
         name = vectors_collection(model)
-        if not self._client.has_collection(name, timeout=self._timeout_s):
-            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-            # Lengths leave room for UTF-8: ids are up to 256 characters.
-            schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1100)
-            schema.add_field(COLLECTION_FIELD, DataType.VARCHAR, max_length=64,
-                             is_partition_key=self._traits.partition_key)
-            schema.add_field("external_id", DataType.VARCHAR, max_length=1024)
-            schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=model.dimension)
-            schema.add_field(METADATA_FIELD, DataType.JSON)
-            schema.add_field("updated_at_ms", DataType.INT64)
-            self._create(name, schema, VECTOR_FIELD, self._index)
+        with self._creating:  # two creators in this process must not both create it
+            if not self._client.has_collection(name, timeout=self._timeout_s):
+                self._create_vectors(name, model)
         self._load(name)
+
+    def _create_vectors(self, name: str, model: ModelSpace) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        # Lengths leave room for UTF-8: ids are up to 256 characters.
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1100)
+        schema.add_field(COLLECTION_FIELD, DataType.VARCHAR, max_length=64,
+                         is_partition_key=self._traits.partition_key)
+        schema.add_field("external_id", DataType.VARCHAR, max_length=1024)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=model.dimension)
+        schema.add_field(METADATA_FIELD, DataType.JSON)
+        schema.add_field("updated_at_ms", DataType.INT64)
+        try:
+            self._create(name, schema, VECTOR_FIELD, self._index)
+        except (MilvusException, FileExistsError):
+            # Another replica (or another client of this Lite file) created it meanwhile.
+            if not self._client.has_collection(name, timeout=self._timeout_s):
+                raise
 
     def _create(self, name: str, schema: Any, vector_field: str, index: IndexConfig) -> None:
         params = self._client.prepare_index_params()
@@ -383,13 +403,6 @@ class MilvusStore:
             self._client.load_collection(name, timeout=self._load_timeout_s)
             self._loaded.add(name)
             self._used.add(name)
-
-
-def _record(row: dict[str, Any]) -> CollectionRecord:
-    info = row["info"] if isinstance(row["info"], dict) else json.loads(row["info"])
-    return CollectionRecord(
-        row["name"], ModelSpace(info["fingerprint"], int(info["dimension"]), info["model_name"]),
-        info.get("description", ""), int(info["created_at_ms"]))
 
 
 def _image(row: dict[str, Any]) -> StoredImage:

@@ -8,12 +8,8 @@ import pytest
 
 from search_service.errors import CollectionExists, CollectionNotFound, InvalidFilter
 from search_service.filters import Condition, Op
-from search_service.store import (
-    MilvusStore,
-    ModelSpace,
-    ServerTraits,
-    check_server_version,
-)
+from search_service.registry import ModelSpace
+from search_service.store import MilvusStore, ServerTraits, check_server_version
 
 MODEL = ModelSpace("sha256:" + "ab" * 32, 8, "test-model")
 OTHER_MODEL = ModelSpace("sha256:" + "cd" * 32, 4, "other-model")
