@@ -43,3 +43,9 @@ class Unavailable(ServiceError):
 
 class Unauthenticated(ServiceError):
     status_name = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ServiceError):
+    """An authenticated caller whose token's scopes do not cover what the call touches."""
+
+    status_name = "PERMISSION_DENIED"

@@ -8,8 +8,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imagesearch.errors import InvalidArgument
-from search_service.core import MAX_QUERIES, ItemStatus, Query, SearchCore
+from imagesearch.errors import InvalidArgument, NotFound
+from search_service.core import (
+    MAX_QUERIES,
+    NOT_FOUND,
+    ItemStatus,
+    Query,
+    SearchCore,
+    check_similarity,
+)
 from search_service.filters import Condition, Op
 from search_service.names import check_metadata_key
 from search_service.store import Hit
@@ -38,9 +45,7 @@ class Classification:
 
 
 def _threshold(value: float) -> float:
-    if not -1.0 <= value <= 1.0:
-        raise InvalidArgument(f"min_similarity must be in [-1, 1]; got {value}")
-    return value or DEFAULT_DUPLICATE_SIMILARITY
+    return check_similarity(value) or DEFAULT_DUPLICATE_SIMILARITY
 
 
 def _bounded(name: str, value: int, low: int, high: int, default: int) -> int:
@@ -62,7 +67,7 @@ async def find_duplicates(core: SearchCore, name: str, query: Query, min_similar
         raise InvalidArgument("query must be an image or the id of an indexed image")
     (vector,) = await core.query_vectors(record, [query], remaining)
     if isinstance(vector, ItemStatus):
-        raise InvalidArgument(vector.message)
+        raise (NotFound if vector.code == NOT_FOUND else InvalidArgument)(vector.message)
     (hits,) = await core.run(core.store.search, record, vector[None, :], limit + 1, (),
                              threshold)
     return _without(hits, query.image_id, limit)
@@ -136,6 +141,8 @@ async def classify(core: SearchCore, name: str, queries: Sequence[Query], label_
     record = await core.collection(name)
     check_metadata_key(label_key)
     neighbours = _bounded("k", k, 1, 1000, 10)
+    if not 0 <= max_labels <= 1000:
+        raise InvalidArgument(f"max_labels must be 0 (all) to 1000; got {max_labels}")
     if not queries or len(queries) > MAX_QUERIES:
         raise InvalidArgument(f"send 1 to {MAX_QUERIES} queries; got {len(queries)}")
     vectors = await core.query_vectors(record, queries, remaining)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,14 +26,8 @@ from search_service.embedder_client import Embedded
 from search_service.errors import MilvusUnavailable, ModelMismatch
 from search_service.filters import Condition, Scalar
 from search_service.names import check_collection_name, check_external_id, check_metadata_key
-from search_service.store import (
-    COLLECTION_NOT_LOADED,
-    CollectionRecord,
-    Hit,
-    MilvusStore,
-    ModelSpace,
-    StoredImage,
-)
+from search_service.registry import CollectionRecord, ModelSpace
+from search_service.store import COLLECTION_NOT_LOADED, Hit, MilvusStore, StoredImage
 
 T = TypeVar("T")
 MAX_BATCH = 256
@@ -58,7 +53,8 @@ class EmbedderPort(Protocol):
 class NewImage:
     id: str
     data: bytes
-    metadata: dict[str, Scalar]
+    # None: a value the caller sent with no kind set, refused for this image alone.
+    metadata: dict[str, Scalar | None]
 
 
 @dataclass(frozen=True)
@@ -105,15 +101,29 @@ def page_size(requested: int, default: int = 100, most: int = 1000) -> int:
     return requested or default
 
 
-def check_metadata(metadata: dict[str, Scalar]) -> None:
+def check_metadata(metadata: dict[str, Scalar | None]) -> dict[str, Scalar]:
     if len(metadata) > MAX_METADATA_ENTRIES:
         raise InvalidArgument(f"metadata has {len(metadata)} entries; at most "
                               f"{MAX_METADATA_ENTRIES}")
+    checked: dict[str, Scalar] = {}
     for key, value in metadata.items():
         check_metadata_key(key)
+        if value is None:
+            raise InvalidArgument(f"metadata {key!r} has no value: set one of string_value, "
+                                  "int_value, double_value or bool_value")
         if isinstance(value, str) and len(value) > MAX_METADATA_STRING:
             raise InvalidArgument(f"metadata {key!r} is longer than {MAX_METADATA_STRING} "
                                   "characters")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"metadata {key!r} is {value}; numbers must be finite")
+        checked[key] = value
+    return checked
+
+
+def check_similarity(value: float) -> float:
+    if not -1.0 <= value <= 1.0:  # NaN fails too
+        raise InvalidArgument(f"min_similarity must be in [-1, 1]; got {value}")
+    return value
 
 
 def _count(kind: str, count: int, most: int) -> None:
@@ -196,11 +206,15 @@ class SearchCore:
         record = await self._fresh(name)
         return record, await self._run(self._store.count, record)
 
-    async def list_collections(self, size: int, token: str
+    async def list_collections(self, size: int, token: str,
+                               visible: Callable[[str], bool] = lambda name: True,
                                ) -> tuple[list[tuple[CollectionRecord, int]], str]:
+        """A page of collections; those `visible` refuses are skipped (the page may come out
+        short, the token still moves past them)."""
         limit = page_size(size)
         records = await self._run(self._store.list_collections, limit, decode_token(token))
-        counted = [(r, await self._run(self._store.count, r)) for r in records]
+        counted = [(r, await self._run(self._store.count, r)) for r in records
+                   if visible(r.name)]
         return counted, encode_token(records[-1].name) if len(records) == limit else ""
 
     async def delete_collection(self, name: str) -> None:
@@ -211,8 +225,8 @@ class SearchCore:
 
     async def add_images(self, name: str, images: Sequence[NewImage],
                          remaining: float | None = None) -> list[ItemStatus]:
-        record = await self._fresh(name)
         _count("images", len(images), MAX_BATCH)
+        record = await self._fresh(name)
         statuses = _validate_new(images)
         valid = [i for i, status in enumerate(statuses) if status.code == OK]
         if not valid:
@@ -265,6 +279,7 @@ class SearchCore:
         _count("queries", len(queries), MAX_QUERIES)
         if not 0 <= top_k <= 1000:
             raise InvalidArgument(f"top_k must be 0 to 1000; got {top_k}")
+        check_similarity(min_similarity)
         vectors = await self.query_vectors(record, queries, remaining)
         ready = [i for i, v in enumerate(vectors) if isinstance(v, np.ndarray)]
         results = [QueryResult([], v) if isinstance(v, ItemStatus) else QueryResult([])
@@ -301,13 +316,18 @@ class SearchCore:
 
     async def _stored_vectors(self, record: CollectionRecord, queries: Sequence[Query],
                               out: list[np.ndarray | ItemStatus]) -> None:
-        picked = [i for i, q in enumerate(queries) if q.image_id is not None]
+        picked = []
+        for i, query in enumerate(queries):
+            if query.image_id is not None:
+                try:
+                    picked.append((i, check_external_id(query.image_id)))
+                except InvalidArgument as err:
+                    out[i] = ItemStatus(INVALID_ARGUMENT, str(err))
         if not picked:
             return
-        ids = [check_external_id(queries[i].image_id or "") for i in picked]
-        found = {image.external_id: image.vector
-                 for image in await self._run(self._store.get, record, ids, True)}
-        for i, external_id in zip(picked, ids, strict=True):
+        found = {image.external_id: image.vector for image in await self._run(
+            self._store.get, record, [external_id for _, external_id in picked], True)}
+        for i, external_id in picked:
             vector = found.get(external_id)
             out[i] = vector if vector is not None else ItemStatus(
                 NOT_FOUND, f"image {external_id!r} is not in collection {record.name!r}")

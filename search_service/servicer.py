@@ -15,11 +15,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.errors import InvalidArgument
 from imagesearch.metadata import from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
+from imagesearch.serving.auth import Level
 from search_service import analysis, ingest
+from search_service.access import may_read, require, requires
 from search_service.core import ItemStatus, NewImage, Query, SearchCore
 from search_service.errors import MilvusUnavailable
 from search_service.filters import Condition, Op, Scalar
-from search_service.store import CollectionRecord, Hit, StoredImage
+from search_service.registry import CollectionRecord
+from search_service.store import Hit, StoredImage
 
 _OPS = {
     pb.OPERATOR_EQUAL: Op.EQ, pb.OPERATOR_NOT_EQUAL: Op.NE, pb.OPERATOR_LESS: Op.LT,
@@ -36,8 +39,9 @@ def scalar(value: pb.MetadataValue) -> Scalar:
     return result
 
 
-def metadata_in(entries: Any) -> dict[str, Scalar]:
-    return {key: scalar(value) for key, value in entries.items()}
+def metadata_in(entries: Any) -> dict[str, Scalar | None]:
+    """A new image's metadata; a value with no kind set stays None, refused for that image."""
+    return {key: from_value(value) for key, value in entries.items()}
 
 
 def collection_out(record: CollectionRecord, count: int) -> pb.Collection:
@@ -112,39 +116,47 @@ class SearchServicer:
     def _core(self) -> SearchCore:
         return self._holder.get()
 
+    @requires(Level.ADMIN, "name")
     async def CreateCollection(self, request: pb.CreateCollectionRequest,
                                context: grpc.aio.ServicerContext) -> pb.CreateCollectionResponse:
         record, count = await self._core.create_collection(request.name, request.description,
                                                            _remaining(context))
         return pb.CreateCollectionResponse(collection=collection_out(record, count))
 
+    @requires(Level.READ, "name")
     async def GetCollection(self, request: pb.GetCollectionRequest,
                             context: grpc.aio.ServicerContext) -> pb.GetCollectionResponse:
         record, count = await self._core.get_collection(request.name)
         return pb.GetCollectionResponse(collection=collection_out(record, count))
 
+    @requires(Level.READ, None)
     async def ListCollections(self, request: pb.ListCollectionsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListCollectionsResponse:
-        page, token = await self._core.list_collections(request.page_size, request.page_token)
+        page, token = await self._core.list_collections(request.page_size, request.page_token,
+                                                        visible=may_read)
         return pb.ListCollectionsResponse(
             collections=[collection_out(r, c) for r, c in page], next_page_token=token)
 
+    @requires(Level.ADMIN, "name")
     async def DeleteCollection(self, request: pb.DeleteCollectionRequest,
                                context: grpc.aio.ServicerContext) -> pb.DeleteCollectionResponse:
         await self._core.delete_collection(request.name)
         return pb.DeleteCollectionResponse()
 
+    @requires(Level.WRITE, "collection")
     async def AddImages(self, request: pb.AddImagesRequest,
                         context: grpc.aio.ServicerContext) -> pb.AddImagesResponse:
         images = [NewImage(i.id, i.data, metadata_in(i.metadata)) for i in request.images]
         statuses = await self._core.add_images(request.collection, images, _remaining(context))
         return pb.AddImagesResponse(results=[status_out(s) for s in statuses])
 
+    @requires(Level.WRITE, None)
     async def IngestImages(
         self, requests: AsyncIterator[pb.IngestImagesRequest], context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.IngestImagesResponse]:
         async def items() -> AsyncIterator[ingest.IngestItem]:
             async for r in requests:
+                require(Level.WRITE, r.collection)
                 yield ingest.IngestItem(r.collection, NewImage(
                     r.image.id, r.image.data, metadata_in(r.image.metadata)))
 
@@ -153,12 +165,14 @@ class SearchServicer:
             yield pb.IngestImagesResponse(id=image_id, index=index, status=status_out(status))
             index += 1
 
+    @requires(Level.READ, "collection")
     async def GetImages(self, request: pb.GetImagesRequest,
                         context: grpc.aio.ServicerContext) -> pb.GetImagesResponse:
         found, missing = await self._core.get_images(request.collection, list(request.ids),
                                                      request.include_vectors)
         return pb.GetImagesResponse(images=[image_out(i) for i in found], missing_ids=missing)
 
+    @requires(Level.READ, "collection")
     async def ListImages(self, request: pb.ListImagesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListImagesResponse:
         images, token = await self._core.list_images(request.collection, request.page_size,
@@ -166,11 +180,13 @@ class SearchServicer:
         return pb.ListImagesResponse(images=[image_out(i) for i in images],
                                      next_page_token=token)
 
+    @requires(Level.WRITE, "collection")
     async def DeleteImages(self, request: pb.DeleteImagesRequest,
                            context: grpc.aio.ServicerContext) -> pb.DeleteImagesResponse:
         await self._core.delete_images(request.collection, list(request.ids))
         return pb.DeleteImagesResponse()
 
+    @requires(Level.READ, "collection")
     async def Search(self, request: pb.SearchRequest,
                      context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         minimum = request.min_similarity if request.HasField("min_similarity") else -1.0
@@ -181,6 +197,7 @@ class SearchServicer:
             pb.QueryResult(hits=[hit_out(h) for h in r.hits], status=status_out(r.status))
             for r in results])
 
+    @requires(Level.READ, "collection")
     async def FindDuplicates(self, request: pb.FindDuplicatesRequest,
                              context: grpc.aio.ServicerContext) -> pb.FindDuplicatesResponse:
         hits = await analysis.find_duplicates(
@@ -188,6 +205,7 @@ class SearchServicer:
             request.max_results, _remaining(context))
         return pb.FindDuplicatesResponse(duplicates=[hit_out(h) for h in hits])
 
+    @requires(Level.READ, "collection")
     async def FindDuplicateGroups(
         self, request: pb.FindDuplicateGroupsRequest, context: grpc.aio.ServicerContext,
     ) -> pb.FindDuplicateGroupsResponse:
@@ -196,6 +214,7 @@ class SearchServicer:
         return pb.FindDuplicateGroupsResponse(images_scanned=scanned, groups=[
             pb.DuplicateGroup(ids=g.ids, min_similarity=g.min_similarity) for g in groups])
 
+    @requires(Level.READ, "collection")
     async def Classify(self, request: pb.ClassifyRequest,
                        context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         results = await analysis.classify(
