@@ -22,9 +22,10 @@ import numpy as np
 
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
+from imagesearch.errors import ResourceExhausted
 from imagesearch.keepalive import ping_options
-from search_service.errors import EmbedderUnavailable
-from search_service.store import ModelSpace
+from search_service.errors import EmbedderFailed, EmbedderUnavailable
+from search_service.registry import ModelSpace
 
 _SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
@@ -89,9 +90,10 @@ def create_channel(target: str, options: ChannelOptions) -> grpc.aio.Channel:
 
 
 class EmbedderClient:
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, token: str = "") -> None:
         self._stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         self._timeout = timeout_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def _deadline(self, remaining: float | None) -> float:
         return self._timeout if remaining is None else max(0.001, min(self._timeout, remaining))
@@ -115,12 +117,26 @@ class EmbedderClient:
 
     async def _call(self, method: Any, request: Any, remaining: float | None) -> Any:
         try:
-            return await method(request, timeout=self._deadline(remaining))
+            return await method(request, timeout=self._deadline(remaining),
+                                metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
-            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise EmbedderUnavailable(
-                    f"the embedder is unavailable ({err.code().name}); retry shortly") from err
-            raise
+            raise _translated(err) from err
+
+
+def _translated(err: grpc.aio.AioRpcError) -> Exception:
+    """What an embedder status means to the search service's caller. Only a transient fault
+    is the caller's to retry; a refused request or credentials are this service's problem."""
+    code = err.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED):
+        return EmbedderUnavailable(f"the embedder is unavailable ({code.name}); retry shortly")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted("the images of this request are too large together for the "
+                                 "embedder's message limit: send fewer per request")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return EmbedderUnavailable(f"the embedder refused this service's credentials "
+                                   f"({code.name}): check SEARCH_EMBEDDER_TOKEN")
+    return EmbedderFailed(f"the embedder failed the request ({code.name})")
 
 
 def _embedded(result: pb.ImageResult | pb.TextResult) -> Embedded:

@@ -7,6 +7,7 @@ from imagesearch.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ServiceError,
     Unavailable,
 )
 
@@ -37,3 +38,10 @@ class MilvusUnavailable(Unavailable):
 
 class EmbedderUnavailable(Unavailable):
     pass
+
+
+class EmbedderFailed(ServiceError):
+    """The embedder answered a whole request with an error that no retry will fix (its
+    message for the caller is safe: it names only the embedder's status)."""
+
+    status_name = "INTERNAL"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ class SearchServer:
         self._holder = CoreHolder()
         self._embedder: EmbedderClient | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
 
     async def start(self) -> int:
@@ -86,7 +88,8 @@ class SearchServer:
         self._channel = create_channel(s.embedder_target, ChannelOptions(
             s.max_message_bytes, s.embedder_keepalive_s, s.embedder_keepalive_timeout_s,
             self._client_tls()))
-        self._embedder = EmbedderClient(self._channel, s.embedder_timeout_s)
+        self._embedder = EmbedderClient(self._channel, s.embedder_timeout_s,
+                                        s.embedder_credentials())
         handler = generic_handler(SERVICE, SearchServicer(self._holder))
         self._server.add_generic_rpc_handlers([handler])
         self._health = grpc_server.add_health_and_reflection(self._server, [SERVICE.full_name])
@@ -105,6 +108,7 @@ class SearchServer:
             await self.stop(grace=0)
             raise
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return self.port
 
     async def _connect_milvus(self) -> bool:
@@ -139,6 +143,20 @@ class SearchServer:
                 serving = healthy
             await asyncio.sleep(self.settings.health_check_interval_s)
 
+    async def _sweep(self) -> None:
+        """Removes what late writes left of deleted collections (MilvusStore.sweep)."""
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            if self._store is None:
+                continue
+            try:
+                swept = await asyncio.get_running_loop().run_in_executor(None, self._store.sweep)
+            except Exception:  # Milvus down: the next round tries again
+                log.warning("sweep failed", exc_info=True)
+                continue
+            if swept:
+                log.info("swept deleted collections", extra={"collections": swept})
+
     async def _dependencies_ok(self) -> bool:
         try:
             if self._holder.core is None and not await self._connect_milvus():
@@ -157,10 +175,11 @@ class SearchServer:
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace_s if grace is None else grace
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
@@ -186,7 +205,11 @@ async def serve(settings: SearchSettings) -> None:
 def main() -> None:
     settings = SearchSettings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except grpc_server.PortUnavailable as err:
+        log.error("cannot start: %s", err)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -14,6 +14,7 @@ from imagesearch.serving.settings import ServingSettings
 class SearchSettings(ServingSettings):
     model_config = SettingsConfigDict(env_prefix="SEARCH_", use_attribute_docstrings=True,
                                       extra="forbid")
+    scoped_tokens: ClassVar[bool] = True
 
     milvus_uri: str = "data/imagesearch.db"
     """A file path for embedded Milvus Lite (one process per file), or http://host:19530 for a
@@ -54,11 +55,23 @@ class SearchSettings(ServingSettings):
     """Client certificate (PEM) for mutual TLS to the embedder."""
     embedder_tls_key_file: Path | None = None
     """Client private key (PEM) for mutual TLS to the embedder."""
+    embedder_token: str | None = None
+    """Bearer token sent to the embedder, when the embedder has EMBEDDER_AUTH_TOKENS set."""
+    embedder_token_file: Path | None = None
+    """File holding that token instead (e.g. a mounted Secret); read at start-up."""
+    sweep_interval_s: float = Field(300.0, gt=0)
+    """How often the rows of deleted collections that late writes left behind are removed."""
 
     port: int = Field(50052, ge=0, le=65535)
     """gRPC port; 0 picks a free one (logged at start-up)."""
     health_check_interval_s: float = Field(2.0, gt=0)
     """How often the embedder and Milvus are checked for the health status."""
+
+    def embedder_credentials(self) -> str:
+        """The embedder token, from embedder_token or embedder_token_file; "" for none."""
+        if self.embedder_token_file is not None:
+            return self.embedder_token_file.read_text().strip()
+        return self.embedder_token or ""
 
     def milvus_credentials(self) -> str:
         """The token, from milvus_token or milvus_token_file; "" for none."""
@@ -70,6 +83,12 @@ class SearchSettings(ServingSettings):
     def _one_milvus_token(self) -> SearchSettings:
         if self.milvus_token is not None and self.milvus_token_file is not None:
             raise ValueError("set milvus_token or milvus_token_file, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _one_embedder_token(self) -> SearchSettings:
+        if self.embedder_token is not None and self.embedder_token_file is not None:
+            raise ValueError("set embedder_token or embedder_token_file, not both")
         return self
 
     @model_validator(mode="after")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import grpc
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from imagesearch.serving.auth import BearerTokenInterceptor, load_tokens
+from imagesearch.serving.auth import BearerTokenInterceptor, Grant, load_grants, load_tokens
 from imagesearch.serving.grpc_server import Keepalive, ServerOptions, TlsFiles
 from imagesearch.serving.interceptors import (
     ErrorInterceptor,
@@ -20,6 +20,9 @@ from imagesearch.serving.interceptors import (
 
 class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="forbid")
+    # Whether tokens may carry scopes (LEVEL:PATTERN, see imagesearch.serving.auth): only a
+    # service with something to scope checks them.
+    scoped_tokens: ClassVar[bool] = False
 
     host: str = "127.0.0.1"
     """Address to listen on; use 0.0.0.0 (or [::]) in a container."""
@@ -52,9 +55,12 @@ class ServingSettings(BaseSettings):
     """On SIGTERM, how long in-flight requests get to finish."""
     auth_tokens: str | None = None
     """Comma-separated bearer tokens; when set (or auth_tokens_file), every call but health
-    checks and reflection must send 'authorization: Bearer <token>'."""
+    checks and reflection must send 'authorization: Bearer <token>'. On the search service a
+    token may be followed by its scopes, space-separated: read:NAME, write:PREFIX*, admin:*
+    (none: everything)."""
     auth_tokens_file: Path | None = None
-    """File with one bearer token per line ('#' starts a comment), e.g. a mounted Secret."""
+    """File with one bearer token per line ('#' starts a comment), e.g. a mounted Secret; on
+    the search service each token may be followed by its scopes, as in auth_tokens."""
     log_level: str = "INFO"
     """Python logging level."""
     log_format: Literal["json", "text"] = "json"
@@ -71,12 +77,17 @@ class ServingSettings(BaseSettings):
     def interceptors(self, metrics: ServerMetrics) -> list[grpc.aio.ServerInterceptor]:
         """Outermost first: observe every call, then authenticate, then map errors."""
         chain: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
-        tokens = load_tokens(self.auth_tokens, self.auth_tokens_file)
         if self.auth_tokens is not None or self.auth_tokens_file is not None:
-            if not tokens:
+            grants = self.grants()
+            if not grants:
                 raise ValueError("authentication is configured but no token was given")
-            chain.append(BearerTokenInterceptor(tokens))
+            chain.append(BearerTokenInterceptor(grants))
         return [*chain, ErrorInterceptor()]
+
+    def grants(self) -> list[Grant]:
+        if self.scoped_tokens:
+            return load_grants(self.auth_tokens, self.auth_tokens_file)
+        return [Grant(t) for t in load_tokens(self.auth_tokens, self.auth_tokens_file)]
 
     def server_options(self, port: int) -> ServerOptions:
         return ServerOptions(self.host, port, self.max_message_bytes, self.tls_files(),

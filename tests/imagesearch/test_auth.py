@@ -69,3 +69,41 @@ async def test_cli_sends_its_token(guarded, capsys):
     code = await asyncio.to_thread(cli.main, ["--server", address, "--token", TOKEN,
                                               "collections"])
     assert code == 0
+
+
+@pytest.mark.parametrize("token_source", ["variable", "file"])
+async def test_the_search_service_authenticates_to_a_guarded_embedder(tmp_path, token_source):
+    from embedder_service.server import EmbedderServer
+    from tests.conftest import embedder_settings
+    from tests.search_service.test_search_e2e import wait_health
+
+    embedder = EmbedderServer(embedder_settings(auth_tokens="embedder-secret"))
+    await embedder.start()
+    given = ({"embedder_token": "embedder-secret"} if token_source == "variable" else
+             {"embedder_token_file": tmp_path / "t"})
+    (tmp_path / "t").write_text("embedder-secret\n")
+    guarded = SearchServer(search_settings(tmp_path / "g.db", embedder.port, **given))
+    unguarded = SearchServer(search_settings(tmp_path / "u.db", embedder.port))
+    try:
+        for server in (guarded, unguarded):
+            await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{guarded.port}") as channel:
+            await wait_health(channel, serving=True, timeout_s=20)
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="ok"))
+            response = await stub.Search(pb.SearchRequest(collection="ok", queries=[
+                pb.Query(text="a red circle")]))
+            assert response.results[0].status.code == 0
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{unguarded.port}") as channel:
+            await wait_health(channel, serving=False, timeout_s=20)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await search_pb2_grpc.SearchServiceStub(channel).CreateCollection(
+                    pb.CreateCollectionRequest(name="refused"))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert caught.value.details() == (
+                "the embedder refused this service's credentials (UNAUTHENTICATED): check "
+                "SEARCH_EMBEDDER_TOKEN")
+    finally:
+        for server in (guarded, unguarded):
+            await server.stop(grace=0)
+        await embedder.stop(grace=0)

@@ -30,7 +30,9 @@ class SearchServiceStub:
     NOT_FOUND for an unknown collection or image id; ALREADY_EXISTS for a duplicate collection;
     FAILED_PRECONDITION when the collection was built with another embedding model than the one
     now serving; UNAVAILABLE when the embedder or Milvus is unreachable (the message names
-    which; retry with backoff). In a batch, one bad item fails only that item.
+    which; retry with backoff); UNAUTHENTICATED without a valid token and PERMISSION_DENIED
+    when the token's scopes do not cover the collection, where tokens are enabled. In a batch,
+    one bad item fails only that item.
     """
 
     def __init__(self, channel):
@@ -111,7 +113,9 @@ class SearchServiceServicer:
     NOT_FOUND for an unknown collection or image id; ALREADY_EXISTS for a duplicate collection;
     FAILED_PRECONDITION when the collection was built with another embedding model than the one
     now serving; UNAVAILABLE when the embedder or Milvus is unreachable (the message names
-    which; retry with backoff). In a batch, one bad item fails only that item.
+    which; retry with backoff); UNAUTHENTICATED without a valid token and PERMISSION_DENIED
+    when the token's scopes do not cover the collection, where tokens are enabled. In a batch,
+    one bad item fails only that item.
     """
 
     def CreateCollection(self, request, context):
@@ -302,7 +306,9 @@ class SearchService:
     NOT_FOUND for an unknown collection or image id; ALREADY_EXISTS for a duplicate collection;
     FAILED_PRECONDITION when the collection was built with another embedding model than the one
     now serving; UNAVAILABLE when the embedder or Milvus is unreachable (the message names
-    which; retry with backoff). In a batch, one bad item fails only that item.
+    which; retry with backoff); UNAUTHENTICATED without a valid token and PERMISSION_DENIED
+    when the token's scopes do not cover the collection, where tokens are enabled. In a batch,
+    one bad item fails only that item.
     """
 
     @staticmethod
