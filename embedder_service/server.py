@@ -187,7 +187,7 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except (BundleError, ProviderError) as err:
+    except (BundleError, ProviderError, grpc_server.PortUnavailable) as err:
         log.error("cannot start: %s", err)
         sys.exit(2)
 

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 LIVENESS = "liveness"
 
 
+class PortUnavailable(RuntimeError):
+    """The address cannot be listened on (in use, or not this machine's): start-up fails."""
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     cert_file: Path
@@ -87,6 +91,9 @@ def create_server(
         ("grpc.max_receive_message_length", options.max_message_bytes),
         ("grpc.max_send_message_length", options.max_message_bytes),
         *options.keepalive.channel_options(),
+        # gRPC sets SO_REUSEPORT by default, so a second server on a port in use starts
+        # without complaint and the kernel splits connections between the two.
+        ("grpc.so_reuseport", 0),
     ]
     if options.max_connection_age_s:
         age_ms = int(options.max_connection_age_s * 1000)
@@ -95,10 +102,14 @@ def create_server(
                             ("grpc.max_connection_age_grace_ms", grace_ms)]
     server = grpc.aio.server(interceptors=list(interceptors), options=channel_options)
     address = f"{options.host}:{options.port}"
-    if options.tls is not None:
-        port = server.add_secure_port(address, options.tls.server_credentials())
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if options.tls is not None:
+            port = server.add_secure_port(address, options.tls.server_credentials())
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as err:  # grpcio's "Failed to bind to address ..."
+        raise PortUnavailable(f"cannot listen on {address}: the port is in use or the "
+                              "address is not this machine's; choose another port") from err
     return server, port
 
 

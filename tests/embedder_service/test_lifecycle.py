@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -281,3 +282,13 @@ async def test_metrics_endpoint_exports_rpc_and_batch_metrics(photos):
     assert "embedder_queue_wait_seconds_bucket" in body
     assert "embedder_queue_depth 0.0" in body
     assert "embedder_longest_model_call_seconds 0.0" in body
+
+
+def test_a_second_embedder_on_a_port_in_use_fails_to_start(embedder_server):
+    """gRPC's default SO_REUSEPORT let two processes share one port and split its traffic."""
+    env = {**os.environ, "EMBEDDER_PORT": str(embedder_server.port), "EMBEDDER_LOG_FORMAT": "text"}
+    done = subprocess.run([sys.executable, "-m", "embedder_service.server"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{embedder_server.port}: the port is in use" in done.stderr
+    assert "Traceback" not in done.stderr
