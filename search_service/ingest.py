@@ -9,15 +9,17 @@ written at once. An acknowledgement is sent only after its image is stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from search_service.core import INVALID_ARGUMENT, ItemStatus, NewImage, SearchCore
 
 BATCH = 64
 DELAY_S = 0.02
 MAX_INFLIGHT = 3
+# How long an ended stream waits for its helpers to stop before answering anyway.
+ABANDON_S = 1.0
 _END = object()
 
 
@@ -65,39 +67,73 @@ async def _store(core: SearchCore, collection: str,
         for ok in same]
 
 
+@dataclass(frozen=True)
+class InFlight:
+    batch: list[IngestItem]
+    task: asyncio.Task[list[ItemStatus]]
+
+
+Entry = InFlight | object  # or _END, or the exception that ended the stream
+
+
 async def ingest(core: SearchCore,
                  items: AsyncIterator[IngestItem]) -> AsyncIterator[tuple[str, ItemStatus]]:
+    """Acknowledgements in stream order. A batch that fails (a dependency down) ends the
+    stream with its error at once; whatever else is in flight is cancelled, never awaited
+    beyond that."""
+    loop = asyncio.get_running_loop()
     queue: asyncio.Queue[object] = asyncio.Queue(BATCH * (MAX_INFLIGHT + 1))
-    reader = asyncio.get_running_loop().create_task(_read(items, queue))
-    running: asyncio.Queue[tuple[list[IngestItem], asyncio.Task[list[ItemStatus]]] | None] = (
-        asyncio.Queue(MAX_INFLIGHT))
-    batcher = asyncio.get_running_loop().create_task(_batches(core, queue, running))
+    # Batches in flight, oldest first, then _END or the error that ended the stream.
+    running: asyncio.Queue[Entry] = asyncio.Queue(MAX_INFLIGHT)
+    reader = loop.create_task(_read(items, queue))
+    batcher = loop.create_task(_batches(core, queue, running))
     try:
-        while (entry := await running.get()) is not None:
-            batch, task = entry
-            for item, status in zip(batch, await task, strict=True):
+        while (entry := await running.get()) is not _END:
+            if not isinstance(entry, InFlight):
+                raise entry  # type: ignore[misc]
+            for item, status in zip(entry.batch, await entry.task, strict=True):
                 yield item.image.id, status
-        await batcher  # re-raises a stream error found by the reader
     finally:
-        for helper in (reader, batcher):
-            helper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await helper
+        await _abandon(reader, batcher, running)
+
+
+async def _abandon(reader: asyncio.Task[None], batcher: asyncio.Task[None],
+                   running: asyncio.Queue[Entry]) -> None:
+    """Stops the helpers and the batches still running. The stream's answer does not wait for
+    them: a reader blocked in gRPC's request read may not see its cancellation until the call
+    is torn down, which happens only once this returns."""
+    tasks: list[asyncio.Future[Any]] = [reader, batcher]
+    while not running.empty():
+        entry = running.get_nowait()
+        if isinstance(entry, InFlight):
+            tasks.append(entry.task)
+    for task in tasks:
+        task.cancel()
+        # Their outcomes are collected whenever they end (a batch that already failed is
+        # not an error to log again).
+        task.add_done_callback(_collect)
+    await asyncio.wait(tasks, timeout=ABANDON_S)
+
+
+def _collect(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _batches(core: SearchCore, queue: asyncio.Queue[object],
-                   running: asyncio.Queue[tuple[list[IngestItem],
-                                                asyncio.Task[list[ItemStatus]]] | None]) -> None:
-    marker: object = None
+                   running: asyncio.Queue[Entry]) -> None:
     collection = ""  # the stream's: its first item's
     try:
-        while marker is None:
+        while True:
             batch, marker = await _next_batch(queue)
             if batch:
                 collection = collection or batch[0].collection
                 task = asyncio.get_running_loop().create_task(_store(core, collection, batch))
-                await running.put((batch, task))
-    finally:
-        await running.put(None)
-    if isinstance(marker, BaseException):
-        raise marker
+                await running.put(InFlight(batch, task))
+            if marker is not None:
+                await running.put(marker)  # _END, or the request stream's error
+                return
+    except asyncio.CancelledError:
+        raise  # the consumer is gone: nothing to tell it
+    except Exception as err:  # a bug here must end the stream, not hang it
+        await running.put(err)
