@@ -129,6 +129,32 @@ def check_server_version(version: str) -> None:
             "Milvus Lite (a file path as SEARCH_MILVUS_URI)")
 
 
+class SerialWrites:
+    """A Milvus Lite client whose writes run one at a time.
+
+    Milvus Lite 3.2's write-ahead log interleaves the record batches of concurrent writers;
+    after a crash its recovery stops at the first batch that does not validate and drops every
+    write after it, acknowledged or not (4 threads upserting, then SIGKILL: 30 of 1200 rows
+    came back). Lite runs in this process under the GIL, so serial writes cost little.
+    """
+
+    _WRITES = frozenset({"insert", "upsert", "delete"})
+
+    def __init__(self, client: MilvusClient) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name not in self._WRITES:
+            return attribute
+
+        def serially(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+        return serially
+
+
 def vectors_collection(model: ModelSpace) -> str:
     return "imagesearch_vectors_" + model.fingerprint.removeprefix("sha256:")[:16]
 
@@ -169,9 +195,11 @@ class MilvusStore:
                 consistency: str = "Session", timeout_s: float = 10.0) -> MilvusStore:
         """Opens Milvus Lite (a file path) or a Milvus server (http URI, optionally with the
         database as its path) and prepares the registry (blocking)."""
-        client = MilvusClient(uri, token=token)
+        client: Any = MilvusClient(uri, token=token)
         traits = ServerTraits()
-        if not is_lite(uri):
+        if is_lite(uri):
+            client = SerialWrites(client)
+        else:
             version = client.get_server_version(timeout=timeout_s)
             check_server_version(version)
             traits = ServerTraits.of(version)

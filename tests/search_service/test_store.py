@@ -192,3 +192,36 @@ def test_servers_before_2_4_get_their_workarounds():
     assert ServerTraits.of("v2.3.5") == ServerTraits(partition_key=False,
                                                      deletes_visible_at_once=False)
     assert ServerTraits.of("v2.4.0") == ServerTraits.of("custom-build") == ServerTraits()
+
+
+CRASH_AFTER_CONCURRENT_WRITES = """
+import os, signal, sys
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from search_service.registry import ModelSpace
+from search_service.store import MilvusStore
+store = MilvusStore.connect(sys.argv[1])
+record = store.create_collection("crash", ModelSpace("sha256:" + "ab" * 32, 8, "m"))
+vectors = np.eye(8, dtype=np.float32)[np.arange(30) % 8]
+def write(batch):
+    store.upsert(record, [f"{batch}-{i}" for i in range(30)], vectors, [{"i": i} for i in range(30)])
+with ThreadPoolExecutor(4) as pool:
+    list(pool.map(write, range(40)))
+os.kill(os.getpid(), signal.SIGKILL)  # every write returned: all 1200 were acknowledged
+"""
+
+
+def test_concurrent_writes_survive_a_crash_of_the_process(milvus_backend):
+    if milvus_backend.server is not None:
+        pytest.skip("Milvus Lite's log lives in the service's process; a server's does not")
+    import subprocess
+    import sys
+
+    uri = milvus_backend.new_uri()
+    subprocess.run([sys.executable, "-c", CRASH_AFTER_CONCURRENT_WRITES, uri], check=False,
+                   capture_output=True, timeout=300)
+    store = MilvusStore.connect(uri)
+    try:
+        assert store.count(store.get_collection("crash")) == 1200
+    finally:
+        store.close()
