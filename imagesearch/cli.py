@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imagesearch.client import Hit, NewItem, SearchClient
+from imagesearch.client import Hit, IngestIncomplete, ItemError, NewItem, SearchClient
 from imagesearch.metadata import Scalar
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -94,14 +94,28 @@ def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
                 metadata["label"] = path.parent.name
             yield relative, path.read_bytes(), metadata
 
-    failed = client.ingest(args.collection, items(), lambda _id, _error: progress.advance(1))
+    stored: list[str] = []
+
+    def acknowledged(image_id: str, error: ItemError | None) -> None:
+        progress.advance(1)
+        if error is None:
+            stored.append(image_id)
+
+    try:
+        failed = client.ingest(args.collection, items(), acknowledged)
+    except (grpc.RpcError, IngestIncomplete, KeyboardInterrupt):
+        progress.finish()
+        # Counted from acknowledgements: only those images are known to be stored.
+        print(f"stopped: {len(stored)} of {len(files)} images acknowledged as stored in "
+              f"'{args.collection}'; run the same command again to add the rest",
+              file=sys.stderr)
+        raise
     progress.finish()
-    emit(args, {"indexed": len(files) - len(failed),
-                "failed": [f.__dict__ for f in failed]},
+    emit(args, {"indexed": len(stored), "failed": [f.__dict__ for f in failed]},
          [(f.id, f.code, f.message) for f in failed], ["failed id", "code", "reason"])
-    print(f"indexed {len(files) - len(failed)} of {len(files)} images into "
-          f"'{args.collection}'", file=sys.stderr)
-    return 1 if failed else 0
+    print(f"indexed {len(stored)} of {len(files)} images into '{args.collection}'",
+          file=sys.stderr)
+    return 0 if len(stored) == len(files) else 1
 
 
 def cmd_search(args: argparse.Namespace, client: SearchClient) -> int:
@@ -224,9 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, IngestIncomplete) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

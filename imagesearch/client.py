@@ -13,6 +13,7 @@ an id replaces it, so resending is safe).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -145,31 +146,49 @@ class SearchClient:
                on_ack: Callable[[str, ItemError | None], None] | None = None,
                attempts: int = 4) -> list[ItemError]:
         """Streams any number of images (read lazily from `items`), each acknowledged once
-        stored; `on_ack(id, error or None)` reports progress. Returns the failed items. If the
-        stream ends UNAVAILABLE (a restart, a dependency down, or the server recycling an old
-        connection, as SEARCH_MAX_CONNECTION_AGE_S does), resumes from the first
-        unacknowledged image, with exponential backoff; it gives up after `attempts` streams in
-        a row that stored nothing, however many it takes in all."""
-        stream, failed = _Ingest(collection, items), []
-        barren = 0  # streams in a row that ended without an acknowledgement
+        stored; `on_ack(id, error or None)` reports progress. Returns the items that failed
+        (bad image, bad id...), and returns only once every item has been acknowledged -
+        stored, or failed with its reason.
+
+        If the stream ends UNAVAILABLE (a restart, a dependency down, or the server recycling
+        an old connection, as SEARCH_MAX_CONNECTION_AGE_S does), every image sent and not
+        acknowledged is sent again on a new stream, with exponential backoff (re-adding an id
+        replaces it, so an image stored whose acknowledgement was lost is stored once). After
+        `attempts` streams in a row that acknowledged nothing, raises the last error; the
+        images acknowledged until then are stored, the rest may not be.
+        """
+        source, failed, barren = _Source(items), [], 0
         while True:
-            acked = 0
+            stream = _Stream(collection, source)
+            # No overall deadline: the stream is as long as the caller's iterator.
+            call = self._stub.IngestImages(stream.requests(), metadata=self._metadata)
             try:
-                # No overall deadline: the stream is as long as the caller's iterator.
-                for ack in self._stub.IngestImages(stream.requests(), metadata=self._metadata):
-                    stream.pending.popleft()
-                    acked += 1
-                    error = (ItemError(ack.id, code_name(ack.status.code), ack.status.message)
-                             if ack.status.code != 0 else None)
+                for ack in call:
+                    error = stream.acknowledge(ack)
                     failed += [error] if error else []
                     if on_ack is not None:
                         on_ack(ack.id, error)
-                return failed
+                source.raise_error()  # the caller's iterator failed: the stream ended early
             except grpc.RpcError as err:
-                barren = 0 if acked else barren + 1
+                source.raise_error()
+                unsent = stream.close()
+                source.give_back(unsent)
+                barren = 0 if stream.acknowledged else barren + 1
                 if err.code() != grpc.StatusCode.UNAVAILABLE or barren >= attempts:
                     raise
                 time.sleep(min(0.2 * 2 ** barren, 5.0))
+                continue
+            finally:
+                call.cancel()  # a no-op once it ended; else (on_ack raised) it must not linger
+            unacknowledged = stream.close()
+            if not unacknowledged and source.done:
+                return failed
+            # The server ended the stream without answering every image: send them again.
+            source.give_back(unacknowledged)
+            barren = 0 if stream.acknowledged else barren + 1
+            if barren >= attempts:
+                raise IngestIncomplete(f"the server ended {attempts} streams in a row without "
+                                       f"acknowledging {len(unacknowledged)} images")
 
     def get_images(self, collection: str, ids: Sequence[str]) -> list[pb.StoredImage]:
         request = pb.GetImagesRequest(collection=collection, ids=list(ids))
@@ -232,28 +251,88 @@ class SearchClient:
 NewItem = tuple[str, bytes, Mapping[str, Scalar]]
 
 
-class _Ingest:
-    """One IngestImages stream over an iterator of images, resumable after UNAVAILABLE."""
+class IngestIncomplete(RuntimeError):
+    """The server kept ending ingest streams with images unacknowledged."""
 
-    def __init__(self, collection: str, items: Iterable[NewItem]) -> None:
-        self.collection = collection
-        self._source = iter(items)
-        # Sent and not yet acknowledged, oldest first; appended on gRPC's request thread and
-        # taken on the caller's, which deque allows.
-        self.pending: deque[NewItem] = deque()
+
+class _Source:
+    """The caller's images, taken once each, plus those handed back to be sent again (first).
+    Taken on gRPC's request thread and handed back on the caller's, under one lock."""
+
+    def __init__(self, items: Iterable[NewItem]) -> None:
+        self.lock = threading.Lock()
+        self._items = iter(items)
+        self._again: deque[NewItem] = deque()
+        self._exhausted = False
+        self._error: BaseException | None = None
+
+    def take(self) -> NewItem | None:
+        """The next image to send, or None when there is none (call under `lock`)."""
+        if self._again:
+            return self._again.popleft()
+        if self._exhausted:
+            return None
+        try:
+            return next(self._items)
+        except StopIteration:
+            self._exhausted = True
+        except BaseException as err:  # the caller's own error, re-raised on its thread
+            self._error, self._exhausted = err, True
+        return None
+
+    def give_back(self, items: Sequence[NewItem]) -> None:
+        with self.lock:
+            self._again.extendleft(reversed(items))
+
+    @property
+    def done(self) -> bool:
+        with self.lock:
+            return self._exhausted and not self._again
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+class _Stream:
+    """One IngestImages call: what it sent, in order, and how much of that was acknowledged.
+    Once closed it sends nothing more, so an image is never both resent and still in flight
+    on a dead call."""
+
+    def __init__(self, collection: str, source: _Source) -> None:
+        self._collection = collection
+        self._source = source
+        self._sent: list[NewItem] = []
+        self._closed = False
+        self.acknowledged = 0
 
     def requests(self) -> Iterator[pb.IngestImagesRequest]:
-        resend, self.pending = list(self.pending), deque()
-        for item in resend:
-            yield self._sent(item)
-        for item in self._source:
-            yield self._sent(item)
+        while True:
+            with self._source.lock:
+                item = None if self._closed else self._source.take()
+                if item is None:
+                    return
+                self._sent.append(item)
+            image_id, data, metadata = item
+            yield pb.IngestImagesRequest(collection=self._collection, image=pb.NewImage(
+                id=image_id, data=data, metadata={k: to_value(v) for k, v in metadata.items()}))
 
-    def _sent(self, item: NewItem) -> pb.IngestImagesRequest:
-        self.pending.append(item)
-        image_id, data, metadata = item
-        return pb.IngestImagesRequest(collection=self.collection, image=pb.NewImage(
-            id=image_id, data=data, metadata={k: to_value(v) for k, v in metadata.items()}))
+    def acknowledge(self, ack: pb.IngestImagesResponse) -> ItemError | None:
+        with self._source.lock:
+            expected = self._sent[ack.index][0] if ack.index < len(self._sent) else None
+        if ack.index != self.acknowledged or ack.id != expected:
+            raise IngestIncomplete(f"acknowledgement {ack.index} ({ack.id!r}) does not match "
+                                   f"image {self.acknowledged} sent ({expected!r})")
+        self.acknowledged += 1
+        if ack.status.code == 0:
+            return None
+        return ItemError(ack.id, code_name(ack.status.code), ack.status.message)
+
+    def close(self) -> list[NewItem]:
+        """Stops sending; returns what was sent and not acknowledged, in order."""
+        with self._source.lock:
+            self._closed = True
+            return self._sent[self.acknowledged:]
 
 
 def code_name(value: int) -> str:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from imagesearch.client import SearchClient, _Ingest
+import pytest
+
+from imagesearch.client import IngestIncomplete, SearchClient, _Source, _Stream
+from imagesearch.search.v1 import search_pb2 as pb
 from search_service.server import SearchServer
 from tests.search_fixtures import labels, scene_images, search_settings
 
@@ -100,12 +103,54 @@ async def test_calls_spread_over_every_address_of_the_target(embedder_server, tm
     assert all(h is not None and h >= 10 for h in handled), handled
 
 
+def ack(index: int, image_id: str) -> pb.IngestImagesResponse:
+    return pb.IngestImagesResponse(id=image_id, index=index)
+
+
 def test_a_resumed_stream_resends_unacknowledged_images_first():
-    items = [(f"i{n}", b"x", {}) for n in range(5)]
-    stream = _Ingest("c", items)
-    first = stream.requests()
-    sent = [next(first).image.id for _ in range(3)]
-    stream.pending.popleft()  # i0 acknowledged, then the stream broke
-    resumed = [request.image.id for request in stream.requests()]
+    source = _Source([(f"i{n}", b"x", {}) for n in range(5)])
+    first = _Stream("c", source)
+    requests = first.requests()
+    sent = [next(requests).image.id for _ in range(3)]
+    first.acknowledge(ack(0, "i0"))  # then the stream broke
+    source.give_back(first.close())
+    assert [r.image.id for r in requests] == []  # a dead stream's thread takes nothing more
+    resumed = [r.image.id for r in _Stream("c", source).requests()]
     assert sent == ["i0", "i1", "i2"]
     assert resumed == ["i1", "i2", "i3", "i4"]
+    assert source.done
+
+
+def test_a_retry_that_fails_before_sending_loses_nothing():
+    """On main, a retry that failed while the server was still down dropped the images it was
+    about to resend: they lived only in the dead generator."""
+    source = _Source([(f"i{n}", b"x", {}) for n in range(4)])
+    first = _Stream("c", source)
+    requests = first.requests()
+    next(requests), next(requests)
+    source.give_back(first.close())
+    second = _Stream("c", source)
+    next(second.requests())  # i0 taken; the call fails before an acknowledgement
+    source.give_back(second.close())
+    source.give_back(_Stream("c", source).close())  # a third that never sent anything
+    assert [r.image.id for r in _Stream("c", source).requests()] == ["i0", "i1", "i2", "i3"]
+
+
+def test_an_acknowledgement_out_of_step_is_an_error_not_a_silent_skip():
+    source = _Source([("a", b"x", {}), ("b", b"x", {})])
+    stream = _Stream("c", source)
+    list(stream.requests())
+    with pytest.raises(IngestIncomplete, match=r"acknowledgement 1 \('b'\) does not match"):
+        stream.acknowledge(ack(1, "b"))
+    assert stream.close() == [("a", b"x", {}), ("b", b"x", {})]
+
+
+def test_the_callers_iterator_error_reaches_the_caller():
+    def items():
+        yield "a", b"x", {}
+        raise OSError("disk gone")
+
+    source = _Source(items())
+    assert [r.image.id for r in _Stream("c", source).requests()] == ["a"]
+    with pytest.raises(OSError, match="disk gone"):
+        source.raise_error()
