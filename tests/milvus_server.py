@@ -76,6 +76,14 @@ class MilvusServer:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL to every Milvus process: no shutdown, sessions left behind in etcd."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGCONT)  # a frozen one too
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
     def restart(self) -> None:
         self.stop()
         self.start()
