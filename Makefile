@@ -13,8 +13,8 @@ TS_STAMP := $(TS)/node_modules/.installed-$(call hash,$(TS)/package-lock.json $(
 BUF := $(TS)/node_modules/.bin/buf
 
 .PHONY: help venv venv-test protos protos-check api-check docs docs-check lint deploy-check \
-	image-venv lock lock-upgrade lock-check test test-fast demo small-model serve-embedder \
-	serve-search clean
+	image-venv lock lock-upgrade lock-check test test-fast faults soak demo small-model \
+	serve-embedder serve-search clean
 
 help:
 	@echo "make demo          set up, start both services on the embedded defaults, index, search"
@@ -27,6 +27,8 @@ help:
 	@echo "make lock          re-lock after editing dependencies (keeps every pin that still fits)"
 	@echo "make lock-upgrade  re-lock on purpose at the newest releases of everything"
 	@echo "make lock-check    fail if a lock or requirements/ export is stale"
+	@echo "make faults        the long fault-injection run (100 trials per backend, ~1 h)"
+	@echo "make soak          10 minutes of mixed load on the embedded default"
 	@echo "make small-model   retrain and re-export the bundled small model (~7 min on 2 cores)"
 	@echo "make serve-embedder  run the embedder in the foreground (EMBEDDER_* settings apply)"
 	@echo "make serve-search    run the search service in the foreground (SEARCH_* settings)"
@@ -97,6 +99,13 @@ test: lint lock-check protos-check api-check docs-check deploy-check image-venv 
 
 test-fast: $(TESTENV)
 	scripts/loopback-only.sh $(BIN)/python -m pytest -q -ra -m "not slow"
+
+# Results go to bench/RESULTS.md (appended; commit them with the command).
+faults: $(TESTENV)
+	scripts/loopback-only.sh $(BIN)/python -m tests.faults --trials 100 --report bench/RESULTS.md
+
+soak: $(TESTENV)
+	$(BIN)/python -m bench.soak --minutes 10 --concurrency 32 --report bench/RESULTS.md
 
 demo: $(RUNTIME)
 	$(BIN)/python -m imagesearch.demo
