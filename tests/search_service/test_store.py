@@ -204,7 +204,8 @@ store = MilvusStore.connect(sys.argv[1])
 record = store.create_collection("crash", ModelSpace("sha256:" + "ab" * 32, 8, "m"))
 vectors = np.eye(8, dtype=np.float32)[np.arange(30) % 8]
 def write(batch):
-    store.upsert(record, [f"{batch}-{i}" for i in range(30)], vectors, [{"i": i} for i in range(30)])
+    ids = [f"{batch}-{i}" for i in range(30)]
+    store.upsert(record, ids, vectors, [{"i": i} for i in range(30)])
 with ThreadPoolExecutor(4) as pool:
     list(pool.map(write, range(40)))
 os.kill(os.getpid(), signal.SIGKILL)  # every write returned: all 1200 were acknowledged
