@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search_service.registry import ModelSpace
-from search_service.store import IndexConfig, MilvusStore, vectors_collection
+from search_service.adapters.milvus.config import IndexConfig
+from search_service.adapters.milvus.schema import vectors_collection
+from search_service.adapters.milvus.vector_store import open_store
+from search_service.domain import ModelSpace
 from tests.milvus_server import MilvusServer
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -59,7 +61,7 @@ def main() -> None:
         pgid = server._process.pid  # the group leader: the wrapper
         try:
             index = IndexConfig("HNSW", {"M": 16, "efConstruction": 200}, {"ef": 128})
-            store = MilvusStore.connect(server.uri, "", index)
+            store = open_store(server.uri, "", index)
             record = store.create_collection("photos", model)
             store.search(record, rng.random((1, args.dimension), np.float32), 1)
             before = settle(pgid)

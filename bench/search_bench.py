@@ -38,8 +38,11 @@ from imagesearch.embedder.v1 import embedder_pb2 as epb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
-from search_service.registry import ModelSpace
-from search_service.store import MilvusStore, is_lite, vectors_collection
+from search_service.adapters.milvus.config import is_lite
+from search_service.adapters.milvus.schema import vectors_collection
+from search_service.adapters.milvus.store import MilvusStore
+from search_service.adapters.milvus.vector_store import open_store
+from search_service.domain import ModelSpace
 from tests.milvus_server import MilvusServer
 
 QUERY = "two blue squares on a gray background"
@@ -129,7 +132,7 @@ async def latency_rows(label: str, name: str, search: search_pb2_grpc.SearchServ
 def load_big(uri: str, model: ModelSpace, vectors: np.ndarray) -> MilvusStore:
     """Raw vectors cannot enter through the API (it embeds images): load them before the
     service opens the database (Milvus Lite allows one process per file)."""
-    store = MilvusStore.connect(uri)
+    store = open_store(uri)
     record = store.create_collection("big", model)
     for start_at in range(0, len(vectors), 5000):
         chunk = vectors[start_at:start_at + 5000]
@@ -207,7 +210,7 @@ def main() -> None:
                 target=_load, args=(uri, model, args.big))
             child.start()
             child.join()
-        mirror_store = MilvusStore.connect(uris[1])
+        mirror_store = open_store(uris[1])
         search, search_at = start("imagesearch-search", {
             **env, "SEARCH_PORT": "0", "SEARCH_EMBEDDER_TARGET": embedder_at,
             "SEARCH_MILVUS_URI": uris[0]}, work / "search.log")

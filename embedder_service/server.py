@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from dataclasses import dataclass
-from typing import Any
 
-import grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from embedder_service.bundle import Bundle, Precision, load_bundle
 from embedder_service.core import BatchingOptions, Embedder, RequestLimits
@@ -28,12 +24,7 @@ from embedder_service.settings import EmbedderSettings
 from embedder_service.tokenizer import TextTokenizer
 from embedder_service.watchdog import StallWatchdog
 from imagesearch.embedder.v1 import embedder_pb2
-from imagesearch.serving import grpc_server
-from imagesearch.serving.handlers import generic_handler
-from imagesearch.serving.interceptors import (
-    ServerMetrics,
-)
-from imagesearch.serving.logs import configure_logging
+from imagesearch.serving import host
 
 log = logging.getLogger(__name__)
 SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]
@@ -87,12 +78,6 @@ def _text_profile(context: int, batch: int) -> tuple[str, str, str]:
     return ("input_ids:1x1", f"input_ids:{max(1, batch // 2)}x16", f"input_ids:{batch}x{context}")
 
 
-@dataclass
-class _Running:
-    server: grpc.aio.Server
-    port: int
-
-
 class EmbedderServer:
     def __init__(self, settings: EmbedderSettings,
                  registry: CollectorRegistry | None = None) -> None:
@@ -100,33 +85,21 @@ class EmbedderServer:
         self.registry = registry or CollectorRegistry()
         self.metrics = EmbedderMetrics(self.registry)
         self.holder = EmbedderHolder()
-        self._running: _Running | None = None
-        self._health: Any = None  # grpc_health's aio HealthServicer (untyped)
-        self._metrics_server: object | None = None
+        self._host = host.ServiceHost(
+            settings, SERVICE, EmbedderServicer(self.holder, settings.max_message_bytes),
+            self.registry)
+        self._started = False
         self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
-        assert self._running is not None, "server not started"
-        return self._running.port
+        assert self._started, "server not started"
+        return self._host.port
 
     async def start(self) -> int:
         """Opens the port (NOT_SERVING), loads the model, then reports SERVING."""
-        s = self.settings
-        tls = s.tls_files()
-        interceptors = s.interceptors(ServerMetrics(self.registry))
-        server, port = grpc_server.create_server(s.server_options(s.port), interceptors)
-        server.add_generic_rpc_handlers(
-            [generic_handler(SERVICE, EmbedderServicer(self.holder, s.max_message_bytes))])
-        self._health = grpc_server.add_health_and_reflection(server, [SERVICE.full_name])
-        await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=False)
-        await grpc_server.report_alive(self._health)
-        await server.start()
-        self._running = _Running(server, port)
-        log.info("listening", extra={"address": f"{s.host}:{port}", "tls": tls is not None})
-        if s.metrics_port is not None:
-            self._metrics_server, _ = start_http_server(s.metrics_port, s.metrics_host,
-                                                        registry=self.registry)
+        port = await self._host.start(self.settings.port)
+        self._started = True
         try:
             await self._load()
         except BaseException:
@@ -144,52 +117,30 @@ class EmbedderServer:
         d = embedder.description
         log.info("model ready", extra={"model": d.model_name, "fingerprint": d.fingerprint,
                                        "precision": d.precision, "providers": d.providers})
-        assert self._health is not None
-        await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=True)
+        await self._host.set_serving(True)
         if self.settings.model_stall_timeout_s is not None:
             watchdog = StallWatchdog(embedder.longest_model_call_s,
                                      self.settings.model_stall_timeout_s, self._report_healthy)
             self._watchdog = loop.create_task(watchdog.run())
 
     async def _report_healthy(self, healthy: bool) -> None:
-        assert self._health is not None
-        await grpc_server.set_serving(self._health, [SERVICE.full_name], serving=healthy)
-        await grpc_server.report_alive(self._health, alive=healthy)
+        await self._host.set_serving(healthy)
+        await self._host.report_alive(healthy)
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, let in-flight calls finish within `grace`, then release the model."""
-        grace = self.settings.shutdown_grace_s if grace is None else grace
-        if self._health is not None:
-            await self._health.enter_graceful_shutdown()
-        if self._running is not None:
-            await self._running.server.stop(grace)
+        await self._host.stop(self.settings.shutdown_grace_s if grace is None else grace)
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         if self.holder.embedder is not None:
             await self.holder.embedder.close()
             self.holder.embedder = None
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()  # type: ignore[attr-defined]
-            self._metrics_server = None
-
-
-async def serve(settings: EmbedderSettings) -> None:
-    server = EmbedderServer(settings)
-    await server.start()
-    await grpc_server.wait_for_termination_signal()
-    log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
-    await server.stop()
 
 
 def main() -> None:
     settings = EmbedderSettings()
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        asyncio.run(serve(settings))
-    except (BundleError, ProviderError, grpc_server.PortUnavailable) as err:
-        log.error("cannot start: %s", err)
-        sys.exit(2)
+    host.run(settings, lambda: EmbedderServer(settings), (BundleError, ProviderError))
 
 
 if __name__ == "__main__":

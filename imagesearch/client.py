@@ -12,7 +12,6 @@ an id replaces it, so resending is safe).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
@@ -24,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from imagesearch.keepalive import ping_options
+from imagesearch.channels import ChannelConfig, ClientTls, create_channel
 from imagesearch.metadata import Scalar, from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
@@ -32,18 +31,6 @@ from imagesearch.search.v1 import search_pb2_grpc
 _OPERATORS = {"=": pb.OPERATOR_EQUAL, "!=": pb.OPERATOR_NOT_EQUAL, "<": pb.OPERATOR_LESS,
               "<=": pb.OPERATOR_LESS_OR_EQUAL, ">": pb.OPERATOR_GREATER,
               ">=": pb.OPERATOR_GREATER_OR_EQUAL}
-_SERVICE_CONFIG = json.dumps({
-    # Every address the target resolves to, e.g. dns:///imagesearch-search-headless:50052
-    # on Kubernetes; one address behaves as before.
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [{
-        "name": [{"service": "imagesearch.search.v1.SearchService"}],
-        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.2s", "maxBackoff": "5s",
-                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-    }],
-})
-
-
 @dataclass(frozen=True)
 class Hit:
     id: str
@@ -91,15 +78,13 @@ class SearchClient:
                  ca_file: Path | None = None, token: str | None = None,
                  keepalive_s: float = 20.0, keepalive_timeout_s: float = 10.0) -> None:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
-                   ("grpc.max_send_message_length", 64 << 20),
-                   ("grpc.max_receive_message_length", 64 << 20),
-                   *ping_options(keepalive_s, keepalive_timeout_s)]
-        if ca_file is not None:
-            creds = grpc.ssl_channel_credentials(ca_file.read_bytes())
-            self._channel = grpc.secure_channel(target, creds, options=options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=options)
+        # Round_robin over every address of the target, e.g. dns:///imagesearch-search-headless
+        # :50052 on Kubernetes (one address behaves as pick_first would).
+        self._channel = create_channel(target, ChannelConfig(
+            "imagesearch.search.v1.SearchService", keepalive_s=keepalive_s,
+            keepalive_timeout_s=keepalive_timeout_s,
+            tls=ClientTls(ca_file) if ca_file is not None else None,
+            initial_backoff_s=0.2, max_backoff_s=5.0))
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
         self.timeout_s = timeout_s
 

@@ -1,57 +1,31 @@
-"""Near-duplicates and k-nearest-neighbour classification, on top of the search core."""
+"""Near-duplicates and k-nearest-neighbour classification, on the search core's queries."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from imagesearch.errors import InvalidArgument, NotFound
-from search_service.core import (
-    MAX_QUERIES,
-    NOT_FOUND,
-    ItemStatus,
+from search_service import validation as check
+from search_service.core import SearchCore
+from search_service.domain import (
+    Classification,
+    Condition,
+    DuplicateGroup,
+    Hit,
+    LabelScore,
+    Op,
+    Outcome,
+    Problem,
     Query,
-    SearchCore,
-    check_similarity,
 )
-from search_service.filters import Condition, Op
-from search_service.names import check_metadata_key
-from search_service.store import Hit
 
 DEFAULT_DUPLICATE_SIMILARITY = 0.95
 SCAN_PAGE = 256
 
 
-@dataclass(frozen=True)
-class DuplicateGroup:
-    ids: list[str]
-    min_similarity: float
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    label: str
-    confidence: float
-    votes: int
-
-
-@dataclass(frozen=True)
-class Classification:
-    labels: list[LabelScore]
-    status: ItemStatus = field(default_factory=ItemStatus)
-
-
 def _threshold(value: float) -> float:
-    return check_similarity(value) or DEFAULT_DUPLICATE_SIMILARITY
-
-
-def _bounded(name: str, value: int, low: int, high: int, default: int) -> int:
-    if value and not low <= value <= high:
-        raise InvalidArgument(f"{name} must be {low} to {high}; got {value}")
-    return value or default
+    return check.check_similarity(value) or DEFAULT_DUPLICATE_SIMILARITY
 
 
 def _without(hits: list[Hit], external_id: str | None, limit: int) -> list[Hit]:
@@ -60,16 +34,16 @@ def _without(hits: list[Hit], external_id: str | None, limit: int) -> list[Hit]:
 
 async def find_duplicates(core: SearchCore, name: str, query: Query, min_similarity: float,
                           max_results: int, remaining: float | None = None) -> list[Hit]:
-    record = await core.collection(name)
     threshold = _threshold(min_similarity)
-    limit = _bounded("max_results", max_results, 1, 1000, 10)
+    limit = check.check_bounded("max_results", max_results, 1, 1000, 10)
     if query.image is None and query.image_id is None:
         raise InvalidArgument("query must be an image or the id of an indexed image")
+    record = await core.collection(name)
     (vector,) = await core.query_vectors(record, [query], remaining)
-    if isinstance(vector, ItemStatus):
-        raise (NotFound if vector.code == NOT_FOUND else InvalidArgument)(vector.message)
-    (hits,) = await core.run(core.store.search, record, vector[None, :], limit + 1, (),
-                             threshold)
+    if isinstance(vector, Outcome):
+        raise (NotFound if vector.problem is Problem.NOT_FOUND else InvalidArgument)(
+            vector.message)
+    (hits,) = await core.nearest(record, [vector], limit + 1, (), threshold)
     return _without(hits, query.image_id, limit)
 
 
@@ -106,13 +80,13 @@ class _Groups:
 async def duplicate_groups(core: SearchCore, name: str, min_similarity: float,
                            neighbours: int) -> tuple[list[DuplicateGroup], int]:
     """Scans the collection a page at a time; each page's neighbours come in one ANN search."""
-    record = await core.collection(name)
     threshold = _threshold(min_similarity)
-    k = _bounded("neighbours", neighbours, 2, 100, 10)
+    k = check.check_bounded("neighbours", neighbours, 2, 100, 10)
+    record = await core.collection(name)
     groups, scanned, after = _Groups(), 0, ""
-    while page := await core.run(core.store.list_images, record, SCAN_PAGE, after, True):
-        vectors = np.stack([image.vector for image in page if image.vector is not None])
-        hits = await core.run(core.store.search, record, vectors, k + 1, (), threshold)
+    while page := await core.scan(record, SCAN_PAGE, after):
+        vectors = [image.vector for image in page if image.vector is not None]
+        hits = await core.nearest(record, vectors, k + 1, (), threshold)
         for image, found in zip(page, hits, strict=True):
             for hit in _without(found, image.external_id, k):
                 groups.join(image.external_id, hit.external_id, hit.similarity)
@@ -138,23 +112,21 @@ def _vote(hits: list[Hit], label_key: str, max_labels: int) -> list[LabelScore]:
 async def classify(core: SearchCore, name: str, queries: Sequence[Query], label_key: str,
                    k: int, max_labels: int,
                    remaining: float | None = None) -> list[Classification]:
-    record = await core.collection(name)
-    check_metadata_key(label_key)
-    neighbours = _bounded("k", k, 1, 1000, 10)
+    check.check_count("queries", len(queries), check.MAX_QUERIES)
+    check.check_metadata_key(label_key)
+    neighbours = check.check_bounded("k", k, 1, 1000, 10)
     if not 0 <= max_labels <= 1000:
         raise InvalidArgument(f"max_labels must be 0 (all) to 1000; got {max_labels}")
-    if not queries or len(queries) > MAX_QUERIES:
-        raise InvalidArgument(f"send 1 to {MAX_QUERIES} queries; got {len(queries)}")
+    record = await core.collection(name)
     vectors = await core.query_vectors(record, queries, remaining)
-    ready = [i for i, v in enumerate(vectors) if isinstance(v, np.ndarray)]
-    results = [Classification([], v) if isinstance(v, ItemStatus) else Classification([])
-               for v in vectors]
-    if ready:
-        labelled = (Condition(label_key, Op.EXISTS),)
-        batch = np.stack([vectors[i] for i in ready])  # type: ignore[misc]
-        found = await core.run(core.store.search, record, batch, neighbours + 1, labelled)
-        for index, hits in zip(ready, found, strict=True):
-            # An indexed image never votes for itself (leave-one-out).
-            voters = _without(hits, queries[index].image_id, neighbours)
-            results[index] = Classification(_vote(voters, label_key, max_labels))
+    labelled = (Condition(label_key, Op.EXISTS),)
+    found = await core.nearest(record, vectors, neighbours + 1, labelled)
+    results = []
+    for query, vector, hits in zip(queries, vectors, found, strict=True):
+        if isinstance(vector, Outcome):
+            results.append(Classification([], vector))
+            continue
+        # An indexed image never votes for itself (leave-one-out).
+        voters = _without(hits, query.image_id, neighbours)
+        results.append(Classification(_vote(voters, label_key, max_labels)))
     return results

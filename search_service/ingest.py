@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from search_service.core import INVALID_ARGUMENT, ItemStatus, NewImage, SearchCore
+from search_service.core import SearchCore
+from search_service.domain import NewImage, Outcome, refused
 
 BATCH = 64
 DELAY_S = 0.02
@@ -57,27 +58,26 @@ async def _next_batch(queue: asyncio.Queue[object]) -> tuple[list[IngestItem], o
 
 
 async def _store(core: SearchCore, collection: str,
-                 batch: list[IngestItem]) -> list[ItemStatus]:
+                 batch: list[IngestItem]) -> list[Outcome]:
     same = [item.collection == collection for item in batch]
     images = [item.image for item, ok in zip(batch, same, strict=True) if ok]
-    statuses = await core.add_images(collection, images) if images else []
-    answers = iter(statuses)
-    return [next(answers) if ok else ItemStatus(
-        INVALID_ARGUMENT, "all images of one stream must go to the same collection")
-        for ok in same]
+    outcomes = await core.add_images(collection, images) if images else []
+    answers = iter(outcomes)
+    return [next(answers) if ok else refused(
+        "all images of one stream must go to the same collection") for ok in same]
 
 
 @dataclass(frozen=True)
 class InFlight:
     batch: list[IngestItem]
-    task: asyncio.Task[list[ItemStatus]]
+    task: asyncio.Task[list[Outcome]]
 
 
 Entry = InFlight | object  # or _END, or the exception that ended the stream
 
 
 async def ingest(core: SearchCore,
-                 items: AsyncIterator[IngestItem]) -> AsyncIterator[tuple[str, ItemStatus]]:
+                 items: AsyncIterator[IngestItem]) -> AsyncIterator[tuple[str, Outcome]]:
     """Acknowledgements in stream order. A batch that fails (a dependency down) ends the
     stream with its error at once; whatever else is in flight is cancelled, never awaited
     beyond that."""

@@ -7,7 +7,7 @@ A token is configured with what it may do (see `parse_grant`): nothing after the
 everything; otherwise scopes `LEVEL:PATTERN`, LEVEL one of read < write < admin (each implies
 the ones before it), PATTERN a resource name or a prefix ending in '*'. The interceptor only
 authenticates; the grant of the caller's token is then in `current_grant()` for the service
-to check against what the call touches (the search service: search_service.access).
+to check against what the call touches (the search service: search_service.transports.access).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
 from imagesearch.serving.auth import Grant, Level, Scope, load_grants, parse_grant
 from search_service.server import SERVICE, SearchServer
-from search_service.servicer import SearchServicer
+from search_service.transports.grpc_servicer import SearchServicer
 from tests.search_fixtures import scene_images, search_settings
 
 GRANTS = {

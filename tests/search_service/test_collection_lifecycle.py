@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from imagesearch.search.v1 import search_pb2 as pb
+from search_service.adapters.milvus.schema import vectors_collection
+from search_service.adapters.milvus.vector_store import open_store
+from search_service.domain import ModelSpace
 from search_service.errors import CollectionExists, CollectionNotFound
-from search_service.registry import ModelSpace
-from search_service.store import MilvusStore, vectors_collection
 from tests.search_fixtures import scene_images
 
 MODEL = ModelSpace("sha256:" + "ef" * 32, 8, "test-model")
@@ -41,7 +42,7 @@ async def test_concurrent_creates_of_one_name_let_exactly_one_succeed(search):
 def test_concurrent_creates_through_two_stores_let_exactly_one_succeed(milvus_backend):
     """Two search-service replicas over one Milvus (on Lite: two clients of one file)."""
     uri = milvus_backend.new_uri()
-    stores = [MilvusStore.connect(uri) for _ in range(2)]
+    stores = [open_store(uri) for _ in range(2)]
     try:
         for round_ in range(3):
             name = f"raced-{round_}"
@@ -91,7 +92,7 @@ async def test_a_collection_deleted_during_adds_comes_back_empty(search):
 
 
 def test_a_late_write_to_a_deleted_collection_is_refused_and_swept(milvus_backend):
-    store = MilvusStore.connect(milvus_backend.new_uri())
+    store = open_store(milvus_backend.new_uri())
     try:
         old = store.create_collection("late", MODEL)
         store.delete_collection("late")
@@ -119,7 +120,7 @@ def test_a_late_write_to_a_deleted_collection_is_refused_and_swept(milvus_backen
 
 def test_collections_made_before_keys_keep_their_rows(milvus_backend):
     """A registry row without a key (written before keys existed) keys its rows by name."""
-    store = MilvusStore.connect(milvus_backend.new_uri())
+    store = open_store(milvus_backend.new_uri())
     try:
         made = store.create_collection("legacy", MODEL)
         store.upsert(made, ["a"], unit(1), [{}])

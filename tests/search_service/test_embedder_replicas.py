@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -26,7 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from embedder_service.server import EmbedderServer
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
-from search_service import embedder_client
+from search_service import server as server_module
+from search_service.adapters.embedder_grpc import embedder_channel
 from search_service.server import SearchServer
 from tests.conftest import embedder_settings
 from tests.milvus_server import free_port
@@ -147,9 +149,8 @@ async def test_frozen_embedder_replica_leaves_the_rotation(tmp_path, replicas, k
 async def test_replica_that_reports_not_serving_gets_no_new_calls(tmp_path, monkeypatch,
                                                                   health_checked):
     if not health_checked:  # what the channel did before: connectivity alone
-        config = {k: v for k, v in embedder_client._SERVICE_CONFIG.items()
-                  if k != "healthCheckConfig"}
-        monkeypatch.setattr(embedder_client, "_SERVICE_CONFIG", config)
+        monkeypatch.setattr(server_module, "embedder_channel",
+                            functools.partial(embedder_channel, health_checked=False))
     embedders = [EmbedderServer(embedder_settings(model_stall_timeout_s=0.3)) for _ in range(2)]
     for embedder in embedders:
         await embedder.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from search_service.errors import InvalidName
-from search_service.names import check_collection_name, check_external_id, check_metadata_key
+from search_service.validation import check_collection_name, check_external_id, check_metadata_key
 
 
 @pytest.mark.parametrize("name", ["cats", "tenant-42_images", "0abc", "a" * 63])

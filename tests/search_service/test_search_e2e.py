@@ -17,7 +17,7 @@ from imagesearch import synthetic
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
 from imagesearch.serving.grpc_server import LIVENESS
-from search_service.registry import ModelSpace
+from search_service.domain import ModelSpace
 from search_service.server import SearchServer
 from tests.conftest import embedder_settings
 from tests.milvus_server import free_port

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from search_service.adapters.milvus.config import ServerTraits, check_server_version
+from search_service.adapters.milvus.vector_store import open_store
+from search_service.domain import Condition, ModelSpace, Op
 from search_service.errors import CollectionExists, CollectionNotFound, InvalidFilter
-from search_service.filters import Condition, Op
-from search_service.registry import ModelSpace
-from search_service.store import MilvusStore, ServerTraits, check_server_version
 
 MODEL = ModelSpace("sha256:" + "ab" * 32, 8, "test-model")
 OTHER_MODEL = ModelSpace("sha256:" + "cd" * 32, 4, "other-model")
@@ -17,7 +17,7 @@ OTHER_MODEL = ModelSpace("sha256:" + "cd" * 32, 4, "other-model")
 
 @pytest.fixture(scope="module")
 def module_store(milvus_backend):
-    opened = MilvusStore.connect(milvus_backend.new_uri())
+    opened = open_store(milvus_backend.new_uri())
     yield opened
     opened.close()
 
@@ -169,11 +169,11 @@ def test_models_of_other_dimensions_get_their_own_vector_space(store):
 
 def test_nothing_is_lost_when_the_store_is_reopened(milvus_backend):
     uri = milvus_backend.new_uri()
-    first = MilvusStore.connect(uri)
+    first = open_store(uri)
     cats = first.create_collection("cats", MODEL)
     first.upsert(cats, ["a", "b"], unit(2), [{"k": 1}, {"k": 2}])
     first.close()
-    second = MilvusStore.connect(uri)
+    second = open_store(uri)
     cats = second.get_collection("cats")
     assert second.count(cats) == 2
     (hits,) = second.search(cats, unit(2)[:1], top_k=1)
@@ -198,9 +198,9 @@ CRASH_AFTER_CONCURRENT_WRITES = """
 import os, signal, sys
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
-from search_service.registry import ModelSpace
-from search_service.store import MilvusStore
-store = MilvusStore.connect(sys.argv[1])
+from search_service.domain import ModelSpace
+from search_service.adapters.milvus.vector_store import open_store
+store = open_store(sys.argv[1])
 record = store.create_collection("crash", ModelSpace("sha256:" + "ab" * 32, 8, "m"))
 vectors = np.eye(8, dtype=np.float32)[np.arange(30) % 8]
 def write(batch):
@@ -221,7 +221,7 @@ def test_concurrent_writes_survive_a_crash_of_the_process(milvus_backend):
     uri = milvus_backend.new_uri()
     subprocess.run([sys.executable, "-c", CRASH_AFTER_CONCURRENT_WRITES, uri], check=False,
                    capture_output=True, timeout=300)
-    store = MilvusStore.connect(uri)
+    store = open_store(uri)
     try:
         assert store.count(store.get_collection("crash")) == 1200
     finally:

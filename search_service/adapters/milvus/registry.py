@@ -21,45 +21,22 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from pymilvus import DataType, MilvusClient
 
+from search_service.adapters.milvus.expressions import literal
+from search_service.domain import CollectionRecord, ModelSpace
 from search_service.errors import CollectionExists
-from search_service.filters import literal
 
 REGISTRY = "imagesearch_collections"
 CLAIMS = "imagesearch_claims"
-# Registry rows whose name starts so are tombstones; no collection name can (see names.py).
+# Registry rows whose name starts so are tombstones; no collection name can (see validation.py).
 TOMBSTONE = "~deleted/"
 _AFTER_TOMBSTONES = "~deleted0"  # '0' follows '/': every tombstone name sorts before it
 CLAIM_TTL_MS = 60_000
 # Time a write that began before a deletion may still take (the longest call deadline).
 SWEEP_AFTER_MS = 15 * 60_000
-
-
-@dataclass(frozen=True)
-class ModelSpace:
-    """The vector space a collection lives in."""
-
-    fingerprint: str
-    dimension: int
-    model_name: str
-
-
-@dataclass(frozen=True)
-class CollectionRecord:
-    name: str
-    model: ModelSpace
-    description: str
-    created_at_ms: int
-    # What the collection's rows carry in the collection field (and their keys start with).
-    key: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.key:
-            object.__setattr__(self, "key", self.name)
 
 
 def new_key() -> str:

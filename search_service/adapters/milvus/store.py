@@ -1,162 +1,35 @@
-"""Milvus storage for many tenant collections (pymilvus MilvusClient; no grpc imports here).
-
-Layout:
-- `imagesearch_collections` and `imagesearch_claims`: the registry, one row per tenant
-  collection with the embedding model it was built with and the key its rows carry (see
-  registry.py for how creations and deletions stay apart). Milvus needs a vector field in
-  every collection, so these carry a 2-d placeholder.
-- `imagesearch_vectors_<fingerprint prefix>`: one Milvus collection per embedding model. Rows
-  are keyed "<collection key>/<external id>", so re-adding an id replaces it (upsert, never a
-  duplicate), and the collection key is the partition key: thousands of tenant collections
-  cost no Milvus collections, and every query is pruned to its tenant's partition (except on
-  Milvus 2.3, see ServerTraits).
-
-No caller's string reaches Milvus but as a literal from filters.literal (escaped, and proven
-against both Milvus builds by tests/search_service/test_tenants.py and the fuzzer); ids are
-never given to pymilvus' `ids=` arguments, which it pastes into expressions unescaped.
-
-The same code serves Milvus Lite (a file path URI) and a Milvus server or cluster (http URI).
-"""
+"""Milvus storage for many tenant collections, through pymilvus' (blocking) MilvusClient.
+The layout is in the package's docstring (search_service/adapters/milvus/__init__.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
+from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from search_service.errors import CollectionNotFound
-from search_service.filters import (
+from search_service.adapters.milvus.config import IndexConfig, ServerTraits
+from search_service.adapters.milvus.expressions import (
     COLLECTION_FIELD,
     METADATA_FIELD,
-    Condition,
     compile_filter,
     literal,
+    rows_filter,
 )
-from search_service.registry import (
-    CLAIMS,
-    REGISTRY,
-    SWEEP_AFTER_MS,
-    CollectionRecord,
-    ModelSpace,
-    Registry,
-)
+from search_service.adapters.milvus.registry import CLAIMS, REGISTRY, SWEEP_AFTER_MS, Registry
+from search_service.adapters.milvus.schema import VECTOR_FIELD, vectors_collection, vectors_schema
+from search_service.domain import CollectionRecord, Condition, Hit, ModelSpace, StoredImage
+from search_service.errors import CollectionNotFound
 
 # Milvus' error code for a query on a collection that is not loaded (merr.ErrCollectionNotLoaded).
 COLLECTION_NOT_LOADED = 101
-VECTOR_FIELD = "vector"
 # Milvus evaluates a query in "iterator" mode with results ordered by primary key, which makes
 # `pk > last` a correct, resumable page cursor (pymilvus' own query_iterator relies on it).
 _ORDERED = {"iterator": "True", "reduce_stop_for_best": "True"}
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    external_id: str
-    metadata: dict[str, Any]
-    vector: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class Hit:
-    external_id: str
-    similarity: float
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """Vector index: HNSW on a Milvus server; Milvus Lite picks its own (AUTOINDEX)."""
-
-    index_type: str = "HNSW"
-    build_params: dict[str, Any] = field(default_factory=lambda: {"M": 16, "efConstruction": 200})
-    search_params: dict[str, Any] = field(default_factory=lambda: {"ef": 128})
-
-    @classmethod
-    def for_uri(cls, uri: str) -> IndexConfig:
-        if is_lite(uri):
-            return cls(index_type="AUTOINDEX", build_params={}, search_params={})
-        return cls()
-
-
-def is_lite(uri: str) -> bool:
-    return not uri.startswith(("http://", "https://", "tcp://", "grpc://"))
-
-
-MIN_SERVER_VERSION = (2, 3)
-
-
-@dataclass(frozen=True)
-class ServerTraits:
-    """What a Milvus deployment gets right; servers before 2.4 need two workarounds
-    (both reproduced on 2.3.5, see tests/search_service/test_store.py)."""
-
-    # Upsert into a partition-key collection keeps its rows. 2.3 drops them while reporting
-    # success, so there tenants are kept apart by the collection filter alone.
-    partition_key: bool = True
-    # A Session-consistency read right after a delete no longer sees the row. On 2.3 it does
-    # for one time tick (0.2-0.4 s), so there a delete waits for a Strong read before returning.
-    deletes_visible_at_once: bool = True
-
-    @classmethod
-    def of(cls, version: str) -> ServerTraits:
-        found = server_version(version)
-        modern = found is None or found >= (2, 4)
-        return cls(partition_key=modern, deletes_visible_at_once=modern)
-
-
-def server_version(version: str) -> tuple[int, int] | None:
-    """(major, minor) of a Milvus version string, or None for a build we cannot parse."""
-    parts = version.lstrip("v").split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (ValueError, IndexError):
-        return None
-
-
-def check_server_version(version: str) -> None:
-    """Refuses Milvus servers before 2.3, which have no upsert."""
-    found = server_version(version)
-    if found is not None and found < MIN_SERVER_VERSION:
-        raise RuntimeError(
-            f"Milvus server {version} is not supported: upsert needs Milvus "
-            f"{'.'.join(map(str, MIN_SERVER_VERSION))} or later. Upgrade Milvus, or use "
-            "Milvus Lite (a file path as SEARCH_MILVUS_URI)")
-
-
-class SerialWrites:
-    """A Milvus Lite client whose writes run one at a time.
-
-    Milvus Lite 3.2's write-ahead log interleaves the record batches of concurrent writers;
-    after a crash its recovery stops at the first batch that does not validate and drops every
-    write after it, acknowledged or not (4 threads upserting, then SIGKILL: 30 of 1200 rows
-    came back). Lite runs in this process under the GIL, so serial writes cost little.
-    """
-
-    _WRITES = frozenset({"insert", "upsert", "delete"})
-
-    def __init__(self, client: MilvusClient) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._client, name)
-        if name not in self._WRITES:
-            return attribute
-
-        def serially(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return attribute(*args, **kwargs)
-        return serially
-
-
-def vectors_collection(model: ModelSpace) -> str:
-    return "imagesearch_vectors_" + model.fingerprint.removeprefix("sha256:")[:16]
 
 
 def _pk(collection: CollectionRecord, external_id: str) -> str:
@@ -164,8 +37,7 @@ def _pk(collection: CollectionRecord, external_id: str) -> str:
 
 
 def _rows_filter(collection: CollectionRecord, external_ids: Sequence[str]) -> str:
-    pks = ", ".join(literal(_pk(collection, eid)) for eid in external_ids)
-    return f"{compile_filter(collection.key)} and pk in [{pks}]"
+    return rows_filter(collection.key, [_pk(collection, eid) for eid in external_ids])
 
 
 class MilvusStore:
@@ -189,23 +61,6 @@ class MilvusStore:
         self._creating = threading.Lock()
         # Every collection ever loaded, for the health check (_loaded empties on a restart).
         self._used: set[str] = set()
-
-    @classmethod
-    def connect(cls, uri: str, token: str = "", index: IndexConfig | None = None,
-                consistency: str = "Session", timeout_s: float = 10.0) -> MilvusStore:
-        """Opens Milvus Lite (a file path) or a Milvus server (http URI, optionally with the
-        database as its path) and prepares the registry (blocking)."""
-        client: Any = MilvusClient(uri, token=token)
-        traits = ServerTraits()
-        if is_lite(uri):
-            client = SerialWrites(client)
-        else:
-            version = client.get_server_version(timeout=timeout_s)
-            check_server_version(version)
-            traits = ServerTraits.of(version)
-        store = cls(client, index or IndexConfig.for_uri(uri), consistency, traits, timeout_s)
-        store.ensure_registry()
-        return store
 
     @property
     def timeout_s(self) -> float:
@@ -355,7 +210,8 @@ class MilvusStore:
             anns_field=VECTOR_FIELD, limit=top_k,
             filter=compile_filter(collection.key, conditions),
             output_fields=["external_id", METADATA_FIELD],
-            search_params={"metric_type": "COSINE", "params": self._index.search_params},
+            search_params={"metric_type": "COSINE",
+                           "params": self._index.search_params_for(top_k)},
             consistency_level=self._consistency, timeout=self._timeout_s)
         return [[Hit(hit["entity"]["external_id"], float(hit["distance"]),
                      hit["entity"][METADATA_FIELD])
@@ -401,17 +257,9 @@ class MilvusStore:
         self._load(name)
 
     def _create_vectors(self, name: str, model: ModelSpace) -> None:
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        # Lengths leave room for UTF-8: ids are up to 256 characters.
-        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=1100)
-        schema.add_field(COLLECTION_FIELD, DataType.VARCHAR, max_length=64,
-                         is_partition_key=self._traits.partition_key)
-        schema.add_field("external_id", DataType.VARCHAR, max_length=1024)
-        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=model.dimension)
-        schema.add_field(METADATA_FIELD, DataType.JSON)
-        schema.add_field("updated_at_ms", DataType.INT64)
         try:
-            self._create(name, schema, VECTOR_FIELD, self._index)
+            self._create(name, vectors_schema(model, self._traits.partition_key), VECTOR_FIELD,
+                         self._index)
         except (MilvusException, FileExistsError):
             # Another replica (or another client of this Lite file) created it meanwhile.
             if not self._client.has_collection(name, timeout=self._timeout_s):

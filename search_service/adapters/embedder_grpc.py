@@ -1,0 +1,131 @@
+"""The core's Embedder port on the embedder service, over one gRPC channel made at start-up
+(imagesearch.channels: round_robin, health-checked, retried on UNAVAILABLE, keepalive).
+
+- A deadline on every call: the configured timeout, cut to the caller's remaining deadline.
+- Requests are split to the embedder's own limit of items per request (from GetModelInfo),
+  so an embedder configured with a lower limit than the search API's still serves its batches.
+- Every status the embedder may answer is translated into the domain's errors; per-item
+  refusals become Outcomes with the item's Problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+
+from imagesearch.channels import ChannelConfig, ClientTls, create_aio_channel
+from imagesearch.embedder.v1 import embedder_pb2 as pb
+from imagesearch.embedder.v1 import embedder_pb2_grpc
+from imagesearch.errors import ResourceExhausted
+from search_service.domain import Embedding, ModelSpace, Outcome, Problem
+from search_service.errors import EmbedderFailed, EmbedderUnavailable
+
+SERVICE = "imagesearch.embedder.v1.EmbedderService"
+# Until GetModelInfo says otherwise (the embedder's default).
+DEFAULT_MAX_ITEMS = 256
+_PROBLEMS = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def embedder_channel(target: str, max_message_bytes: int, keepalive_s: float,
+                     keepalive_timeout_s: float, tls: ClientTls | None,
+                     health_checked: bool = True) -> grpc.aio.Channel:
+    """Health-checked: a replica reporting NOT_SERVING (loading, draining, its model call
+    stalled) gets no new calls although its connection is fine."""
+    return create_aio_channel(target, ChannelConfig(
+        SERVICE, max_message_bytes, keepalive_s, keepalive_timeout_s, tls,
+        health_checked=health_checked))
+
+
+class GrpcEmbedder:
+    """Implements search_service.ports.Embedder."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, token: str = "") -> None:
+        self._stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        self._timeout = timeout_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._max_items = DEFAULT_MAX_ITEMS
+
+    def _deadline(self, remaining: float | None) -> float:
+        return self._timeout if remaining is None else max(0.001, min(self._timeout, remaining))
+
+    async def model(self, remaining: float | None = None) -> ModelSpace:
+        info = await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), remaining)
+        if info.model.limits.max_items_per_request > 0:
+            self._max_items = info.model.limits.max_items_per_request
+        return ModelSpace(info.model.fingerprint, info.model.embedding_dim,
+                          info.model.model_name)
+
+    async def embed_images(self, images: Sequence[bytes], remaining: float | None = None
+                           ) -> tuple[str, list[Embedding]]:
+        return await self._embed(self._stub.EmbedImages, lambda chunk: pb.EmbedImagesRequest(
+            images=[pb.ImageInput(data=d) for d in chunk]), images, remaining)
+
+    async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
+                          ) -> tuple[str, list[Embedding]]:
+        return await self._embed(self._stub.EmbedTexts, lambda chunk: pb.EmbedTextsRequest(
+            texts=[pb.TextInput(text=t) for t in chunk]), texts, remaining)
+
+    async def _embed(self, method: Any, build: Callable[[Sequence[Any]], Any],
+                     items: Sequence[Any], remaining: float | None,
+                     ) -> tuple[str, list[Embedding]]:
+        try:
+            return await self._embed_chunks(method, build, items, remaining)
+        except _LimitChanged:
+            await self.model(remaining)  # the embedder's limit is lower than we knew
+            return await self._embed_chunks(method, build, items, remaining)
+
+    async def _embed_chunks(self, method: Any, build: Callable[[Sequence[Any]], Any],
+                            items: Sequence[Any], remaining: float | None,
+                            ) -> tuple[str, list[Embedding]]:
+        if not items:
+            return (await self.model(remaining)).fingerprint, []
+        step = self._max_items
+        responses = await asyncio.gather(*(
+            self._call(method, build(items[start:start + step]), remaining)
+            for start in range(0, len(items), step)))
+        fingerprints = {r.model_fingerprint for r in responses}
+        if len(fingerprints) > 1:  # replicas mid-rollout answered with two models
+            raise EmbedderUnavailable("the embedder's replicas serve different models right "
+                                      "now (a rollout?); retry shortly")
+        return fingerprints.pop(), [_embedded(item) for r in responses for item in r.results]
+
+    async def _call(self, method: Any, request: Any, remaining: float | None) -> Any:
+        try:
+            return await method(request, timeout=self._deadline(remaining),
+                                metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT and "per request" in err.details():
+                raise _LimitChanged from err
+            raise _translated(err) from err
+
+
+class _LimitChanged(Exception):
+    """The embedder refused a request for its number of items."""
+
+
+def _translated(err: grpc.aio.AioRpcError) -> Exception:
+    """What an embedder status means to the search service's caller. Only a transient fault
+    is the caller's to retry; a refused request or credentials are this service's problem."""
+    code = err.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED):
+        return EmbedderUnavailable(f"the embedder is unavailable ({code.name}); retry shortly")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted("the images of this request are too large together for the "
+                                 "embedder's message limit: send fewer per request")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return EmbedderUnavailable(f"the embedder refused this service's credentials "
+                                   f"({code.name}): check SEARCH_EMBEDDER_TOKEN")
+    return EmbedderFailed(f"the embedder failed the request ({code.name})")
+
+
+def _embedded(result: pb.ImageResult | pb.TextResult) -> Embedding:
+    if result.HasField("error"):
+        name = _PROBLEMS.get(result.error.code, "INTERNAL")
+        problem = Problem.__members__.get(name, Problem.INVALID_ARGUMENT)
+        return Outcome(problem, result.error.message)
+    return np.asarray(result.embedding.values, dtype=np.float32)

@@ -1,0 +1,84 @@
+"""The search service as one API: what every transport (gRPC today, HTTP/JSON beside it)
+calls. Collections, images and queries come from the core, duplicates and classification from
+analysis, bulk streams from ingest; the facade adds nothing but the names."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from search_service import analysis, ingest
+from search_service.core import SearchCore
+from search_service.domain import (
+    Classification,
+    Collection,
+    Condition,
+    DuplicateGroup,
+    Hit,
+    NewImage,
+    Outcome,
+    Query,
+    QueryResult,
+    StoredImage,
+)
+
+
+class SearchApp:
+    def __init__(self, core: SearchCore) -> None:
+        self.core = core
+
+    async def close(self) -> None:
+        await self.core.close()
+
+    async def create_collection(self, name: str, description: str,
+                                remaining: float | None = None) -> Collection:
+        return await self.core.create_collection(name, description, remaining)
+
+    async def get_collection(self, name: str) -> Collection:
+        return await self.core.get_collection(name)
+
+    async def list_collections(self, size: int, token: str,
+                               visible: Callable[[str], bool] = lambda name: True,
+                               ) -> tuple[list[Collection], str]:
+        return await self.core.list_collections(size, token, visible)
+
+    async def delete_collection(self, name: str) -> None:
+        await self.core.delete_collection(name)
+
+    async def add_images(self, name: str, images: Sequence[NewImage],
+                         remaining: float | None = None) -> list[Outcome]:
+        return await self.core.add_images(name, images, remaining)
+
+    def ingest(self, items: AsyncIterator[ingest.IngestItem]
+               ) -> AsyncIterator[tuple[str, Outcome]]:
+        return ingest.ingest(self.core, items)
+
+    async def get_images(self, name: str, ids: Sequence[str], include_vectors: bool
+                         ) -> tuple[list[StoredImage], list[str]]:
+        return await self.core.get_images(name, ids, include_vectors)
+
+    async def list_images(self, name: str, size: int, token: str
+                          ) -> tuple[list[StoredImage], str]:
+        return await self.core.list_images(name, size, token)
+
+    async def delete_images(self, name: str, ids: Sequence[str]) -> None:
+        await self.core.delete_images(name, ids)
+
+    async def search(self, name: str, queries: Sequence[Query], top_k: int,
+                     min_similarity: float, conditions: Sequence[Condition],
+                     remaining: float | None = None) -> list[QueryResult]:
+        return await self.core.search(name, queries, top_k, min_similarity, conditions,
+                                      remaining)
+
+    async def find_duplicates(self, name: str, query: Query, min_similarity: float,
+                              max_results: int, remaining: float | None = None) -> list[Hit]:
+        return await analysis.find_duplicates(self.core, name, query, min_similarity,
+                                              max_results, remaining)
+
+    async def duplicate_groups(self, name: str, min_similarity: float,
+                               neighbours: int) -> tuple[list[DuplicateGroup], int]:
+        return await analysis.duplicate_groups(self.core, name, min_similarity, neighbours)
+
+    async def classify(self, name: str, queries: Sequence[Query], label_key: str, k: int,
+                       max_labels: int, remaining: float | None = None) -> list[Classification]:
+        return await analysis.classify(self.core, name, queries, label_key, k, max_labels,
+                                       remaining)

@@ -1,0 +1,159 @@
+"""The search service's vocabulary: collections, images, queries, hits and item outcomes.
+
+Plain values, shared by the core, the ports and every adapter and transport. Nothing here
+knows Milvus, gRPC or protobuf.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class ModelSpace:
+    """The vector space a collection lives in: the embedding model that made its vectors."""
+
+    fingerprint: str
+    dimension: int
+    model_name: str
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    name: str
+    model: ModelSpace
+    description: str
+    created_at_ms: int
+    # What the collection's rows carry, made afresh at each creation (so a collection created
+    # again under a deleted one's name never sees its rows); the name for older collections.
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
+
+
+@dataclass(frozen=True)
+class Collection:
+    record: CollectionRecord
+    image_count: int
+
+
+@dataclass(frozen=True)
+class NewImage:
+    id: str
+    data: bytes
+    # None: a value the caller sent with no kind set, refused for this image alone.
+    metadata: dict[str, Scalar | None]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    external_id: str
+    metadata: dict[str, Any]
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    external_id: str
+    similarity: float
+    metadata: dict[str, Any]
+
+
+class Problem(enum.Enum):
+    """Why an item, a query or a call was refused. The values are the gRPC status names, but
+    only the transports map them to codes."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One item's outcome in a batch (an image added, a query answered, a text embedded):
+    done when `problem` is None, else refused for that item alone."""
+
+    problem: Problem | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+DONE = Outcome()
+
+
+def refused(message: str, problem: Problem = Problem.INVALID_ARGUMENT) -> Outcome:
+    return Outcome(problem, message)
+
+
+# An embedded item: its unit vector, or why it has none.
+Embedding = np.ndarray | Outcome
+
+
+class Op(enum.Enum):
+    EQ = "=="
+    NE = "!="
+    LT = "<"
+    LTE = "<="
+    GT = ">"
+    GTE = ">="
+    IN = "in"
+    NOT_IN = "not in"
+    EXISTS = "exists"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A metadata condition: `key op values`; many are AND-ed. Never expression text."""
+
+    key: str
+    op: Op
+    values: tuple[Scalar, ...] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    """Exactly one of the fields is set."""
+
+    text: str | None = None
+    image: bytes | None = None
+    image_id: str | None = None
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    hits: list[Hit]
+    outcome: Outcome = DONE
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    ids: list[str]
+    min_similarity: float
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    confidence: float
+    votes: int
+
+
+@dataclass(frozen=True)
+class Classification:
+    labels: list[LabelScore]
+    outcome: Outcome = field(default_factory=Outcome)

@@ -1,0 +1,84 @@
+"""What the search core needs from the outside, as small Protocols it owns.
+
+Adapters implement them: search_service.adapters.milvus (a Milvus server or Milvus Lite) and
+search_service.adapters.embedder_grpc (the embedder service over gRPC). The unit tests use
+in-memory fakes of both. Every method is async: an adapter that blocks (pymilvus does) runs
+its calls on threads of its own, never on the event loop.
+
+Errors: methods raise the domain's exceptions (search_service.errors, imagesearch.errors) -
+CollectionNotFound, CollectionExists, MilvusUnavailable, EmbedderUnavailable... - never an
+adapter's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from search_service.domain import (
+    CollectionRecord,
+    Condition,
+    Embedding,
+    Hit,
+    ModelSpace,
+    StoredImage,
+)
+
+
+class VectorStore(Protocol):
+    """Tenant collections of vectors with metadata, and nearest-neighbour search in them."""
+
+    async def create_collection(self, name: str, model: ModelSpace,
+                                description: str) -> CollectionRecord:
+        """Exactly one of concurrent creations of a name succeeds (CollectionExists)."""
+
+    async def get_collection(self, name: str) -> CollectionRecord: ...
+
+    async def list_collections(self, limit: int, after: str) -> list[CollectionRecord]:
+        """Names after `after`, in order."""
+
+    async def delete_collection(self, name: str) -> None: ...
+
+    async def counts(self, collections: Sequence[CollectionRecord]) -> list[int]: ...
+
+    async def upsert(self, collection: CollectionRecord, ids: Sequence[str],
+                     vectors: np.ndarray, metadata: Sequence[dict[str, Any]]) -> None:
+        """Stores every row or none; CollectionNotFound if the collection is gone (or was
+        created again) by the time they land."""
+
+    async def get(self, collection: CollectionRecord, ids: Sequence[str],
+                  with_vectors: bool = False) -> list[StoredImage]: ...
+
+    async def list_images(self, collection: CollectionRecord, limit: int, after: str,
+                          with_vectors: bool = False) -> list[StoredImage]:
+        """Images after the id `after`, in a stable order."""
+
+    async def delete(self, collection: CollectionRecord, ids: Sequence[str]) -> None: ...
+
+    async def search(self, collection: CollectionRecord, queries: np.ndarray, top_k: int,
+                     conditions: tuple[Condition, ...] = (),
+                     min_similarity: float = -1.0) -> list[list[Hit]]:
+        """The `top_k` nearest images to each unit vector (cosine), best first."""
+
+    async def check(self) -> None:
+        """Raises unless the store answers now (the health check)."""
+
+    async def sweep(self) -> int:
+        """Removes what late writes left of deleted collections; returns how many."""
+
+    async def close(self) -> None: ...
+
+
+class Embedder(Protocol):
+    """The embedding model: images and texts in, unit vectors of its space out."""
+
+    async def model(self, remaining: float | None = None) -> ModelSpace: ...
+
+    async def embed_images(self, images: Sequence[bytes], remaining: float | None = None
+                           ) -> tuple[str, list[Embedding]]:
+        """The model's fingerprint, and per image its vector or why it has none."""
+
+    async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
+                          ) -> tuple[str, list[Embedding]]: ...

@@ -1,0 +1,115 @@
+"""Protobuf <-> domain: the only place that knows both search.v1 messages and the core's
+values. Outcome problems become canonical status code numbers here and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from imagesearch.errors import InvalidArgument
+from imagesearch.metadata import from_value, to_value
+from imagesearch.search.v1 import search_pb2 as pb
+from search_service.domain import (
+    Classification,
+    Collection,
+    Condition,
+    Hit,
+    NewImage,
+    Op,
+    Outcome,
+    Query,
+    QueryResult,
+    Scalar,
+    StoredImage,
+)
+
+_OPS = {
+    pb.OPERATOR_EQUAL: Op.EQ, pb.OPERATOR_NOT_EQUAL: Op.NE, pb.OPERATOR_LESS: Op.LT,
+    pb.OPERATOR_LESS_OR_EQUAL: Op.LTE, pb.OPERATOR_GREATER: Op.GT,
+    pb.OPERATOR_GREATER_OR_EQUAL: Op.GTE, pb.OPERATOR_IN: Op.IN,
+    pb.OPERATOR_NOT_IN: Op.NOT_IN, pb.OPERATOR_EXISTS: Op.EXISTS,
+}
+
+
+def scalar(value: pb.MetadataValue) -> Scalar:
+    result = from_value(value)
+    if result is None:
+        raise InvalidArgument("a metadata value has no kind set")
+    return result
+
+
+def metadata_in(entries: Any) -> dict[str, Scalar | None]:
+    """A new image's metadata; a value with no kind set stays None, refused for that image."""
+    return {key: from_value(value) for key, value in entries.items()}
+
+
+def new_image_in(image: pb.NewImage) -> NewImage:
+    return NewImage(image.id, image.data, metadata_in(image.metadata))
+
+
+def condition_in(condition: pb.Condition) -> Condition:
+    if condition.operator not in _OPS:
+        raise InvalidArgument(f"condition on {condition.key!r} has no operator")
+    return Condition(condition.key, _OPS[condition.operator],
+                     tuple(scalar(v) for v in condition.values))
+
+
+def query_in(query: pb.Query) -> Query:
+    kind = query.WhichOneof("kind")
+    if kind == "text":
+        return Query(text=query.text)
+    if kind == "image":
+        return Query(image=query.image)
+    if kind == "image_id":
+        return Query(image_id=query.image_id)
+    if kind == "vector":
+        return Query(vector=np.asarray(query.vector.values, dtype=np.float32))
+    return Query()
+
+
+def collection_out(collection: Collection) -> pb.Collection:
+    record = collection.record
+    created = Timestamp()
+    created.FromMilliseconds(record.created_at_ms)
+    return pb.Collection(
+        name=record.name, description=record.description, image_count=collection.image_count,
+        create_time=created, model=pb.EmbeddingModel(
+            name=record.model.model_name, fingerprint=record.model.fingerprint,
+            dimension=record.model.dimension))
+
+
+def _metadata_out(metadata: dict[str, Any]) -> dict[str, pb.MetadataValue]:
+    return {k: to_value(v) for k, v in metadata.items()}
+
+
+def image_out(image: StoredImage) -> pb.StoredImage:
+    out = pb.StoredImage(id=image.external_id, metadata=_metadata_out(image.metadata))
+    if image.vector is not None:
+        out.vector[:] = image.vector.tolist()
+    return out
+
+
+def hit_out(hit: Hit) -> pb.Hit:
+    return pb.Hit(id=hit.external_id, similarity=hit.similarity,
+                  metadata=_metadata_out(hit.metadata))
+
+
+def status_out(outcome: Outcome) -> pb.ItemStatus:
+    if outcome.problem is None:
+        return pb.ItemStatus()
+    code = getattr(grpc.StatusCode, outcome.problem.value).value[0]
+    return pb.ItemStatus(code=code, message=outcome.message)
+
+
+def result_out(result: QueryResult) -> pb.QueryResult:
+    return pb.QueryResult(hits=[hit_out(h) for h in result.hits],
+                          status=status_out(result.outcome))
+
+
+def classification_out(result: Classification) -> pb.Classification:
+    return pb.Classification(labels=[
+        pb.LabelScore(label=s.label, confidence=s.confidence, votes=s.votes)
+        for s in result.labels], status=status_out(result.outcome))

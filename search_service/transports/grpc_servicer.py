@@ -1,0 +1,148 @@
+"""gRPC servicer of the search service: convert the request, check the token's scopes, call
+the application, convert the response. Errors become statuses in the error interceptor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from imagesearch.search.v1 import search_pb2 as pb
+from imagesearch.serving.auth import Level
+from search_service.application import SearchApp
+from search_service.errors import MilvusUnavailable
+from search_service.ingest import IngestItem
+from search_service.transports import convert as out
+from search_service.transports.access import may_read, require, requires
+from search_service.transports.convert import condition_in, new_image_in, query_in
+
+
+def _remaining(context: grpc.aio.ServicerContext) -> float | None:
+    remaining: float | None = context.time_remaining()
+    return remaining
+
+
+class AppHolder:
+    """The application, once Milvus has been reached: until then every call is UNAVAILABLE."""
+
+    def __init__(self, app: SearchApp | None = None) -> None:
+        self.app = app
+
+    def get(self) -> SearchApp:
+        if self.app is None:
+            raise MilvusUnavailable("Milvus is not connected yet; retry shortly")
+        return self.app
+
+
+class SearchServicer:
+    def __init__(self, app: SearchApp | AppHolder) -> None:
+        self._holder = app if isinstance(app, AppHolder) else AppHolder(app)
+
+    @property
+    def _app(self) -> SearchApp:
+        return self._holder.get()
+
+    @requires(Level.ADMIN, "name")
+    async def CreateCollection(self, request: pb.CreateCollectionRequest,
+                               context: grpc.aio.ServicerContext) -> pb.CreateCollectionResponse:
+        made = await self._app.create_collection(request.name, request.description,
+                                                 _remaining(context))
+        return pb.CreateCollectionResponse(collection=out.collection_out(made))
+
+    @requires(Level.READ, "name")
+    async def GetCollection(self, request: pb.GetCollectionRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetCollectionResponse:
+        found = await self._app.get_collection(request.name)
+        return pb.GetCollectionResponse(collection=out.collection_out(found))
+
+    @requires(Level.READ, None)
+    async def ListCollections(self, request: pb.ListCollectionsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListCollectionsResponse:
+        page, token = await self._app.list_collections(request.page_size, request.page_token,
+                                                       visible=may_read)
+        return pb.ListCollectionsResponse(
+            collections=[out.collection_out(c) for c in page], next_page_token=token)
+
+    @requires(Level.ADMIN, "name")
+    async def DeleteCollection(self, request: pb.DeleteCollectionRequest,
+                               context: grpc.aio.ServicerContext) -> pb.DeleteCollectionResponse:
+        await self._app.delete_collection(request.name)
+        return pb.DeleteCollectionResponse()
+
+    @requires(Level.WRITE, "collection")
+    async def AddImages(self, request: pb.AddImagesRequest,
+                        context: grpc.aio.ServicerContext) -> pb.AddImagesResponse:
+        outcomes = await self._app.add_images(
+            request.collection, [new_image_in(i) for i in request.images], _remaining(context))
+        return pb.AddImagesResponse(results=[out.status_out(o) for o in outcomes])
+
+    @requires(Level.WRITE, None)
+    async def IngestImages(
+        self, requests: AsyncIterator[pb.IngestImagesRequest], context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.IngestImagesResponse]:
+        async def items() -> AsyncIterator[IngestItem]:
+            async for r in requests:
+                require(Level.WRITE, r.collection)
+                yield IngestItem(r.collection, new_image_in(r.image))
+
+        index = 0
+        async for image_id, outcome in self._app.ingest(items()):
+            yield pb.IngestImagesResponse(id=image_id, index=index,
+                                          status=out.status_out(outcome))
+            index += 1
+
+    @requires(Level.READ, "collection")
+    async def GetImages(self, request: pb.GetImagesRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetImagesResponse:
+        found, missing = await self._app.get_images(request.collection, list(request.ids),
+                                                    request.include_vectors)
+        return pb.GetImagesResponse(images=[out.image_out(i) for i in found],
+                                    missing_ids=missing)
+
+    @requires(Level.READ, "collection")
+    async def ListImages(self, request: pb.ListImagesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListImagesResponse:
+        images, token = await self._app.list_images(request.collection, request.page_size,
+                                                    request.page_token)
+        return pb.ListImagesResponse(images=[out.image_out(i) for i in images],
+                                     next_page_token=token)
+
+    @requires(Level.WRITE, "collection")
+    async def DeleteImages(self, request: pb.DeleteImagesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.DeleteImagesResponse:
+        await self._app.delete_images(request.collection, list(request.ids))
+        return pb.DeleteImagesResponse()
+
+    @requires(Level.READ, "collection")
+    async def Search(self, request: pb.SearchRequest,
+                     context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        minimum = request.min_similarity if request.HasField("min_similarity") else -1.0
+        results = await self._app.search(
+            request.collection, [query_in(q) for q in request.queries], request.top_k, minimum,
+            [condition_in(c) for c in request.filter], _remaining(context))
+        return pb.SearchResponse(results=[out.result_out(r) for r in results])
+
+    @requires(Level.READ, "collection")
+    async def FindDuplicates(self, request: pb.FindDuplicatesRequest,
+                             context: grpc.aio.ServicerContext) -> pb.FindDuplicatesResponse:
+        hits = await self._app.find_duplicates(
+            request.collection, query_in(request.query), request.min_similarity,
+            request.max_results, _remaining(context))
+        return pb.FindDuplicatesResponse(duplicates=[out.hit_out(h) for h in hits])
+
+    @requires(Level.READ, "collection")
+    async def FindDuplicateGroups(
+        self, request: pb.FindDuplicateGroupsRequest, context: grpc.aio.ServicerContext,
+    ) -> pb.FindDuplicateGroupsResponse:
+        groups, scanned = await self._app.duplicate_groups(
+            request.collection, request.min_similarity, request.neighbours)
+        return pb.FindDuplicateGroupsResponse(images_scanned=scanned, groups=[
+            pb.DuplicateGroup(ids=g.ids, min_similarity=g.min_similarity) for g in groups])
+
+    @requires(Level.READ, "collection")
+    async def Classify(self, request: pb.ClassifyRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        results = await self._app.classify(
+            request.collection, [query_in(q) for q in request.queries], request.label_key,
+            request.k, request.max_labels, _remaining(context))
+        return pb.ClassifyResponse(results=[out.classification_out(r) for r in results])

@@ -1,0 +1,178 @@
+"""Every check of what a caller sends, in one place, before any work is done.
+
+Names end up in Milvus primary keys and expressions, and ids in the caller's own exports, so
+the allowed characters are strict. Each check raises InvalidArgument (or a subclass) with a
+message that says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+
+from imagesearch.errors import InvalidArgument
+from search_service.domain import Condition, Op, Scalar
+from search_service.errors import InvalidFilter, InvalidName
+
+COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# External ids are the caller's own keys (file names, UUIDs, URLs): any text but '/' (it
+# separates collection and id in the primary key) and control characters - C0, DEL and C1
+# (U+0085 NEXT LINE, U+009B CSI...), the line and paragraph separators, and lone surrogates -
+# which break log lines, terminals and the CSV or JSON a customer exports them to.
+MAX_EXTERNAL_ID = 256
+_CONTROL = {"Cc", "Zl", "Zp", "Cs"}
+
+MAX_BATCH = 256
+MAX_IDS = 1000
+MAX_QUERIES = 64
+MAX_TOP_K = 1000
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_STRING = 4096
+MAX_DESCRIPTION = 1024
+MAX_CONDITIONS = 32
+MAX_VALUES = 256
+MAX_PAGE = 1000
+
+
+def check_collection_name(name: str) -> str:
+    if not COLLECTION_NAME.fullmatch(name):
+        raise InvalidName(
+            f"collection name {name[:80]!r} is invalid: use 1-63 characters from a-z, 0-9, "
+            "'_' and '-', starting with a letter or digit")
+    return name
+
+
+def check_external_id(external_id: str) -> str:
+    if (not 1 <= len(external_id) <= MAX_EXTERNAL_ID or "/" in external_id
+            or any(unicodedata.category(c) in _CONTROL for c in external_id)):
+        raise InvalidName(
+            f"external id {external_id[:80]!r} is invalid: use 1-256 characters, no '/' and no "
+            "control characters")
+    return external_id
+
+
+def check_metadata_key(key: str) -> str:
+    if not METADATA_KEY.fullmatch(key):
+        raise InvalidName(
+            f"metadata key {key[:80]!r} is invalid: use 1-64 characters from A-Z, a-z, 0-9 and "
+            "'_', not starting with a digit")
+    return key
+
+
+def check_count(kind: str, count: int, most: int) -> None:
+    if count == 0:
+        raise InvalidArgument(f"request has no {kind}; send 1 to {most}")
+    if count > most:
+        raise InvalidArgument(f"request has {count} {kind}; the limit is {most}")
+
+
+def check_ids(ids: Sequence[str]) -> list[str]:
+    check_count("ids", len(ids), MAX_IDS)
+    return [check_external_id(i) for i in ids]
+
+
+def check_description(description: str) -> str:
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidArgument(f"description is longer than {MAX_DESCRIPTION} characters")
+    return description
+
+
+def check_metadata(metadata: Mapping[str, Scalar | None]) -> dict[str, Scalar]:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidArgument(f"metadata has {len(metadata)} entries; at most "
+                              f"{MAX_METADATA_ENTRIES}")
+    checked: dict[str, Scalar] = {}
+    for key, value in metadata.items():
+        check_metadata_key(key)
+        if value is None:
+            raise InvalidArgument(f"metadata {key!r} has no value: set one of string_value, "
+                                  "int_value, double_value or bool_value")
+        if isinstance(value, str) and len(value) > MAX_METADATA_STRING:
+            raise InvalidArgument(f"metadata {key!r} is longer than {MAX_METADATA_STRING} "
+                                  "characters")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"metadata {key!r} is {value}; numbers must be finite")
+        checked[key] = value
+    return checked
+
+
+def check_similarity(value: float) -> float:
+    if not -1.0 <= value <= 1.0:  # NaN fails too
+        raise InvalidArgument(f"min_similarity must be in [-1, 1]; got {value}")
+    return value
+
+
+def check_top_k(top_k: int) -> int:
+    """0 means 10."""
+    if not 0 <= top_k <= MAX_TOP_K:
+        raise InvalidArgument(f"top_k must be 0 to {MAX_TOP_K}; got {top_k}")
+    return top_k or 10
+
+
+def check_bounded(name: str, value: int, low: int, high: int, default: int) -> int:
+    """A limit where 0 means the default."""
+    if value and not low <= value <= high:
+        raise InvalidArgument(f"{name} must be {low} to {high}; got {value}")
+    return value or default
+
+
+def check_filter_value(value: Scalar) -> Scalar:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidFilter("filter values must be finite numbers")
+    if isinstance(value, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidFilter("filter strings must not contain control characters")
+    return value
+
+
+def check_conditions(conditions: Sequence[Condition]) -> tuple[Condition, ...]:
+    """Conditions that any store can evaluate: valid keys, the right number of values for
+    their operator, ranges on numbers only."""
+    if len(conditions) > MAX_CONDITIONS:
+        raise InvalidFilter(f"at most {MAX_CONDITIONS} conditions per filter")
+    for condition in conditions:
+        _check_condition(condition)
+    return tuple(conditions)
+
+
+def _check_condition(condition: Condition) -> None:
+    check_metadata_key(condition.key)
+    values, name = condition.values, condition.key
+    for value in values:
+        check_filter_value(value)
+    if condition.op is Op.EXISTS:
+        if values:
+            raise InvalidFilter(f"condition on {name!r}: 'exists' takes no value")
+    elif condition.op in (Op.IN, Op.NOT_IN):
+        if not values or len(values) > MAX_VALUES:
+            raise InvalidFilter(f"condition on {name!r}: give 1 to {MAX_VALUES} values")
+    elif len(values) != 1:
+        raise InvalidFilter(f"condition on {name!r}: give exactly one value")
+    elif condition.op not in (Op.EQ, Op.NE) and isinstance(values[0], (str, bool)):
+        raise InvalidFilter(f"condition on {name!r}: ranges compare numbers only")
+
+
+def page_size(requested: int, default: int = 100, most: int = MAX_PAGE) -> int:
+    if requested < 0 or requested > most:
+        raise InvalidArgument(f"page_size must be 0 to {most}; got {requested}")
+    return requested or default
+
+
+def encode_token(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+def decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("page_token is invalid; pass next_page_token unchanged") from None
+    if not isinstance(after, str):
+        raise InvalidArgument("page_token is invalid; pass next_page_token unchanged")
+    return after

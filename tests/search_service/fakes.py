@@ -1,0 +1,164 @@
+"""In-memory fakes of the core's own ports (search_service.ports), for fast unit tests of the
+core and the analyses. The integration suite runs the same behaviour on real Milvus."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from search_service.domain import (
+    CollectionRecord,
+    Condition,
+    Embedding,
+    Hit,
+    ModelSpace,
+    Op,
+    Problem,
+    StoredImage,
+    refused,
+)
+from search_service.errors import CollectionExists, CollectionNotFound, EmbedderUnavailable
+
+DIMENSION = 8
+MODEL = ModelSpace("sha256:" + "fa" * 32, DIMENSION, "fake-model")
+
+
+def unit(seed: str) -> np.ndarray:
+    digest = hashlib.sha256(seed.encode()).digest()
+    vector = np.frombuffer(digest[:DIMENSION * 4], dtype=np.uint32).astype(np.float32) - 2 ** 31
+    return vector / np.linalg.norm(vector)
+
+
+def _matches(metadata: dict[str, Any], condition: Condition) -> bool:
+    if condition.op is Op.EXISTS:
+        return condition.key in metadata
+    if condition.key not in metadata:
+        return False
+    value = metadata[condition.key]
+    if condition.op is Op.IN:
+        return value in condition.values
+    if condition.op is Op.NOT_IN:
+        return value not in condition.values
+    target = condition.values[0]
+    compare = {Op.EQ: value == target, Op.NE: value != target}
+    if condition.op in compare:
+        return compare[condition.op]
+    return {Op.LT: value < target, Op.LTE: value <= target, Op.GT: value > target,
+            Op.GTE: value >= target}[condition.op]
+
+
+class FakeStore:
+    """A VectorStore in dicts, with exact (brute-force) cosine search."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, CollectionRecord] = {}
+        self.rows: dict[str, dict[str, StoredImage]] = {}
+        self.calls: list[str] = []
+        self._keys = itertools.count()
+
+    async def create_collection(self, name: str, model: ModelSpace,
+                                description: str) -> CollectionRecord:
+        self.calls.append("create_collection")
+        if name in self.records:
+            raise CollectionExists(f"collection {name!r} already exists")
+        record = CollectionRecord(name, model, description, 1, f"~{next(self._keys)}")
+        self.records[name], self.rows[record.key] = record, {}
+        return record
+
+    async def get_collection(self, name: str) -> CollectionRecord:
+        self.calls.append("get_collection")
+        if name not in self.records:
+            raise CollectionNotFound(f"collection {name!r} does not exist")
+        return self.records[name]
+
+    async def list_collections(self, limit: int, after: str) -> list[CollectionRecord]:
+        return [self.records[n] for n in sorted(self.records) if n > after][:limit]
+
+    async def delete_collection(self, name: str) -> None:
+        record = await self.get_collection(name)
+        del self.records[name], self.rows[record.key]
+
+    async def counts(self, collections: Sequence[CollectionRecord]) -> list[int]:
+        self.calls.append(f"counts:{len(collections)}")
+        return [len(self.rows.get(c.key, {})) for c in collections]
+
+    async def upsert(self, collection: CollectionRecord, ids: Sequence[str],
+                     vectors: np.ndarray, metadata: Sequence[dict[str, Any]]) -> None:
+        self.calls.append("upsert")
+        if self.records.get(collection.name) != collection:
+            raise CollectionNotFound(f"collection {collection.name!r} was deleted")
+        for image_id, vector, meta in zip(ids, vectors, metadata, strict=True):
+            self.rows[collection.key][image_id] = StoredImage(image_id, dict(meta), vector)
+
+    async def get(self, collection: CollectionRecord, ids: Sequence[str],
+                  with_vectors: bool = False) -> list[StoredImage]:
+        rows = self.rows.get(collection.key, {})
+        return [self._out(rows[i], with_vectors) for i in ids if i in rows]
+
+    async def list_images(self, collection: CollectionRecord, limit: int, after: str,
+                          with_vectors: bool = False) -> list[StoredImage]:
+        rows = self.rows.get(collection.key, {})
+        return [self._out(rows[i], with_vectors) for i in sorted(rows) if i > after][:limit]
+
+    async def delete(self, collection: CollectionRecord, ids: Sequence[str]) -> None:
+        for image_id in ids:
+            self.rows.get(collection.key, {}).pop(image_id, None)
+
+    async def search(self, collection: CollectionRecord, queries: np.ndarray, top_k: int,
+                     conditions: tuple[Condition, ...] = (),
+                     min_similarity: float = -1.0) -> list[list[Hit]]:
+        self.calls.append(f"search:{len(queries)}")
+        rows = [r for r in self.rows.get(collection.key, {}).values()
+                if all(_matches(r.metadata, c) for c in conditions)]
+        out = []
+        for query in queries:
+            scored = sorted(((float(np.dot(query, r.vector)), r) for r in rows  # type: ignore[arg-type]
+                             ), key=lambda pair: (-pair[0], pair[1].external_id))
+            out.append([Hit(r.external_id, s, r.metadata) for s, r in scored[:top_k]
+                        if s >= min_similarity])
+        return out
+
+    async def check(self) -> None:
+        return None
+
+    async def sweep(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+    @staticmethod
+    def _out(row: StoredImage, with_vectors: bool) -> StoredImage:
+        return row if with_vectors else StoredImage(row.external_id, row.metadata)
+
+
+class FakeEmbedder:
+    """Bytes and texts to deterministic unit vectors; b"bad..." is refused as not an image."""
+
+    def __init__(self, model: ModelSpace = MODEL) -> None:
+        self.serving = model
+        self.calls: list[tuple[str, int]] = []
+        self.down = False
+
+    async def model(self, remaining: float | None = None) -> ModelSpace:
+        if self.down:
+            raise EmbedderUnavailable("the embedder is unavailable (UNAVAILABLE); retry shortly")
+        return self.serving
+
+    async def embed_images(self, images: Sequence[bytes], remaining: float | None = None
+                           ) -> tuple[str, list[Embedding]]:
+        await self.model()
+        self.calls.append(("images", len(images)))
+        return self.serving.fingerprint, [
+            refused("bytes are not an image", Problem.INVALID_ARGUMENT)
+            if data.startswith(b"bad") else unit(data.hex()) for data in images]
+
+    async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
+                          ) -> tuple[str, list[Embedding]]:
+        await self.model()
+        self.calls.append(("texts", len(texts)))
+        return self.serving.fingerprint, [unit("text:" + t) for t in texts]
