@@ -40,7 +40,7 @@ async def test_a_collection_records_the_model_it_was_made_with(parts):
 
 
 async def test_bad_items_fail_alone_and_the_rest_are_stored(parts):
-    app, store, _ = parts
+    app, _, _ = parts
     await app.create_collection("c", "")
     outcomes = await app.add_images("c", [
         NewImage("ok", b"pixels", {}), NewImage("bad/id", b"pixels", {}),

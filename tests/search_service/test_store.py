@@ -226,3 +226,55 @@ def test_concurrent_writes_survive_a_crash_of_the_process(milvus_backend):
         assert store.count(store.get_collection("crash")) == 1200
     finally:
         store.close()
+
+
+SEED = 20000
+FIRST_USES_AT_ONCE = f"SEED = {SEED}" + """
+import sys, threading
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from search_service.adapters.milvus.vector_store import open_store
+from search_service.domain import ModelSpace
+store = open_store(sys.argv[1])
+model = ModelSpace("sha256:" + "ab" * 32, 8, "test-model")
+vectors = np.eye(8, dtype=np.float32)[np.arange(1000) % 8]
+if sys.argv[2] == "seed":  # a log long enough that opening the collection takes a while
+    record = store.create_collection("reopened", model)
+    for batch in range(SEED // 1000):
+        ids = [f"seed-{batch}-{i}" for i in range(1000)]
+        store.upsert(record, ids, vectors, [{"pad": "x" * 100}] * 1000)
+elif sys.argv[2] == "count":
+    print(store.count(store.get_collection("reopened")))
+else:
+    record = store.get_collection("reopened")
+    start = threading.Barrier(16)
+    def write(batch):
+        start.wait()  # every thread's first call on the collection at the same moment
+        ids = [f"{sys.argv[2]}-{batch}-{i}" for i in range(10)]
+        store.upsert(record, ids, vectors[:10], [{}] * 10)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(write, range(16)))
+store.close()
+"""
+
+
+def test_first_uses_of_a_reopened_lite_collection_at_once_lose_no_write(milvus_backend):
+    """Lite opened a collection once per racing first use: the writes of the extra instances
+    were acknowledged and lost. (Each step is a process of its own: Lite holds its file.)"""
+    if milvus_backend.server is not None:
+        pytest.skip("a Lite file opened by the service itself")
+    import subprocess
+    import sys
+
+    uri = milvus_backend.new_uri()
+
+    def step(what: str) -> str:
+        done = subprocess.run([sys.executable, "-c", FIRST_USES_AT_ONCE, uri, what],
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    step("seed")
+    for round_ in range(3):
+        step(f"round{round_}")
+    assert step("count") == str(SEED + 3 * 16 * 10)

@@ -19,6 +19,7 @@ from search_service.adapters.milvus.config import (
     ServerTraits,
     check_server_version,
     is_lite,
+    open_one_at_a_time,
 )
 from search_service.adapters.milvus.store import COLLECTION_NOT_LOADED, MilvusStore
 from search_service.domain import CollectionRecord, Condition, Hit, ModelSpace, StoredImage
@@ -35,6 +36,7 @@ def open_store(uri: str, token: str = "", index: IndexConfig | None = None,
     traits = ServerTraits()
     if is_lite(uri):
         client = SerialWrites(client)
+        open_one_at_a_time(client)
     else:
         version = client.get_server_version(timeout=timeout_s)
         check_server_version(version)
