@@ -82,6 +82,7 @@ protos-check: protos
 lint: $(TESTENV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # hadolint, kubernetes-validate and checkov, from their own virtualenv (.venv-deploy).
 deploy-check:

@@ -96,6 +96,15 @@ class EmbedderServer:
         assert self._started, "server not started"
         return self._host.port
 
+    @property
+    def listening(self) -> bool:
+        """True once the port is open (the model may still be loading)."""
+        return self._started
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._host.metrics_port
+
     async def start(self) -> int:
         """Opens the port (NOT_SERVING), loads the model, then reports SERVING."""
         port = await self._host.start(self.settings.port)

@@ -58,6 +58,11 @@ class ServiceHost:
                                                         registry=self._registry)
         return self.port
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The /metrics endpoint's port (the one picked when metrics_port is 0); None: off."""
+        return None if self._metrics_server is None else int(self._metrics_server.server_port)
+
     async def set_serving(self, serving: bool) -> None:
         await grpc_server.set_serving(self._health, [self._service.full_name], serving)
 

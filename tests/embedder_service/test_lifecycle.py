@@ -46,7 +46,7 @@ async def test_health_is_not_serving_while_loading_then_serving_but_alive_throug
     monkeypatch.setattr(server_module, "load_embedder", slow_load)
     server = EmbedderServer(embedder_settings())
     starting = asyncio.create_task(server.start())
-    while server._running is None:  # noqa: ASYNC110 (the port opens inside start())
+    while not server.listening:  # noqa: ASYNC110 (the port opens inside start())
         await asyncio.sleep(0.01)
     assert await _health(server.port) == health_pb2.HealthCheckResponse.NOT_SERVING
     assert await _health(server.port, "") == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -273,7 +273,7 @@ async def test_metrics_endpoint_exports_rpc_and_batch_metrics(photos):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         await embedder_pb2_grpc.EmbedderServiceStub(channel).EmbedImages(
             pb.EmbedImagesRequest(images=[pb.ImageInput(data=encode(photos["coffee"]))]))
-    url = f"http://127.0.0.1:{server._metrics_server.server_port}/metrics"
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
     body = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
     await server.stop(grace=1)
     assert ('grpc_server_handled_total{code="OK",method="/imagesearch.embedder.v1.'

@@ -204,7 +204,7 @@ async def test_errors_carry_the_right_codes(search):
 async def test_collection_of_another_model_is_refused(search):
     server, stub = search
     other = ModelSpace("sha256:" + "0" * 64, 64, "some-other-model")
-    server._store.create_collection("foreign", other)
+    await server._store.create_collection("foreign", other, "")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await add(stub, "foreign", scene_images(1, seed=3))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
