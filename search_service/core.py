@@ -43,6 +43,9 @@ class SearchCore:
         # instance ever writes into a collection another one has just deleted.
         self._records: dict[str, tuple[float, CollectionRecord]] = {}
         self._record_ttl = record_ttl_s
+        # Bumped by every create and delete of a name here: a read that began before one
+        # must not put the record it fetched back into the cache after it.
+        self._generations: dict[str, int] = {}
 
     async def close(self) -> None:
         await self.store.close()
@@ -53,9 +56,15 @@ class SearchCore:
         now = time.monotonic()
         if cached is not None and now - cached[0] < self._record_ttl:
             return cached[1]
+        generation = self._generations.get(name, 0)
         record = await self._fresh(name)
-        self._records[name] = (now, record)
+        if self._generations.get(name, 0) == generation:
+            self._records[name] = (now, record)
         return record
+
+    def _forget(self, name: str) -> None:
+        self._generations[name] = self._generations.get(name, 0) + 1
+        self._records.pop(name, None)
 
     async def _fresh(self, name: str) -> CollectionRecord:
         """The record read from the store now (writes always use this)."""
@@ -68,7 +77,10 @@ class SearchCore:
         check.check_collection_name(name)
         check.check_description(description)
         model = await self._embedder.model(remaining)
-        return Collection(await self.store.create_collection(name, model, description), 0)
+        self._forget(name)
+        made = await self.store.create_collection(name, model, description)
+        self._forget(name)  # reads that began during the creation saw the old state
+        return Collection(made, 0)
 
     async def get_collection(self, name: str) -> Collection:
         record = await self._fresh(name)
@@ -78,19 +90,28 @@ class SearchCore:
     async def list_collections(self, size: int, token: str,
                                visible: Callable[[str], bool] = lambda name: True,
                                ) -> tuple[list[Collection], str]:
-        """A page of collections; those `visible` refuses are skipped (the page may come out
-        short, the token still moves past them)."""
+        """A page of the collections `visible` allows. The store is read on past the others
+        until the page is full, and the token names only a shown collection, so neither the
+        page sizes nor the tokens tell a caller anything about collections it may not see."""
         limit, after = check.page_size(size), check.decode_token(token)
-        records = await self.store.list_collections(limit, after)
-        shown = [r for r in records if visible(r.name)]
+        shown: list[CollectionRecord] = []
+        while len(shown) < limit:
+            records = await self.store.list_collections(limit, after)
+            shown += [r for r in records if visible(r.name)][:limit - len(shown)]
+            if len(records) < limit:
+                break  # the end of the collections
+            after = records[-1].name
         counts = await self.store.counts(shown)
         page = [Collection(r, c) for r, c in zip(shown, counts, strict=True)]
-        return page, check.encode_token(records[-1].name) if len(records) == limit else ""
+        return page, check.encode_token(shown[-1].name) if len(shown) == limit else ""
 
     async def delete_collection(self, name: str) -> None:
         check.check_collection_name(name)
-        self._records.pop(name, None)
-        await self.store.delete_collection(name)
+        self._forget(name)
+        try:
+            await self.store.delete_collection(name)
+        finally:
+            self._forget(name)
 
     # Images ------------------------------------------------------------------------------
 
@@ -134,8 +155,9 @@ class SearchCore:
         return images, check.encode_token(images[-1].external_id) if len(images) == limit else ""
 
     async def scan(self, record: CollectionRecord, limit: int, after: str) -> list[StoredImage]:
-        """A page of the collection's images with their vectors, for whole-collection work."""
-        return await self.store.list_images(record, limit, after, True)
+        """A page of the collection's ids and vectors (no metadata), for whole-collection
+        work."""
+        return await self.store.list_images(record, limit, after, True, False)
 
     async def delete_images(self, name: str, ids: Sequence[str]) -> None:
         wanted = check.check_ids(ids)
@@ -220,10 +242,16 @@ def _raw_vector(vector: np.ndarray, dimension: int) -> Embedding:
     if vector.shape != (dimension,):
         return refused(f"vector has {vector.size} values; the collection's dimension is "
                        f"{dimension}")
-    norm = float(np.linalg.norm(vector))
-    if not np.isfinite(norm) or norm == 0:
+    if not np.all(np.isfinite(vector)):
         return refused("vector must be finite and non-zero")
-    normalised: np.ndarray = vector / norm
+    # Scaled by its largest value first, in float64: the norm of [3e38, 0, ...] overflows
+    # float32 and that of [1e-30, ...] underflows, though both have a direction.
+    wide = vector.astype(np.float64)
+    peak = float(np.max(np.abs(wide)))
+    if peak == 0:
+        return refused("vector must be finite and non-zero")
+    wide /= peak
+    normalised: np.ndarray = (wide / np.linalg.norm(wide)).astype(np.float32)
     return normalised
 
 

@@ -3,10 +3,13 @@ The same behaviour runs against real Milvus and the real embedder in the e2e sui
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
 from imagesearch.errors import InvalidArgument, NotFound
+from search_service import validation as check
 from search_service.application import SearchApp
 from search_service.core import SearchCore
 from search_service.domain import Condition, ModelSpace, NewImage, Op, Problem, Query
@@ -102,14 +105,34 @@ async def test_a_collection_of_another_model_is_never_written_or_searched(parts)
 
 async def test_listing_counts_the_whole_page_in_one_call_and_hides_what_it_must(parts):
     app, store, _ = parts
-    for name in ("a1", "a2", "b1", "b2", "b3"):
+    for name in ("a1", "a2", "b1", "b2", "b3", "c1", "c2", "c3", "c4"):
         await app.create_collection(name, "")
     store.calls.clear()
-    page, token = await app.list_collections(4, "", visible=lambda n: n.startswith("b"))
-    assert [c.record.name for c in page] == ["b1", "b2"] and token
+    page, token = await app.list_collections(2, "", visible=lambda n: n.startswith("b"))
+    assert [c.record.name for c in page] == ["b1", "b2"]
     assert store.calls == ["counts:2"]
-    page, token = await app.list_collections(4, token, visible=lambda n: n.startswith("b"))
+    page, token = await app.list_collections(2, token, visible=lambda n: n.startswith("b"))
     assert [c.record.name for c in page] == ["b3"] and token == ""
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 10])
+async def test_page_tokens_and_sizes_reveal_nothing_of_hidden_collections(parts, size):
+    """Found from outside: pages came back short and their tokens named hidden collections."""
+    app, _, _ = parts
+    hidden = ["aaa-hidden", "lab", "secret", "zzz-hidden"]
+    for name in [*hidden, "shop-eu", "shop-us"]:
+        await app.create_collection(name, "")
+    shown, token, pages = [], "", 0
+    while True:
+        page, token = await app.list_collections(size, token, lambda n: n.startswith("shop"))
+        shown += [c.record.name for c in page]
+        pages += 1
+        if not token:
+            break
+        assert check.decode_token(token) in ("shop-eu", "shop-us")
+        assert len(page) == size
+    assert shown == ["shop-eu", "shop-us"]
+    assert pages == (2 + size - 1) // size + (2 % size == 0)
 
 
 async def test_duplicates_leave_the_query_image_out_and_unknown_ids_are_not_found(parts):
@@ -177,3 +200,43 @@ async def test_an_unavailable_embedder_fails_the_call_and_stores_nothing(parts):
     with pytest.raises(EmbedderUnavailable):
         await app.add_images("c", images("a"))
     assert "upsert" not in store.calls
+
+
+async def test_a_read_in_flight_during_a_delete_cannot_cache_the_old_collection(parts):
+    """Found from outside: a search begun before DeleteCollection put the old record back into
+    the cache, so searches of the collection created again missed its images for 2 s."""
+    app, store, _ = parts
+    await app.create_collection("race", "")
+    started, release = asyncio.Event(), asyncio.Event()
+    real_get = store.get_collection
+
+    async def slow_get(name):
+        record = await real_get(name)
+        started.set()
+        await release.wait()
+        return record
+
+    store.get_collection = slow_get
+    reading = asyncio.ensure_future(app.core.collection("race"))
+    await started.wait()
+    store.get_collection = real_get
+    await app.delete_collection("race")
+    await app.create_collection("race", "")
+    await app.add_images("race", images("new"))
+    release.set()
+    await reading
+    (result,) = await app.search("race", [Query(image_id="new")], 1, -1.0, [])
+    assert result.outcome.ok and result.hits[0].external_id == "new"
+
+
+@pytest.mark.parametrize("values", [[3e38] + [0.0] * 7, [1e-30] * 8, [-2.0] * 8])
+async def test_any_finite_non_zero_vector_is_normalised(parts, values):
+    """Found from outside: the float32 norm overflowed or underflowed and valid vectors were
+    refused."""
+    app, _, _ = parts
+    await app.create_collection("c", "")
+    await app.add_images("c", images("a"))
+    (result,) = await app.search("c", [Query(vector=np.asarray(values, dtype=np.float32))], 1,
+                                 -1.0, [])
+    assert result.outcome.ok, result.outcome.message
+    assert len(result.hits) == 1
