@@ -52,7 +52,8 @@ class VectorStore(Protocol):
                   with_vectors: bool = False) -> list[StoredImage]: ...
 
     async def list_images(self, collection: CollectionRecord, limit: int, after: str,
-                          with_vectors: bool = False) -> list[StoredImage]:
+                          with_vectors: bool = False,
+                          with_metadata: bool = True) -> list[StoredImage]:
         """Images after the id `after`, in a stable order."""
 
     async def delete(self, collection: CollectionRecord, ids: Sequence[str]) -> None: ...

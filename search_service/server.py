@@ -58,8 +58,9 @@ class SearchServer:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self._holder = AppHolder()
-        self._host = host.ServiceHost(settings, SERVICE, SearchServicer(self._holder),
-                                      self.registry)
+        self._host = host.ServiceHost(
+            settings, SERVICE, SearchServicer(self._holder, settings.max_message_bytes),
+            self.registry)
         self._channel: grpc.aio.Channel | None = None
         self._embedder: GrpcEmbedder | None = None
         self._store: MilvusVectorStore | None = None
@@ -75,7 +76,7 @@ class SearchServer:
                                          s.embedder_keepalive_s, s.embedder_keepalive_timeout_s,
                                          self._client_tls())
         self._embedder = GrpcEmbedder(self._channel, s.embedder_timeout_s,
-                                      s.embedder_credentials())
+                                      s.embedder_credentials(), s.max_message_bytes)
         await self._host.start(s.port, milvus="lite" if is_lite(s.milvus_uri) else "server")
         try:
             # A misconfiguration (bad URI, refused version, wrong credentials) fails start-up.

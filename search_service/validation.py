@@ -33,6 +33,8 @@ MAX_QUERIES = 64
 MAX_TOP_K = 1000
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_STRING = 4096
+# Per image, as JSON: a page of 1000 images (or 1000 hits) stays far below message limits.
+MAX_METADATA_BYTES = 16 * 1024
 MAX_DESCRIPTION = 1024
 MAX_CONDITIONS = 32
 MAX_VALUES = 256
@@ -98,6 +100,10 @@ def check_metadata(metadata: Mapping[str, Scalar | None]) -> dict[str, Scalar]:
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidArgument(f"metadata {key!r} is {value}; numbers must be finite")
         checked[key] = value
+    size = len(json.dumps(checked, ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidArgument(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} "
+                              "per image")
     return checked
 
 
@@ -124,8 +130,9 @@ def check_bounded(name: str, value: int, low: int, high: int, default: int) -> i
 def check_filter_value(value: Scalar) -> Scalar:
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidFilter("filter values must be finite numbers")
-    if isinstance(value, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise InvalidFilter("filter strings must not contain control characters")
+    if isinstance(value, str) and (any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+                                   or not _encodable(value)):
+        raise InvalidFilter("filter strings must be valid text without control characters")
     return value
 
 
@@ -173,6 +180,17 @@ def decode_token(token: str) -> str:
         after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
     except (ValueError, KeyError, TypeError):
         raise InvalidArgument("page_token is invalid; pass next_page_token unchanged") from None
-    if not isinstance(after, str):
+    if (not isinstance(after, str) or not _encodable(after)
+            or any(unicodedata.category(c) == "Cc" for c in after)):
         raise InvalidArgument("page_token is invalid; pass next_page_token unchanged")
     return after
+
+
+def _encodable(text: str) -> bool:
+    """Valid Unicode text (no lone surrogates, which JSON and Python strings allow and UTF-8,
+    protobuf and Milvus do not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -4,9 +4,12 @@ the application, convert the response. Errors become statuses in the error inter
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from imagesearch.errors import ResourceExhausted
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.serving.auth import Level
 from search_service.application import SearchApp
@@ -15,6 +18,8 @@ from search_service.ingest import IngestItem
 from search_service.transports import convert as out
 from search_service.transports.access import may_read, require, requires
 from search_service.transports.convert import condition_in, new_image_in, query_in
+
+M = TypeVar("M", bound=Message)
 
 
 def _remaining(context: grpc.aio.ServicerContext) -> float | None:
@@ -35,8 +40,19 @@ class AppHolder:
 
 
 class SearchServicer:
-    def __init__(self, app: SearchApp | AppHolder) -> None:
+    def __init__(self, app: SearchApp | AppHolder, max_message_bytes: int = 64 << 20) -> None:
         self._holder = app if isinstance(app, AppHolder) else AppHolder(app)
+        self._max_bytes = max_message_bytes
+
+    def _sized(self, response: M) -> M:
+        """The response, or a clear RESOURCE_EXHAUSTED instead of gRPC's own when it would
+        not fit in a message (many hits with large metadata, vectors of a whole page)."""
+        size = response.ByteSize()
+        if size > self._max_bytes:
+            raise ResourceExhausted(
+                f"the answer would be {size} bytes, over the {self._max_bytes}-byte message "
+                "limit: ask for fewer results (top_k, page_size, queries) or no vectors")
+        return response
 
     @property
     def _app(self) -> SearchApp:
@@ -96,16 +112,16 @@ class SearchServicer:
                         context: grpc.aio.ServicerContext) -> pb.GetImagesResponse:
         found, missing = await self._app.get_images(request.collection, list(request.ids),
                                                     request.include_vectors)
-        return pb.GetImagesResponse(images=[out.image_out(i) for i in found],
-                                    missing_ids=missing)
+        return self._sized(pb.GetImagesResponse(images=[out.image_out(i) for i in found],
+                                                missing_ids=missing))
 
     @requires(Level.READ, "collection")
     async def ListImages(self, request: pb.ListImagesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListImagesResponse:
         images, token = await self._app.list_images(request.collection, request.page_size,
                                                     request.page_token)
-        return pb.ListImagesResponse(images=[out.image_out(i) for i in images],
-                                     next_page_token=token)
+        return self._sized(pb.ListImagesResponse(images=[out.image_out(i) for i in images],
+                                                 next_page_token=token))
 
     @requires(Level.WRITE, "collection")
     async def DeleteImages(self, request: pb.DeleteImagesRequest,
@@ -120,7 +136,7 @@ class SearchServicer:
         results = await self._app.search(
             request.collection, [query_in(q) for q in request.queries], request.top_k, minimum,
             [condition_in(c) for c in request.filter], _remaining(context))
-        return pb.SearchResponse(results=[out.result_out(r) for r in results])
+        return self._sized(pb.SearchResponse(results=[out.result_out(r) for r in results]))
 
     @requires(Level.READ, "collection")
     async def FindDuplicates(self, request: pb.FindDuplicatesRequest,
@@ -128,7 +144,7 @@ class SearchServicer:
         hits = await self._app.find_duplicates(
             request.collection, query_in(request.query), request.min_similarity,
             request.max_results, _remaining(context))
-        return pb.FindDuplicatesResponse(duplicates=[out.hit_out(h) for h in hits])
+        return self._sized(pb.FindDuplicatesResponse(duplicates=[out.hit_out(h) for h in hits]))
 
     @requires(Level.READ, "collection")
     async def FindDuplicateGroups(
@@ -136,8 +152,8 @@ class SearchServicer:
     ) -> pb.FindDuplicateGroupsResponse:
         groups, scanned = await self._app.duplicate_groups(
             request.collection, request.min_similarity, request.neighbours)
-        return pb.FindDuplicateGroupsResponse(images_scanned=scanned, groups=[
-            pb.DuplicateGroup(ids=g.ids, min_similarity=g.min_similarity) for g in groups])
+        return self._sized(pb.FindDuplicateGroupsResponse(images_scanned=scanned, groups=[
+            pb.DuplicateGroup(ids=g.ids, min_similarity=g.min_similarity) for g in groups]))
 
     @requires(Level.READ, "collection")
     async def Classify(self, request: pb.ClassifyRequest,

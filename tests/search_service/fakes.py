@@ -100,7 +100,8 @@ class FakeStore:
         return [self._out(rows[i], with_vectors) for i in ids if i in rows]
 
     async def list_images(self, collection: CollectionRecord, limit: int, after: str,
-                          with_vectors: bool = False) -> list[StoredImage]:
+                          with_vectors: bool = False,
+                          with_metadata: bool = True) -> list[StoredImage]:
         rows = self.rows.get(collection.key, {})
         return [self._out(rows[i], with_vectors) for i in sorted(rows) if i > after][:limit]
 

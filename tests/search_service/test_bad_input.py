@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from imagesearch.search.v1 import search_pb2 as pb
+from imagesearch.search.v1 import search_pb2_grpc
 from tests.search_fixtures import scene_images
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -108,3 +109,62 @@ async def test_find_duplicates_of_an_unknown_image_id_is_not_found(search, kept)
             collection="kept", query=pb.Query(image_id="never-added")))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert caught.value.details() == "image 'never-added' is not in collection 'kept'"
+
+
+@pytest.mark.parametrize("after", ["\ud800", "a\x00b", "nel\u0085", 7, None])
+@pytest.mark.parametrize("call", ["ListImages", "ListCollections"])
+async def test_a_crafted_page_token_is_invalid_not_internal(search, kept, call, after):
+    """Found from outside: base64('{"after": "\\ud800"}') reached pymilvus and failed INTERNAL."""
+    import base64
+    import json
+
+    _, stub = search
+    token = base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+    request = (pb.ListImagesRequest(collection="kept", page_token=token) if call == "ListImages"
+               else pb.ListCollectionsRequest(page_token=token))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await getattr(stub, call)(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "page_token is invalid; pass next_page_token unchanged"
+
+
+async def test_metadata_is_bounded_per_image_so_pages_and_hits_fit_a_message(search, kept):
+    """Found from outside: 64 entries of 4096 emoji (1 MiB per image) made pages of 100
+    images and searches of top_k 100 unanswerable."""
+    _, stub = search
+    (image,) = scene_images(1, seed=25)
+    fat = {f"k{n}": pb.MetadataValue(string_value="\U0001f680" * 4096) for n in range(64)}
+    response = await stub.AddImages(pb.AddImagesRequest(collection="kept", images=[
+        pb.NewImage(id="fat", data=image[1], metadata=fat)]))
+    (result,) = response.results
+    assert result.code == INVALID
+    assert result.message.endswith("bytes as JSON; at most 16384 per image")
+
+
+async def test_an_answer_over_the_message_limit_says_how_to_ask_for_less(embedder_server,
+                                                                       milvus_backend):
+    from search_service.server import SearchServer
+    from tests.search_fixtures import search_settings
+
+    server = SearchServer(search_settings(milvus_backend.new_uri(), embedder_server.port,
+                                          max_message_bytes=300_000))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="big"))
+            images = scene_images(30, seed=26)
+            await stub.AddImages(pb.AddImagesRequest(collection="big", images=[pb.NewImage(
+                id=i, data=d, metadata={"note": pb.MetadataValue(string_value="x" * 4000)})
+                for i, d, _ in images]))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Search(pb.SearchRequest(collection="big", top_k=30, queries=[
+                    pb.Query(text=f"shape {n}") for n in range(4)]))
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "over the 300000-byte message limit: ask for fewer results" in (
+                caught.value.details())
+            small = await stub.Search(pb.SearchRequest(collection="big", top_k=5, queries=[
+                pb.Query(text="a red circle")]))
+            assert len(small.results[0].hits) == 5
+    finally:
+        await server.stop(grace=0)

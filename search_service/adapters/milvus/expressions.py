@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from search_service.domain import Condition, Op, Scalar
 from search_service.errors import InvalidFilter
-from search_service.validation import check_conditions, check_metadata_key
+from search_service.validation import check_conditions, check_filter_value, check_metadata_key
 
 METADATA_FIELD = "metadata"
 COLLECTION_FIELD = "collection"
@@ -32,8 +32,7 @@ def literal(value: Scalar) -> str:
         if not math.isfinite(value):
             raise InvalidFilter("filter values must be finite numbers")
         return repr(value)
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise InvalidFilter("filter strings must not contain control characters")
+    check_filter_value(value)
     return json.dumps(value, ensure_ascii=False)
 
 

@@ -176,9 +176,11 @@ class MilvusStore:
         return [found[eid] for eid in external_ids if eid in found]
 
     def list_images(self, collection: CollectionRecord, limit: int,
-                    after_external_id: str = "", with_vectors: bool = False) -> list[StoredImage]:
+                    after_external_id: str = "", with_vectors: bool = False,
+                    with_metadata: bool = True) -> list[StoredImage]:
         cursor = literal(_pk(collection, after_external_id))
-        fields = ["external_id", METADATA_FIELD] + ([VECTOR_FIELD] if with_vectors else [])
+        fields = (["external_id"] + ([METADATA_FIELD] if with_metadata else [])
+                  + ([VECTOR_FIELD] if with_vectors else []))
         name = self._vectors(collection)
         self._catch_up(name)
         rows = self._client.query(
@@ -283,5 +285,5 @@ class MilvusStore:
 
 def _image(row: dict[str, Any]) -> StoredImage:
     vector = row.get(VECTOR_FIELD)
-    return StoredImage(row["external_id"], row[METADATA_FIELD],
+    return StoredImage(row["external_id"], row.get(METADATA_FIELD, {}),
                        None if vector is None else np.asarray(vector, dtype=np.float32))

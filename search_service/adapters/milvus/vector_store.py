@@ -35,7 +35,7 @@ def open_store(uri: str, token: str = "", index: IndexConfig | None = None,
     client: Any = MilvusClient(uri, token=token)
     traits = ServerTraits()
     if is_lite(uri):
-        client = SerialWrites(client)
+        client = SerialWrites(client, uri)
         open_one_at_a_time(client)
     else:
         version = client.get_server_version(timeout=timeout_s)
@@ -119,8 +119,10 @@ class MilvusVectorStore:
         return await self._run(self._store.get, collection, ids, with_vectors)
 
     async def list_images(self, collection: CollectionRecord, limit: int, after: str,
-                          with_vectors: bool = False) -> list[StoredImage]:
-        return await self._run(self._store.list_images, collection, limit, after, with_vectors)
+                          with_vectors: bool = False,
+                          with_metadata: bool = True) -> list[StoredImage]:
+        return await self._run(self._store.list_images, collection, limit, after, with_vectors,
+                               with_metadata)
 
     async def delete(self, collection: CollectionRecord, ids: Sequence[str]) -> None:
         await self._run(self._store.delete, collection, ids)
