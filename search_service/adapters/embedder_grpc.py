@@ -2,8 +2,9 @@
 (imagesearch.channels: round_robin, health-checked, retried on UNAVAILABLE, keepalive).
 
 - A deadline on every call: the configured timeout, cut to the caller's remaining deadline.
-- Requests are split to the embedder's own limit of items per request (from GetModelInfo),
-  so an embedder configured with a lower limit than the search API's still serves its batches.
+- Requests are split to the embedder's own limits of items and bytes per request (from
+  GetModelInfo), so an embedder configured with lower limits than the search API's still
+  serves its batches, and a batch of large photos never exceeds a message limit.
 - Every status the embedder may answer is translated into the domain's errors; per-item
   refusals become Outcomes with the item's Problem.
 """
@@ -43,19 +44,26 @@ def embedder_channel(target: str, max_message_bytes: int, keepalive_s: float,
 class GrpcEmbedder:
     """Implements search_service.ports.Embedder."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, token: str = "") -> None:
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, token: str = "",
+                 max_message_bytes: int = 64 << 20) -> None:
         self._stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         self._timeout = timeout_s
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._max_items = DEFAULT_MAX_ITEMS
+        # Our channel's limit, until the embedder's own (if lower) is known.
+        self._channel_bytes = max_message_bytes
+        self._max_bytes = max_message_bytes
 
     def _deadline(self, remaining: float | None) -> float:
         return self._timeout if remaining is None else max(0.001, min(self._timeout, remaining))
 
     async def model(self, remaining: float | None = None) -> ModelSpace:
         info = await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), remaining)
-        if info.model.limits.max_items_per_request > 0:
-            self._max_items = info.model.limits.max_items_per_request
+        limits = info.model.limits
+        if limits.max_items_per_request > 0:
+            self._max_items = limits.max_items_per_request
+        if limits.max_message_bytes > 0:
+            self._max_bytes = min(self._channel_bytes, limits.max_message_bytes)
         return ModelSpace(info.model.fingerprint, info.model.embedding_dim,
                           info.model.model_name)
 
@@ -81,17 +89,41 @@ class GrpcEmbedder:
     async def _embed_chunks(self, method: Any, build: Callable[[Sequence[Any]], Any],
                             items: Sequence[Any], remaining: float | None,
                             ) -> tuple[str, list[Embedding]]:
-        if not items:
-            return (await self.model(remaining)).fingerprint, []
-        step = self._max_items
+        chunks, too_large = self._chunks(items)
+        if not chunks:
+            fingerprint = (await self.model(remaining)).fingerprint
+            return fingerprint, [too_large[i] for i in range(len(items))]
         responses = await asyncio.gather(*(
-            self._call(method, build(items[start:start + step]), remaining)
-            for start in range(0, len(items), step)))
+            self._call(method, build([items[i] for i in chunk]), remaining) for chunk in chunks))
         fingerprints = {r.model_fingerprint for r in responses}
         if len(fingerprints) > 1:  # replicas mid-rollout answered with two models
             raise EmbedderUnavailable("the embedder's replicas serve different models right "
                                       "now (a rollout?); retry shortly")
-        return fingerprints.pop(), [_embedded(item) for r in responses for item in r.results]
+        out: dict[int, Embedding] = dict(too_large)
+        for chunk, response in zip(chunks, responses, strict=True):
+            out.update(zip(chunk, (_embedded(r) for r in response.results), strict=True))
+        return fingerprints.pop(), [out[i] for i in range(len(items))]
+
+    def _chunks(self, items: Sequence[Any]) -> tuple[list[list[int]], dict[int, Embedding]]:
+        """Item indices grouped into requests within the embedder's limits, and the items no
+        request can carry."""
+        budget = int(self._max_bytes * 0.9) - 4096  # protobuf framing and headers
+        chunks: list[list[int]] = []
+        too_large: dict[int, Embedding] = {}
+        size = 0
+        for index, item in enumerate(items):
+            length = len(item) if isinstance(item, bytes) else len(item.encode()) + 16
+            if length + 16 > budget:
+                too_large[index] = Outcome(Problem.RESOURCE_EXHAUSTED, (
+                    f"image is {length} bytes; the embedder accepts at most "
+                    f"{self._max_bytes} bytes per request"))
+                continue
+            if not chunks or len(chunks[-1]) >= self._max_items or size + length + 16 > budget:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(index)
+            size += length + 16
+        return chunks, too_large
 
     async def _call(self, method: Any, request: Any, remaining: float | None) -> Any:
         try:

@@ -83,3 +83,38 @@ async def test_batches_are_split_to_the_embedders_own_limit(milvus_backend, tmp_
     finally:
         await server.stop(grace=0)
         await embedder.stop(grace=0)
+
+
+def noise_png(seed: int, side: int = 320) -> bytes:
+    from PIL import Image
+
+    from tests.conftest import encode
+    pixels = np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels))
+
+
+async def test_large_photos_are_split_to_the_embedders_message_limit(milvus_backend):
+    """Found from outside: 64 photos of 2 MB in one ingest batch made one 128 MB embedder
+    request, and the whole stream failed RESOURCE_EXHAUSTED."""
+    photos = [noise_png(seed) for seed in range(12)]  # ~300 KB each
+    limit = 1 << 20
+    embedder = EmbedderServer(embedder_settings(max_message_bytes=limit))
+    await embedder.start()
+    server = SearchServer(search_settings(milvus_backend.new_uri(), embedder.port))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="photos"))
+            requests = [pb.IngestImagesRequest(collection="photos", image=pb.NewImage(
+                id=f"p{n}", data=data)) for n, data in enumerate(photos)]
+            huge = pb.IngestImagesRequest(collection="photos", image=pb.NewImage(
+                id="huge", data=noise_png(99, side=700)))  # alone above the embedder's limit
+            acks = [ack async for ack in stub.IngestImages(iter([*requests, huge]))]
+            assert [(a.id, a.status.code) for a in acks[:-1]] == [(f"p{n}", 0)
+                                                                  for n in range(12)]
+            assert acks[-1].status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+            assert "the embedder accepts at most 1048576 bytes" in acks[-1].status.message
+    finally:
+        await server.stop(grace=0)
+        await embedder.stop(grace=0)
