@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pymilvus import MilvusClient
 
@@ -100,10 +101,15 @@ class SerialWrites:
     """
 
     _WRITES = frozenset({"insert", "upsert", "delete"})
+    # One lock per file: every client of one Lite file in this process talks to the same
+    # in-process Lite server (pymilvus keeps one per path).
+    _locks: ClassVar[dict[str, threading.Lock]] = {}
+    _locks_lock = threading.Lock()
 
-    def __init__(self, client: MilvusClient) -> None:
+    def __init__(self, client: MilvusClient, path: str) -> None:
         self._client = client
-        self._lock = threading.Lock()
+        with self._locks_lock:
+            self._lock = self._locks.setdefault(os.path.abspath(path), threading.Lock())
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
