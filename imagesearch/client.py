@@ -12,9 +12,7 @@ an id replaces it, so resending is safe).
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +22,20 @@ from typing import Any
 import grpc
 
 from imagesearch.channels import ChannelConfig, ClientTls, create_channel
+from imagesearch.ingest_stream import (
+    IngestIncomplete,
+    ItemError,
+    NewItem,
+    Source,
+    Stream,
+    code_name,
+)
 from imagesearch.metadata import Scalar, from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
+
+__all__ = ["Hit", "IngestIncomplete", "ItemError", "NewItem", "SearchClient", "code_name",
+           "parse_condition"]
 
 _OPERATORS = {"=": pb.OPERATOR_EQUAL, "!=": pb.OPERATOR_NOT_EQUAL, "<": pb.OPERATOR_LESS,
               "<=": pb.OPERATOR_LESS_OR_EQUAL, ">": pb.OPERATOR_GREATER,
@@ -36,13 +45,6 @@ class Hit:
     id: str
     similarity: float
     metadata: dict[str, Scalar] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ItemError:
-    id: str
-    code: str
-    message: str
 
 
 def parse_condition(text: str) -> pb.Condition:
@@ -142,9 +144,9 @@ class SearchClient:
         `attempts` streams in a row that acknowledged nothing, raises the last error; the
         images acknowledged until then are stored, the rest may not be.
         """
-        source, failed, barren = _Source(items), [], 0
+        source, failed, barren = Source(items), [], 0
         while True:
-            stream = _Stream(collection, source)
+            stream = Stream(collection, source)
             # No overall deadline: the stream is as long as the caller's iterator.
             call = self._stub.IngestImages(stream.requests(), metadata=self._metadata)
             try:
@@ -167,7 +169,10 @@ class SearchClient:
                 call.cancel()  # a no-op once it ended; else (on_ack raised) it must not linger
             unacknowledged = stream.close()
             if not unacknowledged and source.done:
-                return failed
+                for refusal in source.refused:  # never sent: refused on this side
+                    if on_ack is not None:
+                        on_ack(refusal.id, refusal)
+                return failed + source.refused
             # The server ended the stream without answering every image: send them again.
             source.give_back(unacknowledged)
             barren = 0 if stream.acknowledged else barren + 1
@@ -231,95 +236,3 @@ class SearchClient:
                                      queries=[pb.Query(image=d) for d in images])
         results = self._call("Classify", request).results
         return [[(s.label, s.confidence, s.votes) for s in r.labels] for r in results]
-
-
-NewItem = tuple[str, bytes, Mapping[str, Scalar]]
-
-
-class IngestIncomplete(RuntimeError):
-    """The server kept ending ingest streams with images unacknowledged."""
-
-
-class _Source:
-    """The caller's images, taken once each, plus those handed back to be sent again (first).
-    Taken on gRPC's request thread and handed back on the caller's, under one lock."""
-
-    def __init__(self, items: Iterable[NewItem]) -> None:
-        self.lock = threading.Lock()
-        self._items = iter(items)
-        self._again: deque[NewItem] = deque()
-        self._exhausted = False
-        self._error: BaseException | None = None
-
-    def take(self) -> NewItem | None:
-        """The next image to send, or None when there is none (call under `lock`)."""
-        if self._again:
-            return self._again.popleft()
-        if self._exhausted:
-            return None
-        try:
-            return next(self._items)
-        except StopIteration:
-            self._exhausted = True
-        except BaseException as err:  # the caller's own error, re-raised on its thread
-            self._error, self._exhausted = err, True
-        return None
-
-    def give_back(self, items: Sequence[NewItem]) -> None:
-        with self.lock:
-            self._again.extendleft(reversed(items))
-
-    @property
-    def done(self) -> bool:
-        with self.lock:
-            return self._exhausted and not self._again
-
-    def raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-
-class _Stream:
-    """One IngestImages call: what it sent, in order, and how much of that was acknowledged.
-    Once closed it sends nothing more, so an image is never both resent and still in flight
-    on a dead call."""
-
-    def __init__(self, collection: str, source: _Source) -> None:
-        self._collection = collection
-        self._source = source
-        self._sent: list[NewItem] = []
-        self._closed = False
-        self.acknowledged = 0
-
-    def requests(self) -> Iterator[pb.IngestImagesRequest]:
-        while True:
-            with self._source.lock:
-                item = None if self._closed else self._source.take()
-                if item is None:
-                    return
-                self._sent.append(item)
-            image_id, data, metadata = item
-            yield pb.IngestImagesRequest(collection=self._collection, image=pb.NewImage(
-                id=image_id, data=data, metadata={k: to_value(v) for k, v in metadata.items()}))
-
-    def acknowledge(self, ack: pb.IngestImagesResponse) -> ItemError | None:
-        with self._source.lock:
-            expected = self._sent[ack.index][0] if ack.index < len(self._sent) else None
-        if ack.index != self.acknowledged or ack.id != expected:
-            raise IngestIncomplete(f"acknowledgement {ack.index} ({ack.id!r}) does not match "
-                                   f"image {self.acknowledged} sent ({expected!r})")
-        self.acknowledged += 1
-        if ack.status.code == 0:
-            return None
-        return ItemError(ack.id, code_name(ack.status.code), ack.status.message)
-
-    def close(self) -> list[NewItem]:
-        """Stops sending; returns what was sent and not acknowledged, in order."""
-        with self._source.lock:
-            self._closed = True
-            return self._sent[self.acknowledged:]
-
-
-def code_name(value: int) -> str:
-    """The name of a canonical status code number (3 -> INVALID_ARGUMENT)."""
-    return next((c.name for c in grpc.StatusCode if c.value[0] == value), "UNKNOWN")

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from imagesearch.client import IngestIncomplete, SearchClient, _Source, _Stream
+from imagesearch.client import IngestIncomplete, SearchClient
+from imagesearch.ingest_stream import Source, Stream
 from imagesearch.search.v1 import search_pb2 as pb
 from search_service.server import SearchServer
 from tests.search_fixtures import labels, scene_images, search_settings
@@ -108,14 +109,14 @@ def ack(index: int, image_id: str) -> pb.IngestImagesResponse:
 
 
 def test_a_resumed_stream_resends_unacknowledged_images_first():
-    source = _Source([(f"i{n}", b"x", {}) for n in range(5)])
-    first = _Stream("c", source)
+    source = Source([(f"i{n}", b"x", {}) for n in range(5)])
+    first = Stream("c", source)
     requests = first.requests()
     sent = [next(requests).image.id for _ in range(3)]
     first.acknowledge(ack(0, "i0"))  # then the stream broke
     source.give_back(first.close())
     assert [r.image.id for r in requests] == []  # a dead stream's thread takes nothing more
-    resumed = [r.image.id for r in _Stream("c", source).requests()]
+    resumed = [r.image.id for r in Stream("c", source).requests()]
     assert sent == ["i0", "i1", "i2"]
     assert resumed == ["i1", "i2", "i3", "i4"]
     assert source.done
@@ -124,21 +125,21 @@ def test_a_resumed_stream_resends_unacknowledged_images_first():
 def test_a_retry_that_fails_before_sending_loses_nothing():
     """On main, a retry that failed while the server was still down dropped the images it was
     about to resend: they lived only in the dead generator."""
-    source = _Source([(f"i{n}", b"x", {}) for n in range(4)])
-    first = _Stream("c", source)
+    source = Source([(f"i{n}", b"x", {}) for n in range(4)])
+    first = Stream("c", source)
     requests = first.requests()
     next(requests), next(requests)
     source.give_back(first.close())
-    second = _Stream("c", source)
+    second = Stream("c", source)
     next(second.requests())  # i0 taken; the call fails before an acknowledgement
     source.give_back(second.close())
-    source.give_back(_Stream("c", source).close())  # a third that never sent anything
-    assert [r.image.id for r in _Stream("c", source).requests()] == ["i0", "i1", "i2", "i3"]
+    source.give_back(Stream("c", source).close())  # a third that never sent anything
+    assert [r.image.id for r in Stream("c", source).requests()] == ["i0", "i1", "i2", "i3"]
 
 
 def test_an_acknowledgement_out_of_step_is_an_error_not_a_silent_skip():
-    source = _Source([("a", b"x", {}), ("b", b"x", {})])
-    stream = _Stream("c", source)
+    source = Source([("a", b"x", {}), ("b", b"x", {})])
+    stream = Stream("c", source)
     list(stream.requests())
     with pytest.raises(IngestIncomplete, match=r"acknowledgement 1 \('b'\) does not match"):
         stream.acknowledge(ack(1, "b"))
@@ -150,7 +151,37 @@ def test_the_callers_iterator_error_reaches_the_caller():
         yield "a", b"x", {}
         raise OSError("disk gone")
 
-    source = _Source(items())
-    assert [r.image.id for r in _Stream("c", source).requests()] == ["a"]
+    source = Source(items())
+    assert [r.image.id for r in Stream("c", source).requests()] == ["a"]
     with pytest.raises(OSError, match="disk gone"):
         source.raise_error()
+
+
+def test_an_image_that_cannot_be_sent_is_refused_alone_on_this_side():
+    """Found from outside: a file name in another encoding (a lone surrogate once decoded)
+    ended the whole stream 'UNKNOWN: Exception iterating requests!' with nothing stored."""
+    source = Source([("a", b"x", {}), ("b\udcff", b"x", {}), ("c", b"x", {"k": "\udc80"}),
+                     ("d", b"x", {})])
+    assert [r.image.id for r in Stream("c", source).requests()] == ["a", "d"]
+    assert [(r.id, r.code) for r in source.refused] == [("b\\udcff", "INVALID_ARGUMENT"),
+                                                         ("c", "INVALID_ARGUMENT")]
+    assert "not valid Unicode text" in source.refused[0].message
+
+
+async def test_ingest_reports_unsendable_images_and_stores_the_rest(search):
+    server, _ = search
+    images = scene_images(3, seed=33)
+    items = [("ok-1", images[0][1], {}), ("bad\udcff", images[1][1], {}),
+             ("ok-2", images[2][1], {})]
+    acks: list[tuple[str, str | None]] = []
+
+    def work():
+        with SearchClient(f"127.0.0.1:{server.port}") as client:
+            client.create_collection("unsendable")
+            failed = client.ingest("unsendable", items, lambda i, e: acks.append((i, e and e.code)))
+            return failed, client.get_collection("unsendable").image_count
+
+    failed, count = await asyncio.to_thread(work)
+    assert [(f.id, f.code) for f in failed] == [("bad\\udcff", "INVALID_ARGUMENT")]
+    assert count == 2
+    assert sorted(acks) == [("bad\\udcff", "INVALID_ARGUMENT"), ("ok-1", None), ("ok-2", None)]
