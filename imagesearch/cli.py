@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,16 @@ from imagesearch.client import Hit, IngestIncomplete, ItemError, NewItem, Search
 from imagesearch.metadata import Scalar
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def path_id(relative: str) -> str:
+    """The id of a file below the indexed folder: its path with '%' written '%25' and '/'
+    (which ids cannot hold) '%2F'. Reversible (id_path), so no two files share an id."""
+    return relative.replace("%", "%25").replace("/", "%2F")
+
+
+def id_path(image_id: str) -> str:
+    return re.sub("%2F|%25", lambda m: "/" if m.group() == "%2F" else "%", image_id)
 
 
 def image_files(root: Path) -> list[Path]:
@@ -88,7 +99,7 @@ def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
 
     def items() -> Iterator[NewItem]:  # read lazily: the stream holds a few batches at most
         for path in files:
-            relative = path.relative_to(root).as_posix().replace("/", ":")
+            relative = path_id(path.relative_to(root).as_posix())
             metadata: dict[str, Scalar] = {"path": str(path)}
             if args.label_from_folder and path.parent != root:
                 metadata["label"] = path.parent.name

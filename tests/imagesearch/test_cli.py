@@ -48,7 +48,7 @@ async def test_index_then_search_by_text_and_image(search, photo_folder, capsys)
     code, out, _ = await run(capsys, server.port, "search", "--image", str(query), "-c", "cli")
     lines = out.splitlines()
     assert lines[0].split() == ["#", "similarity", "id", "metadata"]
-    assert lines[2].split()[2] == f"star:{query.name}"
+    assert lines[2].split()[2] == f"star%2F{query.name}"
 
 
 async def test_filters_duplicates_and_classify(search, photo_folder, capsys):
@@ -87,3 +87,21 @@ async def test_health_exit_status_fits_a_container_healthcheck(search, embedder_
         probe.bind(("127.0.0.1", 0))
         code, _, err = await run(capsys, probe.getsockname()[1], "--timeout", "2", "health")
     assert code == 1 and err.startswith("unhealthy: ")
+
+
+@pytest.mark.parametrize("relative", ["a/b.png", "a:b.png", "a%2Fb.png", "100%/x.png",
+                                      "a%252F.png", "plain.png", "deep/er/c.jpg"])
+def test_file_ids_are_reversible_so_no_two_files_share_one(relative):
+    """Found from outside: 'sub/000.png' and 'sub:000.png' both became 'sub:000.png' and one
+    image was silently replaced."""
+    from imagesearch.cli import id_path, path_id
+
+    assert id_path(path_id(relative)) == relative
+    assert "/" not in path_id(relative)
+
+
+def test_every_distinct_path_gets_a_distinct_id():
+    from imagesearch.cli import path_id
+
+    paths = ["sub/000.png", "sub:000.png", "sub%2F000.png", "sub%000.png", "sub%25000.png"]
+    assert len({path_id(p) for p in paths}) == len(paths)
