@@ -129,7 +129,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         return wrap_handler(handler, details.method, self._unary, self._stream)
 
-    def _record(self, method: str, context: grpc.aio.ServicerContext, started: float,
+    def _record(self, method: str, context: grpc.aio.ServicerContext, peer: str, started: float,
                 failed: BaseException | None) -> None:
         code = _code_name(context)
         if failed is not None and code == "OK":
@@ -138,23 +138,25 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         self._metrics.handled.labels(method, code).inc()
         self._metrics.latency.labels(method).observe(elapsed)
         log.info("rpc", extra={"method": method, "code": code, "ms": round(elapsed * 1000, 2),
-                               "peer": context.peer()})
+                               "peer": peer})
 
     def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Any:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started, failed = time.perf_counter(), None
+            # The peer is read while the call is alive: once a cancelled call's generator is
+            # finalised, grpc may have freed the core call, and context.peer() then segfaults.
+            peer, started, failed = context.peer(), time.perf_counter(), None
             try:
                 return await behavior(request, context)
             except BaseException as err:
                 failed = err
                 raise
             finally:
-                self._record(method, context, started, failed)
+                self._record(method, context, peer, started, failed)
         return call
 
     def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str) -> Any:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started, failed = time.perf_counter(), None
+            peer, started, failed = context.peer(), time.perf_counter(), None
             try:
                 async for response in behavior(request, context):
                     yield response
@@ -162,5 +164,5 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 failed = err
                 raise
             finally:
-                self._record(method, context, started, failed)
+                self._record(method, context, peer, started, failed)
         return call
