@@ -10,9 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+from pymilvus import MilvusClient
 
 from imagesearch.search.v1 import search_pb2 as pb
-from search_service.adapters.milvus.schema import vectors_collection
+from search_service.adapters.milvus.config import is_lite
+from search_service.adapters.milvus.schema import vectors_collection, vectors_schema
 from search_service.adapters.milvus.vector_store import open_store
 from search_service.domain import ModelSpace
 from search_service.errors import CollectionExists, CollectionNotFound
@@ -104,10 +106,14 @@ def test_a_late_write_to_a_deleted_collection_is_refused_and_swept(milvus_backen
         assert store.get(new, ["a", "b"]) == []
         # A writer that died between its write and its clean-up leaves rows no one can see:
         # the sweep removes them once no write begun before the deletion can still land.
+        # (On Lite, one that found the collection still there and made its partition again.)
         rows = vectors_collection(MODEL)
+        layout = store._catalog.layout(rows)
+        layout.prepare(store._client, rows, old, timeout_s=10)
         store._client.upsert(rows, [{"pk": f"{old.key}/x", "collection": old.key,
                                      "external_id": "x", "vector": unit(1)[0].tolist(),
-                                     "metadata": {}, "updated_at_ms": 0}])
+                                     "metadata": {}, "updated_at_ms": 0}],
+                             **layout.writes(old))
         assert store.sweep() == 0  # too soon
         assert store.sweep(now_ms=2 ** 62) == 1
         left = store._client.query(rows, filter=f'collection == "{old.key}"',
@@ -120,7 +126,14 @@ def test_a_late_write_to_a_deleted_collection_is_refused_and_swept(milvus_backen
 
 def test_collections_made_before_keys_keep_their_rows(milvus_backend):
     """A registry row without a key (written before keys existed) keys its rows by name."""
-    store = open_store(milvus_backend.new_uri())
+    uri = milvus_backend.new_uri()
+    if is_lite(uri):  # a Lite file that old predates partitions too: one partition-key space
+        old_file = MilvusClient(uri)
+        params = old_file.prepare_index_params()
+        params.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+        old_file.create_collection(vectors_collection(MODEL), index_params=params,
+                                   schema=vectors_schema(MODEL, partition_key=True))
+    store = open_store(uri)
     try:
         made = store.create_collection("legacy", MODEL)
         store.upsert(made, ["a"], unit(1), [{}])

@@ -8,10 +8,12 @@ Layout:
   every collection, so these carry a 2-d placeholder.
 - `imagesearch_vectors_<fingerprint prefix>`: one Milvus collection per embedding model
   (schema.py). Rows are keyed "<collection key>/<external id>", so re-adding an id replaces
-  it (upsert, never a duplicate), and the collection key is the partition key: thousands of
-  tenant collections cost no Milvus collections, and every query is pruned to its tenant's
-  partition (except on Milvus 2.3, see config.ServerTraits).
+  it (upsert, never a duplicate). Thousands of tenant collections cost no Milvus collections,
+  and every query is pruned to its tenant's rows: by the partition key on a server (except on
+  Milvus 2.3, see config.ServerTraits), by a partition of its own on Milvus Lite (layout.py).
 
 Modules: store.py (blocking pymilvus calls), vector_store.py (the core's VectorStore port:
-threads, deadlines and Milvus' errors translated), expressions.py, registry.py, schema.py.
+threads, deadlines and Milvus' errors translated), catalog.py (creating, loading and laying
+out Milvus collections), expressions.py, layout.py, registry.py, schema.py, config.py (Lite's
+and old servers' differences, Lite's flusher).
 """

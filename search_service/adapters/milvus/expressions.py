@@ -3,9 +3,10 @@
 Callers never send expression text. Keys are validated names (search_service.validation);
 every value is rendered as a literal with quotes and backslashes escaped and control
 characters refused (as both Milvus Lite's and the server's parsers read them), and every
-expression is AND-ed with the caller's own collection key, so no condition can reach another
-collection's rows or change the expression's structure. Ids are never handed to pymilvus'
-`ids=` arguments, which paste them into `pk in [...]` unescaped.
+expression is AND-ed with the caller's own collection key (also where a query runs in the
+collection's own partition, see layout.py), so no condition can reach another collection's
+rows or change the expression's structure. Ids are never handed to pymilvus' `ids=`
+arguments, which paste them into `pk in [...]` unescaped.
 """
 
 from __future__ import annotations

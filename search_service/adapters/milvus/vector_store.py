@@ -14,6 +14,7 @@ from pymilvus.client.types import Status
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 
 from search_service.adapters.milvus.config import (
+    Flusher,
     IndexConfig,
     SerialWrites,
     ServerTraits,
@@ -33,16 +34,18 @@ def open_store(uri: str, token: str = "", index: IndexConfig | None = None,
     """Opens Milvus Lite (a file path) or a Milvus server (http URI, optionally with the
     database as its path) and prepares the registry (blocking)."""
     client: Any = MilvusClient(uri, token=token)
-    traits = ServerTraits()
+    flusher = None
     if is_lite(uri):
         client = SerialWrites(client, uri)
         open_one_at_a_time(client)
+        traits = ServerTraits.lite()
+        flusher = Flusher(client)
     else:
         version = client.get_server_version(timeout=timeout_s)
         check_server_version(version)
         traits = ServerTraits.of(version)
     store = MilvusStore(client, index or IndexConfig.of(None, uri), consistency, traits,
-                        timeout_s)
+                        timeout_s, flusher)
     store.ensure_registry()
     return store
 

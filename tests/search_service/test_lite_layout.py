@@ -1,0 +1,156 @@
+"""Milvus Lite's layout (a partition per tenant collection) and its flusher, against real Lite
+files; the flusher's schedule also against a recording stand-in, to keep its timing exact."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from pymilvus import MilvusClient
+
+from search_service.adapters.milvus.config import Flusher
+from search_service.adapters.milvus.layout import partition_of
+from search_service.adapters.milvus.schema import vectors_collection, vectors_schema
+from search_service.adapters.milvus.vector_store import open_store
+from search_service.domain import ModelSpace
+
+MODEL = ModelSpace("sha256:" + "ef" * 32, 8, "test-model")
+VECTORS = vectors_collection(MODEL)
+
+
+def unit(rows: int, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((rows, 8)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def raw(path: Path) -> MilvusClient:
+    """A second client of the same in-process Lite server, to look behind the store."""
+    return MilvusClient(str(path))
+
+
+def test_each_collection_lives_in_a_partition_of_its_own(tmp_path):
+    path = tmp_path / "lite.db"
+    store = open_store(str(path))
+    try:
+        cats = store.create_collection("cats", MODEL)
+        dogs = store.create_collection("dogs", MODEL)
+        store.upsert(cats, ["a", "b"], unit(2), [{}, {}])
+        store.upsert(dogs, ["a"], unit(1, seed=1), [{}])
+        client = raw(path)
+        partitions = set(client.list_partitions(VECTORS))
+        assert {partition_of(cats.key), partition_of(dogs.key)} <= partitions
+        in_cats = client.query(VECTORS, filter='pk != ""', output_fields=["pk"],
+                               partition_names=[partition_of(cats.key)])
+        assert sorted(row["pk"] for row in in_cats) == [f"{cats.key}/a", f"{cats.key}/b"]
+        assert (store.count(cats), store.count(dogs)) == (2, 1)
+        store.delete_collection("cats")
+        assert partition_of(cats.key) not in client.list_partitions(VECTORS)
+        assert store.count(dogs) == 1
+    finally:
+        store.close()
+
+
+def test_a_collection_whose_partition_is_missing_still_takes_writes(tmp_path):
+    """A creation that stopped between the registry row and the partition (a crash)."""
+    path = tmp_path / "lite.db"
+    store = open_store(str(path))
+    try:
+        cats = store.create_collection("cats", MODEL)
+        raw(path).drop_partition(VECTORS, partition_of(cats.key))
+        assert store.search(cats, unit(1), 5) == [[]]
+        store.upsert(cats, ["a"], unit(1), [{"x": 1}])
+        assert [image.external_id for image in store.get(cats, ["a"])] == ["a"]
+    finally:
+        store.close()
+
+
+def test_files_written_before_partitions_keep_their_layout(tmp_path):
+    """A Lite file from before this layout: one vectors collection with a partition key."""
+    path = tmp_path / "lite.db"
+    old = raw(path)
+    params = old.prepare_index_params()
+    params.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+    old.create_collection(VECTORS, schema=vectors_schema(MODEL, partition_key=True),
+                          index_params=params)
+    old.close()
+    store = open_store(str(path))
+    try:
+        cats = store.create_collection("cats", MODEL)
+        dogs = store.create_collection("dogs", MODEL)
+        store.upsert(cats, ["a", "b"], unit(2), [{}, {}])
+        store.upsert(dogs, ["c"], unit(1, seed=1), [{}])
+        assert partition_of(cats.key) not in raw(path).list_partitions(VECTORS)
+        assert (store.count(cats), store.count(dogs)) == (2, 1)
+        hits = store.search(dogs, unit(2), 10)
+        assert [[hit.external_id for hit in per_query] for per_query in hits] == [["c"], ["c"]]
+    finally:
+        store.close()
+
+
+def _data_files(path: Path) -> list[Path]:
+    return [f for f in path.rglob("*.parquet") if "imagesearch_vectors" in str(f)]
+
+
+def test_writes_are_flushed_once_they_pause(tmp_path):
+    path = tmp_path / "lite.db"
+    store = open_store(str(path))
+    try:
+        cats = store.create_collection("cats", MODEL)
+        store.upsert(cats, [str(i) for i in range(50)], unit(50), [{}] * 50)
+        deadline = time.monotonic() + 10
+        while not _data_files(path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _data_files(path), "50 rows were never flushed to a data file"
+        assert store.count(cats) == 50
+    finally:
+        store.close()
+
+
+def test_closing_flushes_what_is_pending(tmp_path):
+    path = tmp_path / "lite.db"
+    store = open_store(str(path))
+    cats = store.create_collection("cats", MODEL)
+    store.upsert(cats, ["a"], unit(1), [{}])
+    store.close()
+    assert _data_files(path)
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.flushed: list[tuple[str, float]] = []
+        self.done = threading.Event()
+
+    def flush(self, name: str, timeout: float) -> None:
+        self.flushed.append((name, time.monotonic()))
+        self.done.set()
+
+
+def test_the_flusher_waits_for_a_pause():
+    client = Recording()
+    flusher = Flusher(client, idle_s=0.3, max_rows=1000)
+    try:
+        started = time.monotonic()
+        for _ in range(5):
+            flusher.wrote("v", 10)
+            time.sleep(0.1)
+        assert client.done.wait(5)
+        (name, at), = client.flushed
+        assert name == "v" and at - started >= 0.3 + 0.4
+    finally:
+        flusher.close()
+
+
+def test_the_flusher_does_not_wait_past_max_rows():
+    client = Recording()
+    flusher = Flusher(client, idle_s=60, max_rows=100)
+    try:
+        flusher.wrote("v", 60)
+        flusher.wrote("w", 60)
+        flusher.wrote("v", 60)
+        assert client.done.wait(5)
+        assert [name for name, _ in client.flushed] == ["v"]
+    finally:
+        flusher.close()
+    assert sorted(name for name, _ in client.flushed) == ["v", "w"]  # closing flushed "w"
