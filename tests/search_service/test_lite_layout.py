@@ -3,6 +3,7 @@ files; the flusher's schedule also against a recording stand-in, to keep its tim
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -154,3 +155,16 @@ def test_the_flusher_does_not_wait_past_max_rows():
     finally:
         flusher.close()
     assert sorted(name for name, _ in client.flushed) == ["v", "w"]  # closing flushed "w"
+
+
+def test_a_new_lite_file_logs_no_error(tmp_path, caplog):
+    """pymilvus' wait for a new index called an RPC Lite lacks, and logged its traceback."""
+    with caplog.at_level(logging.WARNING):
+        store = open_store(str(tmp_path / "lite.db"))
+        try:
+            cats = store.create_collection("cats", MODEL)
+            store.upsert(cats, ["a"], unit(1), [{}])
+            assert [hit.external_id for hit in store.search(cats, unit(1), 3)[0]] == ["a"]
+        finally:
+            store.close()
+    assert [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.WARNING] == []

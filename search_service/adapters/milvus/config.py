@@ -61,10 +61,14 @@ class ServerTraits:
     # New vectors collections keep each tenant collection in a partition of its own
     # (layout.PartitionLayout) rather than behind a partition key: Milvus Lite.
     tenant_partitions: bool = False
+    # Creating an index can wait for it to be built. Lite builds at flush and has no
+    # AllocTimestamp, which pymilvus' wait calls: every new collection logged an ERROR
+    # traceback that a new user reads as a broken install.
+    waits_for_index: bool = True
 
     @classmethod
     def lite(cls) -> ServerTraits:
-        return cls(partition_key=False, tenant_partitions=True)
+        return cls(partition_key=False, tenant_partitions=True, waits_for_index=False)
 
     @classmethod
     def of(cls, version: str) -> ServerTraits:
