@@ -19,7 +19,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imagesearch.client import Hit, IngestIncomplete, ItemError, NewItem, SearchClient
+from imagesearch.cli_output import Progress, emit, hits_out
+from imagesearch.client import IngestIncomplete, ItemError, NewItem, SearchClient
 from imagesearch.metadata import Scalar
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -49,49 +49,13 @@ def image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-class Progress:
-    """A one-line progress bar on stderr (only when stderr is a terminal or forced)."""
-
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
-        self.done, self.started = 0, time.monotonic()
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        if self.enabled:
-            filled = int(30 * self.done / max(self.total, 1))
-            rate = self.done / max(time.monotonic() - self.started, 1e-9)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
-                             f"{self.done}/{self.total} {rate:.1f}/s")
-            sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
-
-
-def emit(args: argparse.Namespace, data: Any, rows: Sequence[Sequence[Any]],
-         headers: Sequence[str]) -> None:
-    print(json.dumps(data, indent=2) if args.json else table(rows, headers))
-
-
-def hits_out(args: argparse.Namespace, hits: list[Hit]) -> None:
-    emit(args, [{"id": h.id, "similarity": round(h.similarity, 6), "metadata": h.metadata}
-                for h in hits],
-         [(rank, f"{h.similarity:.3f}", h.id, json.dumps(h.metadata) if h.metadata else "")
-          for rank, h in enumerate(hits, 1)], ["#", "similarity", "id", "metadata"])
-
-
 def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
+    if not args.path.exists():
+        raise CommandError(f"{args.path}: no such file or folder")
     files = image_files(args.path)
+    if not files:
+        raise CommandError(f"{args.path}: no images in it (looked for "
+                           f"{', '.join(sorted(IMAGE_SUFFIXES))})")
     if args.create and args.collection not in {c.name for c in client.list_collections()}:
         client.create_collection(args.collection)
     root = args.path if args.path.is_dir() else args.path.parent
@@ -161,6 +125,11 @@ def cmd_classify(args: argparse.Namespace, client: SearchClient) -> int:
          [(f, labels[0][0] if labels else "-", f"{labels[0][1]:.3f}" if labels else "-")
           for f, labels in zip(args.files, results, strict=True)],
          ["file", "label", "confidence"])
+    unlabelled = [str(f) for f, labels in zip(args.files, results, strict=True) if not labels]
+    if unlabelled:
+        print(f"no label for {', '.join(unlabelled)}: none of the nearest {args.k} images in "
+              f"'{args.collection}' has metadata '{args.label_key}'", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -183,25 +152,53 @@ def cmd_health(args: argparse.Namespace) -> int:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
         except grpc.RpcError as err:
-            print(f"unhealthy: {err.code().name}: {err.details()}", file=sys.stderr)
+            details = err.details() or (
+                f"{args.server} has no service named {args.service!r} (ask for '' or "
+                "'liveness', or a service's full name)" if err.code() == grpc.StatusCode.NOT_FOUND
+                else "")
+            if args.json:
+                print(json.dumps({"status": err.code().name, "message": details}))
+            print(f"unhealthy: {err.code().name}: {details}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(status)
+    print(json.dumps({"status": status}) if args.json else status)
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+class CommandError(Exception):
+    """A command that cannot do what was asked; its message says why (exit status 2)."""
+
+
+def add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after its name. Only the top level sets
+    defaults: a subcommand's copy (SUPPRESS) must not overwrite a value given before it."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+    parser.add_argument("--server", default=default(os.environ.get("IMAGESEARCH_SERVER",
+                                                                   "127.0.0.1:50052")),
+                        help="the search service (default: $IMAGESEARCH_SERVER or "
+                        "127.0.0.1:50052)")
+    parser.add_argument("--timeout", type=float, default=default(120.0),
+                        help="seconds per call")
+    parser.add_argument("--token", default=default(os.environ.get("IMAGESEARCH_TOKEN")),
+                        help="bearer token (default: $IMAGESEARCH_TOKEN)")
+    parser.add_argument("--ca-file", type=Path,
+                        default=default(os.environ.get("IMAGESEARCH_CA_FILE")),
+                        help="CA (PEM) to verify a TLS server (default: $IMAGESEARCH_CA_FILE)")
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="machine-readable output")
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="imagesearch", description=__doc__.splitlines()[0])
-    top.add_argument("--server", default=os.environ.get("IMAGESEARCH_SERVER",
-                                                        "127.0.0.1:50052"))
-    top.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
-    top.add_argument("--token", default=os.environ.get("IMAGESEARCH_TOKEN"),
-                     help="bearer token (default: $IMAGESEARCH_TOKEN)")
-    top.add_argument("--ca-file", type=Path, default=os.environ.get("IMAGESEARCH_CA_FILE"),
-                     help="CA (PEM) to verify a TLS server (default: $IMAGESEARCH_CA_FILE)")
-    top.add_argument("--json", action="store_true", help="machine-readable output")
+    add_common(top, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    add_common(common, defaults=False)
     sub = top.add_subparsers(dest="command", required=True)
-    index = sub.add_parser("index", help="add every image under a folder")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=summary)
+    index = command("index", "add every image under a folder")
     index.add_argument("path", type=Path)
     index.add_argument("-c", "--collection", required=True)
     index.add_argument("--create", action="store_true", help="create the collection if needed")
@@ -209,28 +206,30 @@ def parser() -> argparse.ArgumentParser:
                        help="store each image's folder name as metadata 'label'")
     index.add_argument("--progress", action="store_true", help="progress bar even when piped")
     index.set_defaults(run=cmd_index)
-    search = sub.add_parser("search", help="search by text or by an image file")
+    search = command("search", "search by text or by an image file")
     search.add_argument("text", nargs="?")
     search.add_argument("--image", type=Path)
     search.add_argument("-c", "--collection", required=True)
     search.add_argument("-k", "--top-k", type=int, default=10)
-    search.add_argument("--filter", action="append", default=[], help="KEY=VALUE (repeatable)")
+    search.add_argument("--filter", action="append", default=[],
+                        help="KEY=VALUE, or != < <= > >= (repeatable); = and != on a number "
+                        "or true/false also match it stored as text")
     search.add_argument("--min-similarity", type=float)
     search.set_defaults(run=cmd_search)
-    dups = sub.add_parser("duplicates", help="near-duplicate groups, or copies of one image")
+    dups = command("duplicates", "near-duplicate groups, or copies of one image")
     dups.add_argument("-c", "--collection", required=True)
     dups.add_argument("--image", type=Path)
     dups.add_argument("--id")
     dups.add_argument("--threshold", type=float, default=0.0, help="similarity; 0: 0.95")
     dups.set_defaults(run=cmd_duplicates)
-    classify = sub.add_parser("classify", help="label images by their nearest neighbours")
+    classify = command("classify", "label images by their nearest neighbours")
     classify.add_argument("files", type=Path, nargs="+")
     classify.add_argument("-c", "--collection", required=True)
     classify.add_argument("--label-key", default="label")
     classify.add_argument("-k", type=int, default=10)
     classify.set_defaults(run=cmd_classify)
-    sub.add_parser("collections", help="list collections").set_defaults(run=cmd_collections)
-    health = sub.add_parser("health", help="is the server (search or embedder) serving?")
+    command("collections", "list collections").set_defaults(run=cmd_collections)
+    health = command("health", "is the server (search or embedder) serving?")
     health.add_argument("--service", default="",
                         help="'' (ready), a service's full name, or 'liveness'")
     health.set_defaults(run=None)
@@ -239,22 +238,40 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "health":
-        return cmd_health(args)
     try:
+        if args.command == "health":
+            return cmd_health(args)
         with SearchClient(args.server, args.timeout, ca_file=args.ca_file,
                           token=args.token) as client:
             code: int = args.run(args, client)
             return code
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except grpc.RpcError as err:
-        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        print(f"error: {err.code().name}: {explain(err, args.server)}", file=sys.stderr)
         return 2
-    except (ValueError, OSError, IngestIncomplete) as err:
+    except (ValueError, OSError, IngestIncomplete, CommandError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def explain(err: grpc.RpcError, server: str) -> str:
+    """gRPC's own words, and what to do where they name nothing the user set."""
+    code, details = err.code(), err.details() or ""
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return (f"{server} does not serve the search API (is it the embedder's port? the "
+                "search service listens on 50052 by default; set --server or "
+                "IMAGESEARCH_SERVER)")
+    unreachable = ("failed to connect", "backends failing", "connection refused")
+    if code == grpc.StatusCode.UNAVAILABLE and any(s in details.lower() for s in unreachable):
+        return (f"cannot reach the search service at {server}: is it running? (set --server "
+                f"or IMAGESEARCH_SERVER) [{details}]")
+    return details
 
 
 if __name__ == "__main__":

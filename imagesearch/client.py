@@ -48,12 +48,22 @@ class Hit:
 
 
 def parse_condition(text: str) -> pb.Condition:
-    """'key=value', 'key!=value', 'key>=3'...; numbers are compared as numbers."""
+    """'key=value', 'key!=value', 'key>=3'...; numbers are compared as numbers.
+
+    A value that reads as a number or a boolean may have been stored as text (a folder named
+    2024 is the label "2024"), so = and != match either form: label=2024 is label in
+    [2024, "2024"]."""
     for symbol in ("!=", ">=", "<=", "=", ">", "<"):
         key, found, raw = text.partition(symbol)
         if found:
+            raw = raw.strip()
+            guessed = _guess(raw)
+            if symbol in ("=", "!=") and not isinstance(guessed, str):
+                operator = pb.OPERATOR_IN if symbol == "=" else pb.OPERATOR_NOT_IN
+                return pb.Condition(key=key.strip(), operator=operator,
+                                    values=[to_value(guessed), to_value(raw)])
             return pb.Condition(key=key.strip(), operator=_OPERATORS[symbol],
-                                values=[to_value(_guess(raw.strip()))])
+                                values=[to_value(guessed)])
     raise ValueError(f"filter {text!r} is not KEY=VALUE (or !=, <, <=, >, >=)")
 
 

@@ -6,6 +6,8 @@ import asyncio
 import json
 import random
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -105,3 +107,90 @@ def test_every_distinct_path_gets_a_distinct_id():
 
     paths = ["sub/000.png", "sub:000.png", "sub%2F000.png", "sub%000.png", "sub%25000.png"]
     assert len({path_id(p) for p in paths}) == len(paths)
+
+
+async def test_common_options_go_before_or_after_the_command(search, photo_folder, capsys):
+    """The README's `search --image q.jpg -c trips --json` was refused: --json only before."""
+    server, _ = search
+    await run(capsys, server.port, "index", str(photo_folder), "-c", "after", "--create")
+    code, before, _ = await run(capsys, server.port, "--json", "search", "a red circle",
+                                "-c", "after")
+    code_after = await asyncio.to_thread(cli.main, [
+        "search", "a red circle", "-c", "after", "--json", "--timeout", "30",
+        "--server", f"127.0.0.1:{server.port}"])
+    after = capsys.readouterr().out
+    assert (code, code_after) == (0, 0)
+    assert json.loads(before) == json.loads(after)
+
+
+async def test_a_missing_or_empty_folder_fails_and_creates_nothing(search, tmp_path, capsys):
+    server, _ = search
+    code, _, err = await run(capsys, server.port, "index", str(tmp_path / "nosuch"), "-c",
+                             "never", "--create")
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'nosuch'}: no such file or folder"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no image here")
+    code, _, err = await run(capsys, server.port, "index", str(tmp_path / "empty"), "-c",
+                             "never", "--create")
+    assert code == 2 and "no images in it" in err
+    _, out, _ = await run(capsys, server.port, "--json", "collections")
+    assert "never" not in {c["name"] for c in json.loads(out)}
+
+
+async def test_labels_that_read_as_numbers_match_their_filter(search, tmp_path, capsys):
+    """Folder labels are text: `--filter label=2024` sent the number 2024 and found nothing."""
+    server, _ = search
+    rng = random.Random(3)
+    for label in ("2024", "true", "cats"):
+        (tmp_path / label).mkdir()
+        for index in range(3):
+            synthetic.render(synthetic.random_scene(rng), 64, rng).save(
+                tmp_path / label / f"{index}.png")
+    await run(capsys, server.port, "index", str(tmp_path), "-c", "years", "--create",
+              "--label-from-folder")
+    for label in ("2024", "true"):
+        code, out, _ = await run(capsys, server.port, "--json", "search", "a shape", "-c",
+                                 "years", "--filter", f"label={label}", "-k", "20")
+        assert code == 0 and [h["metadata"]["label"] for h in json.loads(out)] == [label] * 3
+    code, out, _ = await run(capsys, server.port, "--json", "search", "a shape", "-c",
+                             "years", "--filter", "label!=2024", "-k", "20")
+    assert sorted({h["metadata"]["label"] for h in json.loads(out)}) == ["cats", "true"]
+
+
+async def test_classify_without_labelled_neighbours_says_so(search, photo_folder, capsys):
+    server, _ = search
+    await run(capsys, server.port, "index", str(photo_folder), "-c", "unlabelled", "--create")
+    file = str(next(photo_folder.glob("*/*.png")))
+    code, _, err = await run(capsys, server.port, "classify", file, "-c", "unlabelled")
+    assert code == 1 and f"no label for {file}" in err and "metadata 'label'" in err
+
+
+async def test_wrong_addresses_get_messages_that_say_what_to_set(search, embedder_server,
+                                                                capsys):
+    code, _, err = await run(capsys, embedder_server.port, "collections")
+    assert code == 2 and "does not serve the search API (is it the embedder's port?" in err
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        code, _, err = await run(capsys, probe.getsockname()[1], "--timeout", "3",
+                                 "collections")
+    assert code == 2 and "cannot reach the search service" in err and "--server" in err
+
+
+async def test_health_speaks_json_and_names_an_unknown_service(search, capsys):
+    server, _ = search
+    assert await run(capsys, server.port, "--json", "health") == (
+        0, '{"status": "SERVING"}\n', "")
+    code, _, err = await run(capsys, server.port, "health", "--service", "nosuch")
+    assert code == 1 and "has no service named 'nosuch'" in err
+
+
+async def test_a_closed_pipe_ends_the_output_quietly(search, photo_folder):
+    server, _ = search
+    await asyncio.to_thread(cli.main, ["--server", f"127.0.0.1:{server.port}", "index",
+                                       str(photo_folder), "-c", "piped", "--create"])
+    command = (f"{sys.executable} -m imagesearch.cli --server 127.0.0.1:{server.port} "
+               "search 'a shape' -c piped -k 36 | head -n 0")
+    done = await asyncio.to_thread(subprocess.run, ["bash", "-o", "pipefail", "-c", command],
+                                   capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr and "Broken pipe" not in done.stderr, done.stderr
+    assert done.returncode in (0, 141)
