@@ -24,8 +24,9 @@ class Progress:
         if self.enabled:
             filled = int(30 * self.done / max(self.total, 1))
             rate = self.done / max(time.monotonic() - self.started, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else 0.0
             sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
-                             f"{self.done}/{self.total} {rate:.1f}/s")
+                             f"{self.done}/{self.total} {rate:.1f}/s, {_duration(left)} left ")
             sys.stderr.flush()
 
     def finish(self) -> None:
@@ -51,3 +52,8 @@ def hits_out(args: argparse.Namespace, hits: list[Hit]) -> None:
                 for h in hits],
          [(rank, f"{h.similarity:.3f}", h.id, json.dumps(h.metadata) if h.metadata else "")
           for rank, h in enumerate(hits, 1)], ["#", "similarity", "id", "metadata"])
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"

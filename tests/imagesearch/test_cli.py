@@ -41,6 +41,7 @@ async def test_index_then_search_by_text_and_image(search, photo_folder, capsys)
                              "--create", "--label-from-folder", "--progress")
     assert code == 0
     assert "indexed 36 of 36 images into 'cli'" in err and "36/36" in err
+    assert "/s, 0:00 left" in err  # a rate and what is left
     code, out, _ = await run(capsys, server.port, "--json", "search", "a red circle",
                              "-c", "cli", "-k", "3")
     hits = json.loads(out)

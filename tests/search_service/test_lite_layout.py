@@ -4,11 +4,16 @@ files; the flusher's schedule also against a recording stand-in, to keep its tim
 from __future__ import annotations
 
 import logging
+import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pymilvus import MilvusClient
 
 from search_service.adapters.milvus.config import Flusher
@@ -168,3 +173,57 @@ def test_a_new_lite_file_logs_no_error(tmp_path, caplog):
         finally:
             store.close()
     assert [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+WRITE_UNTIL_KILLED = """
+import sys
+import numpy as np
+from search_service.adapters.milvus.vector_store import open_store
+from search_service.domain import ModelSpace
+store = open_store(sys.argv[1])
+model = ModelSpace("sha256:" + "ef" * 32, 8, "test-model")
+try:
+    record = store.get_collection("crash")
+except Exception:
+    record = store.create_collection("crash", model)
+vectors = np.eye(8, dtype=np.float32)[np.arange(500) % 8]
+for batch in range(10_000):
+    store.upsert(record, [f"{sys.argv[2]}-{batch}-{i}" for i in range(500)], vectors,
+                 [{}] * 500)
+    print(batch, flush=True)  # acknowledged
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_during_flushes_loses_no_acknowledged_write(tmp_path):
+    """SIGKILL at seeded random moments while the flusher flushes every 4,096 rows."""
+    rng = random.Random(5)
+    uri = str(tmp_path / "lite.db")
+    acknowledged: set[str] = set()
+    for round_ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", WRITE_UNTIL_KILLED, uri, str(round_)],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        kill_after = rng.randint(9, 30)  # batches: 4,500-15,000 rows, 1-3 flushes
+        for line in child.stdout:
+            batch = int(line)
+            acknowledged.update(f"{round_}-{batch}-{i}" for i in range(500))
+            if batch + 1 == kill_after:
+                time.sleep(rng.uniform(0, 0.5))
+                child.send_signal(signal.SIGKILL)
+                break
+        child.wait(30)
+    store = open_store(uri)
+    try:
+        record = store.get_collection("crash")
+        stored = {image.external_id for image in _all(store, record)}
+        assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged rows lost"
+    finally:
+        store.close()
+
+
+def _all(store, record):
+    after = ""
+    while page := store.list_images(record, 1000, after, with_metadata=False):
+        yield from page
+        after = page[-1].external_id
