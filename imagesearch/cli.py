@@ -1,6 +1,6 @@
 """The `imagesearch` command line: index folders, search, find duplicates, classify.
 
-    imagesearch index photos/ --collection trips --create
+    imagesearch index photos/ --collection trips --create [--sync]
     imagesearch search "a dog catching a frisbee" -c trips
     imagesearch search --image query.jpg -c trips --json
     imagesearch duplicates -c trips                  (groups across the whole collection)
@@ -17,81 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imagesearch.cli_output import Progress, emit, hits_out
-from imagesearch.client import IngestIncomplete, ItemError, NewItem, SearchClient
-from imagesearch.metadata import Scalar
+from imagesearch.cli_index import CommandError, cmd_index, id_path, path_id
+from imagesearch.cli_output import emit, hits_out
+from imagesearch.client import IngestIncomplete, SearchClient
+from imagesearch.metadata import from_value
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-
-
-def path_id(relative: str) -> str:
-    """The id of a file below the indexed folder: its path with '%' written '%25' and '/'
-    (which ids cannot hold) '%2F'. Reversible (id_path), so no two files share an id."""
-    return relative.replace("%", "%25").replace("/", "%2F")
-
-
-def id_path(image_id: str) -> str:
-    return re.sub("%2F|%25", lambda m: "/" if m.group() == "%2F" else "%", image_id)
-
-
-def image_files(root: Path) -> list[Path]:
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
-    if not args.path.exists():
-        raise CommandError(f"{args.path}: no such file or folder")
-    files = image_files(args.path)
-    if not files:
-        raise CommandError(f"{args.path}: no images in it (looked for "
-                           f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-    if args.create and args.collection not in {c.name for c in client.list_collections()}:
-        client.create_collection(args.collection)
-    root = args.path if args.path.is_dir() else args.path.parent
-    progress = Progress(len(files), "indexing", args.progress or sys.stderr.isatty())
-
-    def items() -> Iterator[NewItem]:  # read lazily: the stream holds a few batches at most
-        for path in files:
-            relative = path_id(path.relative_to(root).as_posix())
-            metadata: dict[str, Scalar] = {"path": str(path)}
-            if args.label_from_folder and path.parent != root:
-                metadata["label"] = path.parent.name
-            yield relative, path.read_bytes(), metadata
-
-    stored: list[str] = []
-
-    def acknowledged(image_id: str, error: ItemError | None) -> None:
-        progress.advance(1)
-        if error is None:
-            stored.append(image_id)
-
-    try:
-        failed = client.ingest(args.collection, items(), acknowledged)
-    except (grpc.RpcError, IngestIncomplete, KeyboardInterrupt):
-        progress.finish()
-        # Counted from acknowledgements: only those images are known to be stored.
-        print(f"stopped: {len(stored)} of {len(files)} images acknowledged as stored in "
-              f"'{args.collection}'; run the same command again to add the rest",
-              file=sys.stderr)
-        raise
-    progress.finish()
-    emit(args, {"indexed": len(stored), "failed": [f.__dict__ for f in failed]},
-         [(f.id, f.code, f.message) for f in failed], ["failed id", "code", "reason"])
-    print(f"indexed {len(stored)} of {len(files)} images into '{args.collection}'",
-          file=sys.stderr)
-    return 0 if len(stored) == len(files) else 1
-
+__all__ = ["id_path", "main", "parser", "path_id"]
 
 def cmd_search(args: argparse.Namespace, client: SearchClient) -> int:
     if (args.text is None) == (args.image is None):
@@ -142,6 +81,22 @@ def cmd_collections(args: argparse.Namespace, client: SearchClient) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace, client: SearchClient) -> int:
+    found = [(image.id, {k: from_value(v) for k, v in image.metadata.items()})
+             for image in client.list_images(args.collection)]
+    emit(args, [{"id": image_id, "metadata": metadata} for image_id, metadata in found],
+         [(image_id, json.dumps(metadata) if metadata else "") for image_id, metadata in found],
+         ["id", "metadata"])
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, client: SearchClient) -> int:
+    client.delete_images(args.collection, args.ids)
+    print(f"deleted {len(args.ids)} ids from '{args.collection}' (ids that were not there "
+          "are ignored)", file=sys.stderr)
+    return 0
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """grpc.health.v1 Check; the exit status suits a container HEALTHCHECK (0 or 1, never 2)."""
     credentials = (grpc.ssl_channel_credentials(args.ca_file.read_bytes()) if args.ca_file
@@ -163,10 +118,6 @@ def cmd_health(args: argparse.Namespace) -> int:
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(json.dumps({"status": status}) if args.json else status)
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
-
-
-class CommandError(Exception):
-    """A command that cannot do what was asked; its message says why (exit status 2)."""
 
 
 def add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -205,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("--label-from-folder", action="store_true",
                        help="store each image's folder name as metadata 'label'")
     index.add_argument("--progress", action="store_true", help="progress bar even when piped")
+    index.add_argument("--sync", action="store_true",
+                       help="also delete images indexed from this folder whose files are gone")
     index.set_defaults(run=cmd_index)
     search = command("search", "search by text or by an image file")
     search.add_argument("text", nargs="?")
@@ -229,6 +182,13 @@ def parser() -> argparse.ArgumentParser:
     classify.add_argument("-k", type=int, default=10)
     classify.set_defaults(run=cmd_classify)
     command("collections", "list collections").set_defaults(run=cmd_collections)
+    images = command("images", "list a collection's images")
+    images.add_argument("-c", "--collection", required=True)
+    images.set_defaults(run=cmd_images)
+    delete = command("delete", "delete images by id")
+    delete.add_argument("ids", nargs="+")
+    delete.add_argument("-c", "--collection", required=True)
+    delete.set_defaults(run=cmd_delete)
     health = command("health", "is the server (search or embedder) serving?")
     health.add_argument("--service", default="",
                         help="'' (ready), a service's full name, or 'liveness'")

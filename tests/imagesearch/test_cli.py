@@ -195,3 +195,40 @@ async def test_a_closed_pipe_ends_the_output_quietly(search, photo_folder):
                                    capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stderr and "Broken pipe" not in done.stderr, done.stderr
     assert done.returncode in (0, 141)
+
+
+async def test_indexing_again_embeds_only_what_changed_and_sync_removes_the_gone(
+        search, tmp_path, capsys):
+    server, _ = search
+    rng = random.Random(4)
+    folder = tmp_path / "album"
+    for label in ("beach", "city"):
+        (folder / label).mkdir(parents=True)
+        for index in range(3):
+            synthetic.render(synthetic.random_scene(rng), 64, rng).save(
+                folder / label / f"{index}.png")
+    args = ("index", str(folder), "-c", "album", "--create", "--label-from-folder")
+    code, _, err = await run(capsys, server.port, *args)
+    assert code == 0 and "indexed 6 of 6 images" in err
+    code, _, err = await run(capsys, server.port, *args)
+    assert code == 0 and "indexed 0 of 0 images" in err and "6 already there and unchanged" in err
+    # One changed, one new, one gone; an image indexed from another folder is never touched.
+    synthetic.render(synthetic.random_scene(rng), 64, rng).save(folder / "beach" / "0.png")
+    synthetic.render(synthetic.random_scene(rng), 64, rng).save(folder / "city" / "new.png")
+    (folder / "city" / "2.png").unlink()
+    await run(capsys, server.port, "index", str(tmp_path / "album" / "beach" / "1.png"), "-c",
+              "album")  # the folder beach/, not album/
+    code, _, err = await run(capsys, server.port, *args)
+    assert code == 0 and "indexed 2 of 2 images" in err and "4 already there" in err
+    assert "1 indexed from this folder have no file any more (--sync removes them)" in err
+    code, _, err = await run(capsys, server.port, *args, "--sync")
+    assert code == 0 and "removed 1 whose files are gone" in err
+    code, out, _ = await run(capsys, server.port, "--json", "images", "-c", "album")
+    ids = sorted(image["id"] for image in json.loads(out))
+    assert ids == sorted(["1.png", "beach%2F0.png", "beach%2F1.png", "beach%2F2.png",
+                          "city%2F0.png", "city%2F1.png", "city%2Fnew.png"])
+    code, _, err = await run(capsys, server.port, "delete", "1.png", "city%2Fnew.png", "-c",
+                             "album")
+    assert code == 0 and "deleted 2 ids" in err
+    _, out, _ = await run(capsys, server.port, "--json", "images", "-c", "album")
+    assert len(json.loads(out)) == 5
