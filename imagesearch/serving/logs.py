@@ -7,6 +7,9 @@ import logging
 import sys
 from typing import Any
 
+# Libraries whose INFO lines read as failures to someone starting the service: faiss (inside
+# Milvus Lite) reports each CPU build it could not load before the one it did.
+_QUIET = {"faiss.loader": logging.WARNING}
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -41,5 +44,7 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name, quiet_level in _QUIET.items():
+        logging.getLogger(name).setLevel(max(quiet_level, root.level))
     import time as _time
     logging.Formatter.converter = _time.gmtime
