@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from imagesearch.keepalive import ping_options
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # (model loaded, Milvus and the embedder reachable) and drive startup and readiness probes; a
 # liveness probe on them would restart pods whenever a dependency is down.
 LIVENESS = "liveness"
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class PortUnavailable(RuntimeError):
@@ -118,10 +119,23 @@ def add_health_and_reflection(server: grpc.aio.Server,
     """Standard grpc.health.v1, starting NOT_SERVING, plus server reflection."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME], server)
+    add_reflection(server, [*service_names,
+                            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     return health_servicer
+
+
+def add_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> None:
+    """Server reflection as grpc.reflection.v1 and v1alpha. grpcio-reflection serves v1alpha
+    only, and grpcurl asks for v1 first; v1 is v1alpha renamed, message for message and field
+    for field (grpc-proto's reflection/v1/reflection.proto), so one servicer answers both."""
+    servicer = reflection.aio.ReflectionServicer(
+        [*service_names, reflection.SERVICE_NAME, REFLECTION_V1])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
 
 
 async def report_alive(health_servicer: health.aio.HealthServicer, alive: bool = True) -> None:

@@ -163,7 +163,21 @@ async def test_health_and_reflection_are_served(embedder_server):
 
         names = [s.name async for r in stub.ServerReflectionInfo(ask())
                  for s in r.list_services_response.service]
+        # grpcurl asks grpc.reflection.v1 first: the same messages under the v1 package.
+        v1 = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+
+        async def describe():
+            yield reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="imagesearch.embedder.v1.EmbedderService")
+
+        described = [r async for r in v1(describe())]
     assert "imagesearch.embedder.v1.EmbedderService" in names
+    assert {"grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= set(names)
+    assert described[0].file_descriptor_response.file_descriptor_proto
 
 
 async def test_large_photo_fits_in_the_configured_message_size(embedder_stub):
