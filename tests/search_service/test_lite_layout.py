@@ -21,6 +21,7 @@ from search_service.adapters.milvus.layout import partition_of
 from search_service.adapters.milvus.schema import vectors_collection, vectors_schema
 from search_service.adapters.milvus.vector_store import open_store
 from search_service.domain import ModelSpace
+from search_service.errors import CollectionNotFound
 
 MODEL = ModelSpace("sha256:" + "ef" * 32, 8, "test-model")
 VECTORS = vectors_collection(MODEL)
@@ -180,6 +181,7 @@ import sys
 import numpy as np
 from search_service.adapters.milvus.vector_store import open_store
 from search_service.domain import ModelSpace
+from search_service.errors import CollectionNotFound
 store = open_store(sys.argv[1])
 model = ModelSpace("sha256:" + "ef" * 32, 8, "test-model")
 try:
@@ -227,3 +229,79 @@ def _all(store, record):
     while page := store.list_images(record, 1000, after, with_metadata=False):
         yield from page
         after = page[-1].external_id
+
+
+def test_writers_racing_to_make_a_missing_partition_all_succeed(tmp_path):
+    """Found from outside: the second create_partition failed, and so did its writer."""
+    path = tmp_path / "lite.db"
+    store = open_store(str(path))
+    failures: list[str] = []
+    try:
+        for trial in range(5):
+            record = store.create_collection(f"c{trial}", MODEL)
+            raw(path).drop_partition(VECTORS, partition_of(record.key))
+            start = threading.Barrier(4)
+
+            def write(writer: int, record=record, start=start) -> None:
+                start.wait()
+                try:
+                    store.upsert(record, [str(writer)], unit(1, seed=writer), [{}])
+                except Exception as err:  # collected for the assertion
+                    failures.append(repr(err))
+
+            threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert store.count(record) == 4
+    finally:
+        store.close()
+    assert failures == []
+
+
+def test_two_deletions_of_one_collection_end_ok_or_not_found(tmp_path):
+    store = open_store(str(tmp_path / "lite.db"))
+    outcomes: list[str] = []
+    try:
+        for _ in range(5):
+            store.create_collection("twice", MODEL)
+            start = threading.Barrier(2)
+
+            def delete(start=start) -> None:
+                start.wait()
+                try:
+                    store.delete_collection("twice")
+                    outcomes.append("ok")
+                except CollectionNotFound:
+                    outcomes.append("not found")
+                except Exception as err:  # collected for the assertion
+                    outcomes.append(repr(err))
+
+            threads = [threading.Thread(target=delete) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        store.close()
+    assert set(outcomes) <= {"ok", "not found"}, outcomes
+
+
+def test_a_flushed_collection_still_answers_a_large_top_k_in_full(tmp_path):
+    """Lite's AUTOINDEX (faiss HNSW) searched at ef 64: after the flush, top_k 1000 over 300
+    images returned ~220."""
+    store = open_store(str(tmp_path / "lite.db"))
+    try:
+        record = store.create_collection("k", MODEL)
+        store.upsert(record, [str(i) for i in range(300)], unit(300), [{}] * 300)
+        before = len(store.search(record, unit(1, seed=9), 1000)[0])
+        store._catalog.wrote(VECTORS, 10_000)  # flush now
+        deadline = time.monotonic() + 10
+        while not _data_files(tmp_path / "lite.db") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _data_files(tmp_path / "lite.db")
+        after = len(store.search(record, unit(1, seed=9), 1000)[0])
+        assert (before, after) == (300, 300)
+    finally:
+        store.close()

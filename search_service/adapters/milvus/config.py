@@ -34,6 +34,10 @@ class IndexConfig:
         """HNSW on a server, AUTOINDEX on Milvus Lite, unless `index_type` says otherwise.
         Other types (IVF_FLAT, DISKANN...) get Milvus' own default parameters."""
         chosen = index_type or ("AUTOINDEX" if is_lite(uri) else "HNSW")
+        if chosen.upper() == "AUTOINDEX" and is_lite(uri):
+            # Lite's AUTOINDEX is faiss HNSW searching at ef 64: a top_k over 64 came back
+            # short once a collection was flushed (300 images, top_k 1000: ~220).
+            return cls(chosen, {}, {"ef": search_ef})
         if chosen.upper() != "HNSW":
             return cls(chosen, {}, {})
         return cls(chosen, {"M": hnsw_m, "efConstruction": hnsw_ef_construction},

@@ -22,6 +22,7 @@ import hashlib
 from typing import Any
 
 from pymilvus import MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from search_service.adapters.milvus.expressions import compile_filter
 from search_service.domain import CollectionRecord
@@ -63,17 +64,30 @@ class PartitionLayout(SharedLayout):
     def writes(self, record: CollectionRecord) -> dict[str, Any]:
         return {"partition_name": partition_of(record.key)}
 
+    # Both tolerate a racing caller doing the same (two writers making a missing partition,
+    # two deletions of one collection): Milvus refuses the second, and the state is the one
+    # asked for.
     def prepare(self, client: MilvusClient, name: str, record: CollectionRecord,
                 timeout_s: float) -> None:
         partition = partition_of(record.key)
-        if not client.has_partition(name, partition, timeout=timeout_s):
+        if client.has_partition(name, partition, timeout=timeout_s):
+            return
+        try:
             client.create_partition(name, partition, timeout=timeout_s)
+        except MilvusException:
+            if not client.has_partition(name, partition, timeout=timeout_s):
+                raise
 
     def drop(self, client: MilvusClient, name: str, record: CollectionRecord,
              timeout_s: float) -> None:
         partition = partition_of(record.key)
-        if client.has_partition(name, partition, timeout=timeout_s):
+        if not client.has_partition(name, partition, timeout=timeout_s):
+            return
+        try:
             client.drop_partition(name, partition, timeout=timeout_s)
+        except MilvusException:
+            if client.has_partition(name, partition, timeout=timeout_s):
+                raise
 
 
 def layout_of(description: dict[str, Any], partitions: bool) -> SharedLayout:

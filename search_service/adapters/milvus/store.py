@@ -176,7 +176,13 @@ class MilvusStore:
             if not self._current(collection):
                 raise _deleted_meanwhile(collection) from None
             layout.prepare(self._client, name, collection, self._timeout_s)
-            self._client.upsert(name, rows, timeout=self._timeout_s, **layout.writes(collection))
+            try:
+                self._client.upsert(name, rows, timeout=self._timeout_s,
+                                    **layout.writes(collection))
+            except MilvusException as again:  # dropped again: deleted since the check
+                if again.code != PARTITION_NOT_FOUND:
+                    raise
+                raise _deleted_meanwhile(collection) from None
         self._catalog.wrote(name, len(rows))
 
     def _current(self, collection: CollectionRecord) -> bool:
