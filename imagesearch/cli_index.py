@@ -4,13 +4,15 @@ Every image indexed from a folder carries three metadata entries besides an opti
 `path` (as given), `folder` (the absolute folder it was indexed from) and `sha256` (of its
 bytes). Indexing the folder again embeds only files that are new or whose bytes changed (or
 whose label did); `--sync` also deletes the images indexed from this folder whose files are
-gone. Images added any other way (the API, another folder) are never touched.
+gone. Images added any other way (the API, another folder) are never touched: a file whose
+id one of them holds is refused, not indexed over it.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -41,9 +43,20 @@ def id_path(image_id: str) -> str:
 
 
 def image_files(root: Path) -> list[Path]:
+    """The images below `root`, through symlinked folders too (each real folder once: a link
+    loop ends), skipping what is not a readable file (a broken link)."""
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        found += [Path(folder, name) for name in names
+                  if Path(name).suffix.lower() in IMAGE_SUFFIXES and Path(folder, name).is_file()]
+    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -51,27 +64,44 @@ class Plan:
     to_add: list[tuple[Path, str, dict[str, Scalar]]]  # file, id, metadata
     unchanged: int
     gone: list[str]  # ids indexed from this folder whose files no longer exist
+    refused: list[tuple[str, str]]  # id, why it is not indexed
 
 
 def plan(args: argparse.Namespace, client: SearchClient, files: list[Path], root: Path,
          exists: bool) -> Plan:
     folder = str(root.resolve())
     wanted: dict[str, tuple[Path, dict[str, Scalar]]] = {}
+    refused: list[tuple[str, str]] = []
     for path in files:
-        metadata: dict[str, Scalar] = {"path": str(path), "folder": folder,
-                                       "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        image_id = path_id(path.relative_to(root).as_posix())
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as err:
+            refused.append((image_id, f"cannot read {path}: {err.strerror or err}"))
+            continue
+        metadata: dict[str, Scalar] = {"path": str(path), "folder": folder, "sha256": digest}
         if args.label_from_folder and path.parent != root:
             metadata["label"] = path.parent.name
-        wanted[path_id(path.relative_to(root).as_posix())] = (path, metadata)
-    stored: dict[str, dict[str, Scalar | None]] = {}
-    if exists:
-        for image in client.list_images(args.collection):
-            found = {key: from_value(value) for key, value in image.metadata.items()}
-            if found.get("folder") == folder:
-                stored[image.id] = found
+        wanted[image_id] = (path, metadata)
+    stored = _stored(client, args.collection) if exists else {}
+    ours = {image_id: found for image_id, found in stored.items()
+            if found.get("folder") == folder}
+    for image_id in sorted(set(wanted) & (set(stored) - set(ours))):
+        origin = stored[image_id].get("folder")
+        refused.append((image_id, "the id holds an image " + (
+            f"indexed from {origin}" if origin else "not indexed from a folder")
+            + "; not replaced (index each folder into its own collection, or their parent)"))
+        del wanted[image_id]
     to_add = [(path, image_id, metadata) for image_id, (path, metadata) in wanted.items()
-              if not _same(stored.get(image_id), metadata)]
-    return Plan(to_add, len(wanted) - len(to_add), sorted(set(stored) - set(wanted)))
+              if not _same(ours.get(image_id), metadata)]
+    # One file names no folder's contents: nothing of its folder is "gone".
+    gone = [] if args.path.is_file() else sorted(set(ours) - set(wanted))
+    return Plan(to_add, len(wanted) - len(to_add), gone, refused)
+
+
+def _stored(client: SearchClient, collection: str) -> dict[str, dict[str, Scalar | None]]:
+    return {image.id: {key: from_value(value) for key, value in image.metadata.items()}
+            for image in client.list_images(collection)}
 
 
 def _same(stored: dict[str, Scalar | None] | None, metadata: dict[str, Scalar]) -> bool:
@@ -83,6 +113,8 @@ def _same(stored: dict[str, Scalar | None] | None, metadata: dict[str, Scalar]) 
 def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
     if not args.path.exists():
         raise CommandError(f"{args.path}: no such file or folder")
+    if args.sync and args.path.is_file():
+        raise CommandError(f"--sync needs a folder; {args.path} is a file")
     files = image_files(args.path)
     if not files:
         raise CommandError(f"{args.path}: no images in it (looked for "
@@ -98,15 +130,19 @@ def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
         for start in range(0, len(work.gone), 1000):
             client.delete_images(args.collection, work.gone[start:start + 1000])
         removed = len(work.gone)
+    failures = [(f.id, f.code, f.message) for f in failed] + [
+        (image_id, "REFUSED", why) for image_id, why in work.refused]
     emit(args, {"indexed": len(stored), "unchanged": work.unchanged, "removed": removed,
-                "failed": [f.__dict__ for f in failed]},
-         [(f.id, f.code, f.message) for f in failed], ["failed id", "code", "reason"])
+                "failed": [{"id": i, "code": c, "message": m} for i, c, m in failures]},
+         failures, ["failed id", "code", "reason"])
     print(summary(args, work, len(stored), removed), file=sys.stderr)
-    return 0 if len(stored) == len(work.to_add) else 1
+    return 0 if len(stored) == len(work.to_add) and not work.refused else 1
 
 
 def summary(args: argparse.Namespace, work: Plan, stored: int, removed: int) -> str:
     text = f"indexed {stored} of {len(work.to_add)} images into '{args.collection}'"
+    if work.refused:
+        text += f"; {len(work.refused)} not indexed (listed above)"
     if work.unchanged:
         text += f"; {work.unchanged} already there and unchanged"
     if removed:

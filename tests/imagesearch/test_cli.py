@@ -232,3 +232,59 @@ async def test_indexing_again_embeds_only_what_changed_and_sync_removes_the_gone
     assert code == 0 and "deleted 2 ids" in err
     _, out, _ = await run(capsys, server.port, "--json", "images", "-c", "album")
     assert len(json.loads(out)) == 5
+
+
+def _pictures(folder, names, seed):
+    rng = random.Random(seed)
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        synthetic.render(synthetic.random_scene(rng), 64, rng).save(folder / name)
+
+
+async def test_sync_never_removes_what_another_folder_or_the_api_stored(search, tmp_path,
+                                                                        capsys):
+    """Found from outside: `index FILE --sync` removed the rest of the file's folder; a second
+    folder's beach.png replaced the first's; an API image with a path-like id was replaced."""
+    server, stub = search
+    trip1, trip2 = tmp_path / "trip1", tmp_path / "trip2"
+    _pictures(trip1, ["beach.png", "hill.png", "sub/c.png"], seed=1)
+    _pictures(trip2, ["beach.png", "api.png"], seed=2)
+    await run(capsys, server.port, "index", str(trip1), "-c", "trips", "--create")
+    from imagesearch.search.v1 import search_pb2 as pb
+    await stub.AddImages(pb.AddImagesRequest(collection="trips", images=[pb.NewImage(
+        id="api.png", data=(trip2 / "api.png").read_bytes())]))
+    code, _, err = await run(capsys, server.port, "index", str(trip1 / "beach.png"), "-c",
+                             "trips", "--sync")
+    assert code == 2 and "--sync needs a folder" in err
+    code, _, err = await run(capsys, server.port, "index", str(trip1 / "beach.png"), "-c",
+                             "trips")
+    assert code == 0 and "1 already there and unchanged" in err
+    assert "have no file any more" not in err  # hill.png and sub/c.png are not "gone"
+    code, out, err = await run(capsys, server.port, "--json", "index", str(trip2), "-c",
+                               "trips", "--sync")
+    refused = {f["id"]: f["message"] for f in json.loads(out)["failed"]}
+    assert code == 1 and set(refused) == {"beach.png", "api.png"}
+    assert f"indexed from {trip1.resolve()}" in refused["beach.png"]
+    assert "not indexed from a folder" in refused["api.png"]
+    _, out, _ = await run(capsys, server.port, "--json", "images", "-c", "trips")
+    images = {i["id"]: i["metadata"] for i in json.loads(out)}
+    assert set(images) == {"beach.png", "hill.png", "sub%2Fc.png", "api.png"}
+    assert images["beach.png"]["folder"] == str(trip1.resolve())
+    assert "folder" not in images["api.png"]
+
+
+async def test_symlinked_folders_are_indexed_and_broken_links_skipped(search, tmp_path,
+                                                                      capsys):
+    server, _ = search
+    real = tmp_path / "elsewhere"
+    _pictures(real, ["b.png"], seed=3)
+    album = tmp_path / "album"
+    _pictures(album, ["a.png"], seed=4)
+    (album / "linked").symlink_to(real, target_is_directory=True)
+    (album / "loop").symlink_to(album, target_is_directory=True)
+    (album / "broken.png").symlink_to(tmp_path / "nothing.png")
+    code, _, err = await run(capsys, server.port, "index", str(album), "-c", "linked",
+                             "--create")
+    assert code == 0 and "indexed 2 of 2 images" in err
+    code, _, err = await run(capsys, server.port, "index", str(album), "-c", "linked", "--sync")
+    assert code == 0 and "2 already there and unchanged" in err and "removed" not in err
