@@ -7,7 +7,8 @@ collection outgrows Lite (README, "Where Lite stops"), or back. Stop the search 
 uses the source first (a Lite file opens in one process only); then point SEARCH_MILVUS_URI
 at the target. Collections that already exist in the target are refused unless --skip-existing;
 a copy that stops half-way can be run again with --replace-partial, which deletes and copies
-again the collections whose image counts differ.
+again the collections whose image counts differ - with whatever was added to the target's
+copy since: use it before the service writes to the target.
 """
 
 from __future__ import annotations
@@ -65,10 +66,14 @@ def copy_all(source: MilvusStore, target: MilvusStore, skip_existing: bool,
         except CollectionNotFound:
             existing = None
         if existing is not None:
-            if replace_partial and target.count(existing) != source.count(record):
+            held, wanted = target.count(existing), source.count(record)
+            if replace_partial and held != wanted:
+                report(f"{record.name}: the target holds {held} of {wanted} images; deleting "
+                       "its copy (with anything added there since) to copy it again")
                 target.delete_collection(record.name)
             elif skip_existing or replace_partial:
-                report(f"{record.name}: already in the target, skipped")
+                report(f"{record.name}: already in the target ({held} of {wanted} images), "
+                       "skipped")
                 continue
             else:
                 raise SystemExit(f"collection {record.name!r} already exists in the target; "

@@ -72,7 +72,10 @@ def test_a_second_copy_is_refused_skipped_or_completed(source, milvus_backend):
         assert copy_all(store, target, True, False, lambda _: None) == {}
         # A copy that stopped half-way: 'small' short of one image.
         target.delete(target.get_collection("small"), ["a"])
-        assert copy_all(store, target, False, True, lambda _: None) == {"small": 2}
+        said: list[str] = []
+        assert copy_all(store, target, False, True, said.append) == {"small": 2}
+        assert "big: already in the target (1203 of 1203 images), skipped" in said
+        assert "small: the target holds 1 of 2 images; deleting its copy" in said[1]
         assert target.count(target.get_collection("small")) == 2
     finally:
         target.close()
