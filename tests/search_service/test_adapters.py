@@ -22,7 +22,7 @@ from tests.search_fixtures import scene_images, search_settings
 
 
 @pytest.mark.parametrize(("index_type", "uri", "build", "search"), [
-    (None, "data/x.db", {}, {}),
+    (None, "data/x.db", {}, {"ef": 128}),  # Lite's AUTOINDEX is HNSW (faiss)
     (None, "http://milvus:19530", {"M": 16, "efConstruction": 200}, {"ef": 128}),
     ("HNSW", "data/x.db", {"M": 16, "efConstruction": 200}, {"ef": 128}),
     ("IVF_FLAT", "http://milvus:19530", {}, {}),
