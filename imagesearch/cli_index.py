@@ -119,7 +119,7 @@ def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
     if not files:
         raise CommandError(f"{args.path}: no images in it (looked for "
                            f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-    exists = args.collection in {c.name for c in client.list_collections()}
+    exists = _exists(client, args.collection)
     if args.create and not exists:
         client.create_collection(args.collection)
     root = args.path if args.path.is_dir() else args.path.parent
@@ -137,6 +137,17 @@ def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
          failures, ["failed id", "code", "reason"])
     print(summary(args, work, len(stored), removed), file=sys.stderr)
     return 0 if len(stored) == len(work.to_add) and not work.refused else 1
+
+
+def _exists(client: SearchClient, collection: str) -> bool:
+    """Without ListCollections, which counts the images of every collection."""
+    try:
+        client.get_collection(collection)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return False
+    return True
 
 
 def summary(args: argparse.Namespace, work: Plan, stored: int, removed: int) -> str:

@@ -108,14 +108,10 @@ class Catalog:
         params = self._client.prepare_index_params()
         params.add_index(vector_field, index_type=index.index_type, metric_type="COSINE",
                          params=index.build_params)
-        if self._traits.waits_for_index:
-            self._client.create_collection(name, schema=schema, index_params=params,
-                                           consistency_level=self._consistency,
-                                           timeout=self._load_timeout_s)
-            return
         self._client.create_collection(name, schema=schema, consistency_level=self._consistency,
                                        timeout=self._load_timeout_s)
-        self._client.create_index(name, params, timeout=self._load_timeout_s, sync=False)
+        self._client.create_index(name, params, timeout=self._load_timeout_s,
+                                  sync=self._traits.waits_for_index)
         self._client.load_collection(name, timeout=self._load_timeout_s)
 
     def load(self, name: str) -> None:

@@ -20,6 +20,7 @@ from search_service.adapters.milvus.expressions import (
     literal,
     rows_filter,
 )
+from search_service.adapters.milvus.layout import SharedLayout
 from search_service.adapters.milvus.registry import REGISTRY, SWEEP_AFTER_MS, Registry
 from search_service.adapters.milvus.schema import VECTOR_FIELD, vectors_collection
 from search_service.domain import CollectionRecord, Condition, Hit, ModelSpace, StoredImage
@@ -167,23 +168,25 @@ class MilvusStore:
     def _upsert(self, name: str, collection: CollectionRecord, rows: list[dict[str, Any]]
                 ) -> None:
         layout = self._catalog.layout(name)
+        if not self._upsert_into_partition(name, collection, rows, layout):
+            # No partition: the collection was deleted, or its creation stopped half-way.
+            if not self._current(collection):
+                raise _deleted_meanwhile(collection)
+            layout.prepare(self._client, name, collection, self._timeout_s)
+            if not self._upsert_into_partition(name, collection, rows, layout):
+                raise _deleted_meanwhile(collection)  # dropped again since the check
+        self._catalog.wrote(name, len(rows))
+
+    def _upsert_into_partition(self, name: str, collection: CollectionRecord,
+                               rows: list[dict[str, Any]], layout: SharedLayout) -> bool:
+        """False when the collection's partition does not exist."""
         try:
             self._client.upsert(name, rows, timeout=self._timeout_s, **layout.writes(collection))
         except MilvusException as err:
-            # No partition: the collection was deleted, or its creation stopped half-way.
-            if err.code != PARTITION_NOT_FOUND or not layout.partitioned:
+            if not _partition_missing(err, layout):
                 raise
-            if not self._current(collection):
-                raise _deleted_meanwhile(collection) from None
-            layout.prepare(self._client, name, collection, self._timeout_s)
-            try:
-                self._client.upsert(name, rows, timeout=self._timeout_s,
-                                    **layout.writes(collection))
-            except MilvusException as again:  # dropped again: deleted since the check
-                if again.code != PARTITION_NOT_FOUND:
-                    raise
-                raise _deleted_meanwhile(collection) from None
-        self._catalog.wrote(name, len(rows))
+            return False
+        return True
 
     def _current(self, collection: CollectionRecord) -> bool:
         current = self._find(collection.name, "Strong")
@@ -237,7 +240,7 @@ class MilvusStore:
             result = self._client.delete(name, filter=_rows_filter(collection, external_ids),
                                          timeout=self._timeout_s, **layout.writes(collection))
         except MilvusException as err:
-            if err.code != PARTITION_NOT_FOUND or not layout.partitioned:
+            if not _partition_missing(err, layout):
                 raise
             return 0  # the collection's partition, and every row in it, is gone
         self._catalog.wrote(name, len(external_ids))
@@ -260,6 +263,10 @@ class MilvusStore:
                      hit["entity"][METADATA_FIELD])
                  for hit in hits if float(hit["distance"]) >= min_similarity]
                 for hits in results]
+
+
+def _partition_missing(err: MilvusException, layout: SharedLayout) -> bool:
+    return layout.partitioned and err.code == PARTITION_NOT_FOUND
 
 
 def _deleted_meanwhile(collection: CollectionRecord) -> CollectionNotFound:
