@@ -6,7 +6,8 @@
 2. Text tower: padding trimmed to the longest text vs padded to the full context.
 3. Image tower alone (the ceiling): batch 1 and batch 32.
 4. Through the gRPC service: one image per call from 1 and from 32 concurrent callers (dynamic
-   batching), and StreamEmbedImages; each as a fraction of the ceiling.
+   batching), and StreamEmbedImages; each as a fraction of the ceiling; StreamEmbedImages
+   with copy signals as a fraction of without.
 5. Text queries through the service: latency p50/p99 at concurrency 1, QPS at concurrency 16.
 6. int8 vs fp32 towers, when the bundle has int8.
 """
@@ -108,6 +109,9 @@ async def through_service(bundle_dir: Path, images: int) -> None:
         rate = await _stream_rate(stub, data, images)
         row("service: StreamEmbedImages", f"{rate:.1f} img/s",
             f"{rate / ceiling:.2f}x of tower at batch 32")
+        signed = await _stream_rate(stub, data, images, copy_signal=True)
+        row("service: StreamEmbedImages with copy signals", f"{signed:.1f} img/s",
+            f"{signed / rate:.2f}x of without")
         text = pb.EmbedTextsRequest(texts=[pb.TextInput(text="a red circle on the left")])
         latencies = [await _latency(lambda: stub.EmbedTexts(text)) for _ in range(200)]
         p50, p99 = np.percentile(latencies, [50, 99])
@@ -140,10 +144,11 @@ async def _rate(call: Callable[[], Awaitable[object]], total: int, concurrency: 
 
 
 async def _stream_rate(stub: embedder_pb2_grpc.EmbedderServiceStub, data: bytes,
-                       total: int) -> float:
+                       total: int, copy_signal: bool = False) -> float:
     async def requests() -> AsyncIterator[pb.StreamEmbedImagesRequest]:
         for i in range(total):
-            yield pb.StreamEmbedImagesRequest(id=str(i), image=pb.ImageInput(data=data))
+            yield pb.StreamEmbedImagesRequest(id=str(i), image=pb.ImageInput(data=data),
+                                              include_copy_signal=copy_signal)
 
     started = time.perf_counter()
     count = sum([1 async for _ in stub.StreamEmbedImages(requests())])

@@ -61,6 +61,7 @@ class Outcome:
     failure: ItemFailure | None = None
     truncated: bool = False
     token_count: int = 0
+    copy_signal: bytes | None = None  # encoded (imagesearch.copies.signal), when asked for
 
 
 @dataclass(frozen=True)
@@ -175,21 +176,29 @@ class Embedder:
                 f"request has {count} {kind}; the limit is {self.limits.max_items} per request "
                 "(split the batch, or use StreamEmbedImages for bulk work)")
 
-    async def embed_images(self, images: Sequence[bytes]) -> list[Outcome]:
+    async def embed_images(self, images: Sequence[bytes], copy_signal: bool = False
+                           ) -> list[Outcome]:
         self.check_batch(len(images), "images")
-        return list(await asyncio.gather(*(self.embed_image(data) for data in images)))
+        return list(await asyncio.gather(*(self.embed_image(data, copy_signal)
+                                           for data in images)))
 
-    async def embed_image(self, data: bytes) -> Outcome:
+    async def embed_image(self, data: bytes, copy_signal: bool = False) -> Outcome:
+        """The image's embedding and, with `copy_signal`, its copy signal: computed in the same
+        decode task, from the same decoded pixels."""
         batcher = self._require(self._image_batcher)
         loop = asyncio.get_running_loop()
         try:
-            pixels = await loop.run_in_executor(self._decode_pool, self._preprocess, data)
+            pixels, signal = await loop.run_in_executor(
+                self._decode_pool, self._preprocess.prepare, data, copy_signal)
         except ImageRejected as rejected:
             return Outcome(failure=ItemFailure(_FROM_REJECTION[rejected.reason], str(rejected)))
         except Exception:
             log.exception("image preprocessing failed")
             return Outcome(failure=INTERNAL_FAILURE)
-        return await self._embed(batcher, pixels)
+        outcome = await self._embed(batcher, pixels)
+        if signal is None or outcome.embedding is None:
+            return outcome
+        return Outcome(outcome.embedding, copy_signal=signal)
 
     async def embed_texts(self, texts: Sequence[str]) -> list[Outcome]:
         self.check_batch(len(texts), "texts")

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from embedder_service.bundle import ImageConfig
+from imagesearch.copies import signal as signals
 
 # Pillow plugin ids (JPEG also opens multi-picture MPO files, BMP also DIB).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -84,9 +85,14 @@ class ImagePreprocessor:
         return self._limits
 
     def __call__(self, data: bytes) -> np.ndarray:
+        return self.prepare(data)[0]
+
+    def prepare(self, data: bytes, copy_signal: bool = False) -> tuple[np.ndarray, bytes | None]:
+        """The model's input and, when asked, the image's encoded copy signal
+        (imagesearch.copies), both from one decoding of the bytes."""
         image = self._open(data)
         try:
-            return self._pixels(image)
+            return self._pixels(image, copy_signal)
         finally:
             image.close()
 
@@ -142,19 +148,22 @@ class ImagePreprocessor:
         """Preprocesses an already decoded image (used by the trainer and tests)."""
         return self._normalise(self._resize_and_flatten(_resizable(image)))
 
-    def _pixels(self, image: Image.Image) -> np.ndarray:
+    def _pixels(self, image: Image.Image, copy_signal: bool) -> tuple[np.ndarray, bytes | None]:
         try:
             self._maybe_draft(image)
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = self._resize_and_flatten(_resizable(upright))
+            upright = _resizable(ImageOps.exif_transpose(image))
+            rgb = self._resize_and_flatten(upright)
+            # From the upright picture as decoded (a large JPEG at its draft scale, which
+            # keeps the shorter side at least 2x the model's input: ample for the signal).
+            signal = signals.encode(signals.compute(upright)) if copy_signal else None
         except Image.DecompressionBombError as err:
             raise self._too_many_pixels(None, str(err)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise ImageRejected(
                 Rejection.CORRUPT, f"{image.format} image is truncated or corrupt: {err}"
             ) from None
-        return self._normalise(rgb)
+        return self._normalise(rgb), signal
 
     def _normalise(self, rgb: Image.Image) -> np.ndarray:
         array = np.asarray(rgb, dtype=np.float32)

@@ -11,6 +11,7 @@ import grpc
 
 from embedder_service.core import Embedder, FailureReason, Outcome
 from embedder_service.errors import ModelNotReady
+from imagesearch.copies import signal as signals
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.errors import InvalidArgument
 
@@ -83,7 +84,8 @@ async def _read(embedder: Embedder, requests: AsyncIterator[pb.StreamEmbedImages
             if len(request.id.encode()) > MAX_STREAM_ID_BYTES:
                 raise InvalidArgument(f"item {index}: id is longer than {MAX_STREAM_ID_BYTES} "
                                       "bytes")
-            task = loop.create_task(embedder.embed_image(request.image.data))
+            task = loop.create_task(embedder.embed_image(request.image.data,
+                                                         request.include_copy_signal))
             await queue.put((index, request, task))
             index += 1
         await queue.put(None)
@@ -107,6 +109,10 @@ def _fill(result: pb.ImageResult | pb.TextResult, outcome: Outcome) -> None:
 def image_result(outcome: Outcome) -> pb.ImageResult:
     result = pb.ImageResult()
     _fill(result, outcome)
+    if outcome.copy_signal is not None:
+        result.copy_signal.format = signals.FORMAT
+        result.copy_signal.data = outcome.copy_signal
+        result.copy_signal.perceptual_hash = signals.perceptual_hash(outcome.copy_signal)
     return result
 
 
@@ -124,7 +130,8 @@ class EmbedderServicer:
     async def EmbedImages(self, request: pb.EmbedImagesRequest,
                           context: grpc.aio.ServicerContext) -> pb.EmbedImagesResponse:
         embedder = self._source.get()
-        outcomes = await embedder.embed_images([image.data for image in request.images])
+        outcomes = await embedder.embed_images([image.data for image in request.images],
+                                               request.include_copy_signal)
         return pb.EmbedImagesResponse(results=[image_result(o) for o in outcomes],
                                       model_fingerprint=embedder.description.fingerprint)
 
@@ -162,4 +169,5 @@ class EmbedderServicer:
                 max_image_pixels=preprocess_limits.max_pixels,
                 min_image_side=preprocess_limits.min_side,
                 max_message_bytes=self._max_message_bytes),
+            copy_signal_format=signals.FORMAT,
         ))

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from imagesearch import synthetic
+from imagesearch.copies import signal as signals
+from imagesearch.copies import verify
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from tests.conftest import encode
 
@@ -242,3 +244,41 @@ async def test_cancelled_stream_leaves_the_server_healthy(embedder_stub, photos)
     response = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(
         images=[pb.ImageInput(data=data)]), timeout=10)
     _vec(response.results[0])
+
+
+async def test_copy_signals_come_only_when_asked_and_only_for_images(embedder_stub, photos):
+    good = encode(photos["coffee"], "JPEG")
+    plain = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=good)]))
+    assert not plain.results[0].HasField("copy_signal")
+    asked = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=good), pb.ImageInput(data=b"junk")],
+        include_copy_signal=True))
+    made, failed = asked.results
+    np.testing.assert_allclose(_vec(made), _vec(plain.results[0]), atol=1e-6)
+    assert made.copy_signal.format == signals.FORMAT
+    decoded = signals.decode(made.copy_signal.data)
+    assert made.copy_signal.perceptual_hash == decoded.phash
+    assert failed.HasField("error") and not failed.HasField("copy_signal")
+    info = (await embedder_stub.GetModelInfo(pb.GetModelInfoRequest())).model
+    assert info.copy_signal_format == signals.FORMAT
+
+
+async def test_copy_signal_is_of_the_upright_image_and_streams(embedder_stub, photos):
+    """A phone photo stored sideways with an EXIF orientation and its upright copy: the same
+    signal, whichever RPC computed it."""
+    upright = photos["astronaut"]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(sideways, "JPEG", quality=95, exif=exif)
+
+    async def requests():
+        for data in (sideways.getvalue(), encode(upright, "JPEG", quality=95)):
+            yield pb.StreamEmbedImagesRequest(image=pb.ImageInput(data=data),
+                                              include_copy_signal=True)
+
+    rotated, reference = [signals.decode(r.result.copy_signal.data)
+                          async for r in embedder_stub.StreamEmbedImages(requests())]
+    assert verify.compare(rotated, reference).is_copy
+    assert verify.hamming(rotated.phash, reference.phash) <= 4

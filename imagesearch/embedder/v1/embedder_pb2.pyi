@@ -51,18 +51,32 @@ class ImageInput(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("embedding", "error")
+    __slots__ = ("embedding", "error", "copy_signal")
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     embedding: Embedding
     error: ItemError
-    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+    copy_signal: CopySignal
+    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., copy_signal: _Optional[_Union[CopySignal, _Mapping]] = ...) -> None: ...
+
+class CopySignal(_message.Message):
+    __slots__ = ("format", "data", "perceptual_hash")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    PERCEPTUAL_HASH_FIELD_NUMBER: _ClassVar[int]
+    format: str
+    data: bytes
+    perceptual_hash: bytes
+    def __init__(self, format: _Optional[str] = ..., data: _Optional[bytes] = ..., perceptual_hash: _Optional[bytes] = ...) -> None: ...
 
 class EmbedImagesRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "include_copy_signal")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageInput]
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ...) -> None: ...
+    include_copy_signal: bool
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., include_copy_signal: _Optional[bool] = ...) -> None: ...
 
 class EmbedImagesResponse(_message.Message):
     __slots__ = ("results", "model_fingerprint")
@@ -105,12 +119,14 @@ class EmbedTextsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TextResult, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class StreamEmbedImagesRequest(_message.Message):
-    __slots__ = ("id", "image")
+    __slots__ = ("id", "image", "include_copy_signal")
     ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     image: ImageInput
-    def __init__(self, id: _Optional[str] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ...) -> None: ...
+    include_copy_signal: bool
+    def __init__(self, id: _Optional[str] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., include_copy_signal: _Optional[bool] = ...) -> None: ...
 
 class StreamEmbedImagesResponse(_message.Message):
     __slots__ = ("id", "index", "result", "model_fingerprint")
@@ -145,7 +161,7 @@ class Limits(_message.Message):
     def __init__(self, max_items_per_request: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., min_image_side: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_name", "fingerprint", "embedding_dim", "image_size", "context_length", "execution_provider", "execution_providers", "precision", "max_batch_size", "limits")
+    __slots__ = ("model_name", "fingerprint", "embedding_dim", "image_size", "context_length", "execution_provider", "execution_providers", "precision", "max_batch_size", "limits", "copy_signal_format")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +172,7 @@ class ModelInfo(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    COPY_SIGNAL_FORMAT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     fingerprint: str
     embedding_dim: int
@@ -166,7 +183,8 @@ class ModelInfo(_message.Message):
     precision: str
     max_batch_size: int
     limits: Limits
-    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., execution_provider: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    copy_signal_format: str
+    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., execution_provider: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., copy_signal_format: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
     __slots__ = ("model",)
