@@ -30,12 +30,28 @@ STRONG_INLIERS = 30
 MIN_STRONG_CORRELATION = 0.45
 # Fine texture (bricks, print) can be too flat to correlate at thumbnail size once blurred:
 # then geometry alone decides, with a higher bar.
-GEOMETRY_ONLY_INLIERS = 40
-MIN_OVERLAP = 0.25
-MAX_HASH_DISTANCE = 10
+GEOMETRY_ONLY_INLIERS = 30
+MIN_OVERLAP = 0.25  # of the smaller image's area
+MAX_HASH_DISTANCE = 14
 MIN_GLOBAL_CORRELATION = 0.90
+MAX_GLOBAL_ASPECT_CHANGE = 0.08  # log ratio: 8% (a frame found to a pixel of 64)
+FRAME_TOLERANCE = 6  # grey levels
+MAX_BRIGHTNESS_CHANGE = 48.0  # mean grey level
+MAX_CONTRAST_CHANGE = 2.0  # ratio of grey-level spreads
+MIN_CONTENT_SIDE = 8  # thumbnail pixels
+MAX_GLOBAL_SHIFT = 0.1  # of the thumbnail's size, when aligning a whole image
+# Fewer keypoints than this in either image: too plain for the geometric test to be the judge.
+PLAIN_KEYPOINTS = 300
 # Thumbnails flatter than this (grey-level standard deviation) carry too little to correlate.
 MIN_THUMB_CONTRAST = 4.0
+# A thumbnail pixel is textured where the local standard deviation (3 x 3) reaches this; at
+# least this share of the compared pixels must be, or the comparison is no evidence.
+MIN_TEXTURE = 1.0
+MIN_TEXTURED = 0.15
+# Plain images (few keypoints: drawings, logos) may be mostly flat: their edges decide.
+MIN_TEXTURED_PLAIN = 0.02
+# The share of compared pixels left out as outliers (overlays) before correlating.
+TRIMMED = 0.10
 _RATIO = 0.8
 _RANSAC_PIXELS = 4.0
 _MAX_SCALE = 6.0
@@ -127,13 +143,16 @@ def _aligned_correlation(query: CopySignal, candidate: CopySignal,
     ratio = max(float(np.sqrt(abs(np.linalg.det(affine[:2, :2])))), 1e-3)
     source = _smooth(candidate.thumbnail, _BLUR_SIGMA * max(ratio, 1.0))
     target = _smooth(query.thumbnail, _BLUR_SIGMA * max(1.0 / ratio, 1.0))
-    warped = cv2.warpAffine(source, affine[:2], (query_w, query_h),
-                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=-1.0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(source, affine[:2], (query_w, query_h), flags=flags)
+    inside = cv2.warpAffine(np.ones_like(source), affine[:2], (query_w, query_h), flags=flags)
     # Inside the warped image only, one pixel clear of its border (blended with the fill).
-    overlap = cv2.erode((warped >= 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    if overlap.mean() < MIN_OVERLAP:
+    overlap = cv2.erode((inside > 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    # Of the smaller picture: a crop inside a framed copy overlaps all of itself.
+    smaller = min(query_w * query_h, candidate_w * candidate_h / (ratio * ratio))
+    if overlap.sum() < MIN_OVERLAP * smaller:
         return 0.0
-    return _correlation(target[overlap], warped[overlap])
+    return _correlation(target, warped, overlap)
 
 
 def _smooth(thumbnail: np.ndarray, sigma: float = 0.0) -> np.ndarray:
@@ -141,16 +160,114 @@ def _smooth(thumbnail: np.ndarray, sigma: float = 0.0) -> np.ndarray:
     return cv2.GaussianBlur(thumbnail.astype(np.float32), (0, 0), sigma or _BLUR_SIGMA)
 
 
+def _content(thumbnail: np.ndarray) -> np.ndarray:
+    """The thumbnail without a uniform frame: the rows and columns at its edges that are all
+    within FRAME_TOLERANCE of the corners' colour (a screenshot's window, a mat, padding)."""
+    grey = thumbnail.astype(np.int16)
+    corners = np.median([grey[0, 0], grey[0, -1], grey[-1, 0], grey[-1, -1]])
+    flat = np.abs(grey - corners) <= FRAME_TOLERANCE
+    rows, columns = np.flatnonzero(~flat.all(axis=1)), np.flatnonzero(~flat.all(axis=0))
+    if len(rows) == 0 or len(columns) == 0:
+        return thumbnail  # all one colour
+    return thumbnail[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+
+
 def _global_correlation(query: CopySignal, candidate: CopySignal, mirrored: bool
                         ) -> float | None:
-    """The thumbnails compared whole (the copy is resized, recoloured or flipped only)."""
-    thumb = query.thumbnail[:, ::-1] if mirrored else query.thumbnail
-    if thumb.shape != candidate.thumbnail.shape:
-        thumb = cv2.resize(thumb, candidate.thumbnail.shape[::-1], interpolation=cv2.INTER_AREA)
-    return _correlation(_smooth(thumb), _smooth(candidate.thumbnail))
+    """The thumbnails compared whole (the copy is resized, recoloured or flipped, perhaps
+    trimmed a little): as they are, then once aligned by ECC (images too plain for
+    keypoints, such as drawings, are aligned on their intensities instead)."""
+    # The pictures without their frames: frames of one size and colour around different
+    # pictures agree everywhere but inside.
+    thumb = _content(query.thumbnail[:, ::-1] if mirrored else query.thumbnail)
+    other = _content(candidate.thumbnail)
+    aspect = (thumb.shape[1] / thumb.shape[0]) / (other.shape[1] / other.shape[0])
+    if min(*thumb.shape, *other.shape) < MIN_CONTENT_SIDE or (
+            abs(np.log(aspect)) > MAX_GLOBAL_ASPECT_CHANGE):
+        return None  # a whole-image copy keeps the picture's aspect ratio
+    if thumb.shape != other.shape:
+        thumb = cv2.resize(thumb, other.shape[::-1], interpolation=cv2.INTER_AREA)
+    target, source = _smooth(thumb), _smooth(other)
+    # Correlation ignores brightness and contrast; a copy changes them only so much (a dark
+    # circle on white and one on grey correlate perfectly).
+    spread = (float(target.std()) + 1.0) / (float(source.std()) + 1.0)
+    if (abs(float(target.mean()) - float(source.mean())) > MAX_BRIGHTNESS_CHANGE
+            or not 1 / MAX_CONTRAST_CHANGE <= spread <= MAX_CONTRAST_CHANGE):
+        return None
+    plain = min(len(query.points), len(candidate.points)) < PLAIN_KEYPOINTS
+    textured = MIN_TEXTURED_PLAIN if plain else MIN_TEXTURED
+    whole = _correlation(target, source, textured=textured)
+    # Only for plain images: photos with keypoints to spare that failed the geometric test
+    # are no copies, and aligning them whole lines up what frames they sit in.
+    if whole is None or whole >= MIN_GLOBAL_CORRELATION or not plain:
+        return whole
+    affine = _ecc(target, source)
+    if affine is None:
+        return whole
+    height, width = target.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(source, affine, (width, height), flags=flags)
+    inside = cv2.warpAffine(np.ones_like(source), affine, (width, height), flags=flags)
+    overlap = cv2.erode((inside > 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if overlap.mean() < 1 - 2 * MAX_GLOBAL_SHIFT:
+        return whole
+    aligned = _correlation(target, warped, overlap, textured)
+    return whole if aligned is None else max(whole, aligned)
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+def _ecc(target: np.ndarray, source: np.ndarray) -> np.ndarray | None:
+    """The affine map that best aligns `source` to `target` (inverse map, ECC), if it is a
+    small one: scale within 15%, shift within MAX_GLOBAL_SHIFT of the size, little shear."""
+    affine = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+    try:
+        _, found = cv2.findTransformECC(target, source, affine, cv2.MOTION_AFFINE, criteria)
+    except cv2.error:  # did not converge
+        return None
+    affine = np.asarray(found)
+    linear = affine[:, :2]
+    scale = float(np.sqrt(abs(np.linalg.det(linear))))
+    shear = float(np.abs(linear / scale - np.eye(2)).max())
+    shift = np.abs(affine[:, 2]) / np.array(target.shape[::-1])
+    if not 0.85 <= scale <= 1.15 or shear > 0.05 or shift.max() > MAX_GLOBAL_SHIFT:
+        return None
+    return affine
+
+
+def _correlation(a: np.ndarray, b: np.ndarray, within: np.ndarray | None = None,
+                 textured: float = MIN_TEXTURED) -> float | None:
+    """Over the pixels (of `within`) where either image has texture: flat areas - the
+    frames of screenshots, a plain background - agree whatever the pictures are, so they
+    are not evidence. None when too little of it has texture to tell."""
+    inside = np.ones(a.shape, bool) if within is None else within
+    detail = inside & ((_texture(a) >= MIN_TEXTURE) | (_texture(b) >= MIN_TEXTURE))
+    if detail.sum() < textured * inside.sum():
+        return None
+    return _pearson(a[detail], b[detail])
+
+
+def _texture(image: np.ndarray) -> np.ndarray:
+    """Local grey-level standard deviation over 3 x 3 pixels."""
+    mean = cv2.blur(image, (3, 3))
+    spread: np.ndarray = np.sqrt(np.maximum(cv2.blur(image * image, (3, 3)) - mean * mean, 0))
+    return spread
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Correlation without the pixels that fit worst (TRIMMED of them): an overlay - a
+    watermark, a caption, a logo - changes a small part of a copy by a lot."""
+    r = _plain_pearson(a, b)
+    if r is None or TRIMMED == 0:
+        return r
+    # Residuals of b against a on the line the two fit best (total least squares on
+    # standardised values), so that neither image is privileged.
+    za, zb = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    residual = np.abs(zb - np.sign(r) * za)
+    keep = residual <= np.quantile(residual, 1 - TRIMMED)
+    return _plain_pearson(a[keep], b[keep])
+
+
+def _plain_pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     a = a - a.mean()
     b = b - b.mean()
     spread_a, spread_b = float(np.sqrt((a * a).mean())), float(np.sqrt((b * b).mean()))

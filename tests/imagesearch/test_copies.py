@@ -131,3 +131,26 @@ def test_a_mirror_image_is_reported_as_one(photos: dict[str, Image.Image],
     assert evidence.is_copy and evidence.mirrored
     assert evidence.hash_distance <= 6
     assert hamming(mirrored.phash, originals["rocket"].phash) > evidence.hash_distance
+
+
+def test_drawings_of_different_things_are_not_copies_but_their_copies_are() -> None:
+    """Plain images (few keypoints) are judged on their aligned intensities: a drawing is a
+    copy of itself trimmed, resized and recompressed, never of another drawing. (Colour is
+    no evidence: grey levels are compared, so a recoloured drawing is a copy.)"""
+    from imagesearch import synthetic
+
+    rng = random.Random(8)
+    scenes = [synthetic.Scene(colour, shape, 1, "large", "center", background)
+              for colour, shape, background in [
+                  ("red", "star", "white"), ("blue", "hexagon", "dark"),
+                  ("yellow", "cross", "gray"), ("green", "circle", "white"),
+                  ("purple", "square", "white"), ("orange", "triangle", "white"),
+                  ("red", "star", "dark"), ("blue", "circle", "gray")]]
+    drawings = [synthetic.render(scene, 128, rng) for scene in scenes]
+    originals = [signals.compute(d) for d in drawings]
+    for index, drawing in enumerate(drawings):
+        trimmed = drawing.crop((4, 4, 124, 124)).resize((100, 100))
+        copy = signals.compute(copy_data._jpeg(70)(trimmed, rng))
+        verdicts = [compare(copy, original).is_copy for original in originals]
+        assert verdicts == [i == index for i in range(len(originals))], (scenes[index],
+                                                                         verdicts)
