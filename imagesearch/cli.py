@@ -46,9 +46,10 @@ def cmd_duplicates(args: argparse.Namespace, client: SearchClient) -> int:
     if args.image or args.id:
         image = args.image.read_bytes() if args.image else None
         hits_out(args, client.find_duplicates(args.collection, image=image, image_id=args.id,
-                                              min_similarity=args.threshold))
+                                              min_similarity=args.threshold,
+                                              similar=args.similar))
         return 0
-    groups = client.duplicate_groups(args.collection, args.threshold)
+    groups = client.duplicate_groups(args.collection, args.threshold, similar=args.similar)
     emit(args, [{"ids": ids, "min_similarity": round(s, 6)} for ids, s in groups],
          [(n, len(ids), f"{s:.3f}", " ".join(ids)) for n, (ids, s) in enumerate(groups, 1)],
          ["group", "size", "min similarity", "ids"])
@@ -173,7 +174,10 @@ def parser() -> argparse.ArgumentParser:
     dups.add_argument("-c", "--collection", required=True)
     dups.add_argument("--image", type=Path)
     dups.add_argument("--id")
-    dups.add_argument("--threshold", type=float, default=0.0, help="similarity; 0: 0.95")
+    dups.add_argument("--similar", action="store_true",
+                      help="look-alikes by embedding similarity, not verified copies")
+    dups.add_argument("--threshold", type=float, default=0.0,
+                      help="--similar: the similarity (0: 0.95); copies: only candidates above")
     dups.set_defaults(run=cmd_duplicates)
     classify = command("classify", "label images by their nearest neighbours")
     classify.add_argument("files", type=Path, nargs="+")

@@ -48,6 +48,13 @@ def emit(args: argparse.Namespace, data: Any, rows: Sequence[Sequence[Any]],
 
 
 def hits_out(args: argparse.Namespace, hits: list[Hit]) -> None:
+    if any(h.match for h in hits):  # duplicates: what kind of match each is
+        emit(args, [{"id": h.id, "match": h.match, "similarity": round(h.similarity, 6),
+                     "metadata": h.metadata} for h in hits],
+             [(rank, h.match, f"{h.similarity:.3f}", h.id,
+               json.dumps(h.metadata) if h.metadata else "") for rank, h in enumerate(hits, 1)],
+             ["#", "match", "similarity", "id", "metadata"])
+        return
     emit(args, [{"id": h.id, "similarity": round(h.similarity, 6), "metadata": h.metadata}
                 for h in hits],
          [(rank, f"{h.similarity:.3f}", h.id, json.dumps(h.metadata) if h.metadata else "")

@@ -45,6 +45,7 @@ class Hit:
     id: str
     similarity: float
     metadata: dict[str, Scalar] = field(default_factory=dict)
+    match: str = ""  # duplicates: "exact", "copy" or "similar"
 
 
 def parse_condition(text: str) -> pb.Condition:
@@ -77,8 +78,16 @@ def _guess(raw: str) -> Scalar:
 
 
 def _hits(hits: Iterable[pb.Hit]) -> list[Hit]:
-    return [Hit(h.id, h.similarity, {k: _or_empty(from_value(v)) for k, v in h.metadata.items()})
-            for h in hits]
+    return [Hit(h.id, h.similarity, {k: _or_empty(from_value(v)) for k, v in h.metadata.items()},
+                _MATCHES.get(h.match, "")) for h in hits]
+
+
+_MATCHES = {pb.MATCH_KIND_EXACT: "exact", pb.MATCH_KIND_COPY: "copy",
+            pb.MATCH_KIND_SIMILAR: "similar"}
+
+
+def _mode(similar: bool) -> pb.DuplicateMode:
+    return pb.DUPLICATE_MODE_SIMILAR if similar else pb.DUPLICATE_MODE_UNSPECIFIED
 
 
 def _or_empty(value: Scalar | None) -> Scalar:
@@ -226,17 +235,19 @@ class SearchClient:
 
     def find_duplicates(self, collection: str, *, image: bytes | None = None,
                         image_id: str | None = None, min_similarity: float = 0.0,
-                        max_results: int = 10) -> list[Hit]:
+                        max_results: int = 10, similar: bool = False) -> list[Hit]:
+        """Copies of the image (the service's default), or with `similar` look-alikes."""
         query = pb.Query(image=image) if image is not None else pb.Query(image_id=image_id or "")
         request = pb.FindDuplicatesRequest(collection=collection, query=query,
                                            min_similarity=min_similarity,
-                                           max_results=max_results)
+                                           max_results=max_results, mode=_mode(similar))
         return _hits(self._call("FindDuplicates", request).duplicates)
 
-    def duplicate_groups(self, collection: str,
-                         min_similarity: float = 0.0) -> list[tuple[list[str], float]]:
+    def duplicate_groups(self, collection: str, min_similarity: float = 0.0,
+                         similar: bool = False) -> list[tuple[list[str], float]]:
         request = pb.FindDuplicateGroupsRequest(collection=collection,
-                                                min_similarity=min_similarity)
+                                                min_similarity=min_similarity,
+                                                mode=_mode(similar))
         response = self._call("FindDuplicateGroups", request)
         return [(list(g.ids), g.min_similarity) for g in response.groups]
 

@@ -12,8 +12,9 @@ from search_service.domain import (
     Classification,
     Collection,
     Condition,
-    DuplicateGroup,
-    Hit,
+    DuplicateGroups,
+    DuplicateMode,
+    Duplicates,
     NewImage,
     Outcome,
     Query,
@@ -70,13 +71,15 @@ class SearchApp:
                                       remaining)
 
     async def find_duplicates(self, name: str, query: Query, min_similarity: float,
-                              max_results: int, remaining: float | None = None) -> list[Hit]:
+                              max_results: int, remaining: float | None = None,
+                              mode: DuplicateMode | None = None) -> Duplicates:
         return await analysis.find_duplicates(self.core, name, query, min_similarity,
-                                              max_results, remaining)
+                                              max_results, remaining, mode)
 
-    async def duplicate_groups(self, name: str, min_similarity: float,
-                               neighbours: int) -> tuple[list[DuplicateGroup], int]:
-        return await analysis.duplicate_groups(self.core, name, min_similarity, neighbours)
+    async def duplicate_groups(self, name: str, min_similarity: float, neighbours: int,
+                               mode: DuplicateMode | None = None) -> DuplicateGroups:
+        return await analysis.duplicate_groups(self.core, name, min_similarity, neighbours,
+                                               mode)
 
     async def classify(self, name: str, queries: Sequence[Query], label_key: str, k: int,
                        max_labels: int, remaining: float | None = None) -> list[Classification]:

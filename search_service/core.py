@@ -8,8 +8,10 @@ written or searched: vector spaces never mix.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,12 +33,26 @@ from search_service.domain import (
     refused,
 )
 from search_service.errors import ModelMismatch
-from search_service.ports import Embedder, VectorStore
+from search_service.ports import Embedder, ImageStore, VectorStore
+
+# The image store's kind for what copy detection keeps of each image: the SHA-256 of its
+# bytes, then its encoded copy signal (none when the embedder made none).
+COPY_KIND = "copy"
+
+
+@dataclass(frozen=True)
+class CopyRecord:
+    digest: bytes
+    signal: bytes | None
 
 
 class SearchCore:
-    def __init__(self, store: VectorStore, embedder: Embedder, record_ttl_s: float = 2.0) -> None:
+    def __init__(self, store: VectorStore, embedder: Embedder, record_ttl_s: float = 2.0,
+                 images: ImageStore | None = None) -> None:
         self.store = store
+        # Where copy signals are kept; None: the service keeps none (duplicates by
+        # similarity only).
+        self.images = images
         self._embedder = embedder
         # Read paths (search, duplicates, classify) reuse a collection's registry record for
         # a moment instead of a Milvus round trip per call; writes always re-read it, so no
@@ -49,6 +65,8 @@ class SearchCore:
 
     async def close(self) -> None:
         await self.store.close()
+        if self.images is not None:
+            await self.images.close()
 
     async def collection(self, name: str) -> CollectionRecord:
         """The record for a read path, from the short-lived cache when fresh."""
@@ -109,9 +127,12 @@ class SearchCore:
         check.check_collection_name(name)
         self._forget(name)
         try:
+            record = await self._fresh(name) if self.images is not None else None
             await self.store.delete_collection(name)
         finally:
             self._forget(name)
+        if record is not None and self.images is not None:
+            await self.images.delete_collection(record.key)
 
     # Images ------------------------------------------------------------------------------
 
@@ -123,21 +144,53 @@ class SearchCore:
         valid = [i for i, outcome in enumerate(outcomes) if outcome.ok]
         if not valid:
             return outcomes
-        fingerprint, embedded = await self._embedder.embed_images(
-            [images[i].data for i in valid], remaining)
+        data = [images[i].data for i in valid]
+        if self.images is None:
+            fingerprint, embedded = await self._embedder.embed_images(data, remaining)
+            signals: list[bytes | None] = [None] * len(valid)
+        else:
+            fingerprint, embedded, signals = await self._embedder.embed_images_signed(
+                data, remaining)
         self._check_model(record, fingerprint)
         stored = []
-        for index, embedding in zip(valid, embedded, strict=True):
+        for index, embedding, signal in zip(valid, embedded, signals, strict=True):
             if isinstance(embedding, Outcome):
                 outcomes[index] = embedding
             else:
-                stored.append((index, embedding))
+                stored.append((index, embedding, signal))
+        if stored and self.images is not None:
+            # Before the vectors: an image searchable as a copy candidate has its record.
+            await self.images.put(record.key, COPY_KIND, [
+                (images[i].id, hashlib.sha256(images[i].data).digest() + (signal or b""))
+                for i, _, signal in stored])
         if stored:
-            await self.store.upsert(record, [images[i].id for i, _ in stored],
-                                    np.stack([v for _, v in stored]),
+            await self.store.upsert(record, [images[i].id for i, _, _ in stored],
+                                    np.stack([v for _, v, _ in stored]),
                                     [check.check_metadata(images[i].metadata)
-                                     for i, _ in stored])
+                                     for i, _, _ in stored])
         return outcomes
+
+    async def copy_records(self, record: CollectionRecord, ids: Sequence[str]
+                           ) -> dict[str, CopyRecord]:
+        """What copy detection kept of each of `ids` that has it."""
+        if self.images is None or not ids:
+            return {}
+        found = await self.images.get(record.key, COPY_KIND, ids)
+        return {i: CopyRecord(data[:32], data[32:] or None) for i, data in found.items()}
+
+    async def query_copy_record(self, record: CollectionRecord, query: Query,
+                                remaining: float | None) -> tuple[Embedding, CopyRecord | None]:
+        """A duplicate query's vector and copy record (None where there is none)."""
+        if query.image is None or self.images is None:
+            (vector,) = await self.query_vectors(record, [query], remaining)
+            copy = None
+            if query.image_id is not None and not isinstance(vector, Outcome):
+                copy = (await self.copy_records(record, [query.image_id])).get(query.image_id)
+            return vector, copy
+        fingerprint, (vector,), (signal,) = await self._embedder.embed_images_signed(
+            [query.image], remaining)
+        self._check_model(record, fingerprint)
+        return vector, CopyRecord(hashlib.sha256(query.image).digest(), signal)
 
     async def get_images(self, name: str, ids: Sequence[str], include_vectors: bool
                          ) -> tuple[list[StoredImage], list[str]]:
@@ -161,7 +214,10 @@ class SearchCore:
 
     async def delete_images(self, name: str, ids: Sequence[str]) -> None:
         wanted = check.check_ids(ids)
-        await self.store.delete(await self._fresh(name), wanted)
+        record = await self._fresh(name)
+        await self.store.delete(record, wanted)
+        if self.images is not None:
+            await self.images.delete(record.key, wanted)
 
     # Queries -----------------------------------------------------------------------------
 

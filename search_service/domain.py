@@ -60,11 +60,33 @@ class StoredImage:
     vector: np.ndarray | None = None
 
 
+class DuplicateMode(enum.Enum):
+    COPIES = "copies"  # verified copies of the same picture
+    SIMILAR = "similar"  # embedding similarity over a threshold
+
+
+class MatchKind(enum.Enum):
+    EXACT = "exact"  # the same bytes
+    COPY = "copy"  # an edited copy, verified
+    SIMILAR = "similar"  # alike by embedding, nothing verified
+
+
+@dataclass(frozen=True)
+class CopyEvidence:
+    hash_distance: int
+    mirrored: bool
+    inliers: int
+    correlation: float
+
+
 @dataclass(frozen=True)
 class Hit:
     external_id: str
     similarity: float
     metadata: dict[str, Any]
+    # Duplicates only.
+    match: MatchKind | None = None
+    evidence: CopyEvidence | None = None
 
 
 class Problem(enum.Enum):
@@ -144,6 +166,21 @@ class QueryResult:
 class DuplicateGroup:
     ids: list[str]
     min_similarity: float
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    hits: list[Hit]
+    mode: DuplicateMode
+    unverified: int = 0  # candidates without a copy signal (COPIES)
+
+
+@dataclass(frozen=True)
+class DuplicateGroups:
+    groups: list[DuplicateGroup]
+    scanned: int
+    mode: DuplicateMode
+    unverified: int = 0  # images without a copy signal (COPIES)
 
 
 @dataclass(frozen=True)

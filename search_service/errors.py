@@ -45,3 +45,7 @@ class EmbedderFailed(ServiceError):
     message for the caller is safe: it names only the embedder's status)."""
 
     status_name = "INTERNAL"
+
+
+class ImageStoreUnavailable(Unavailable):
+    """The store of copy signals (and other per-image bytes) cannot be read or written."""

@@ -81,5 +81,37 @@ class Embedder(Protocol):
                            ) -> tuple[str, list[Embedding]]:
         """The model's fingerprint, and per image its vector or why it has none."""
 
+    async def embed_images_signed(self, images: Sequence[bytes],
+                                  remaining: float | None = None,
+                                  ) -> tuple[str, list[Embedding], list[bytes | None]]:
+        """As embed_images, with each image's encoded copy signal (imagesearch.copies), None
+        where the embedder made none (it failed, or it is older than copy signals)."""
+
     async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
                           ) -> tuple[str, list[Embedding]]: ...
+
+
+class ImageStore(Protocol):
+    """Bytes kept per image beside the index, by kind - copy signals today; thumbnails and
+    the pixels to re-embed from go in the same store - under a collection's key (made afresh
+    at each creation, so a collection created again never sees a deleted one's bytes).
+
+    A put replaces what an id had of that kind; ids and keys are any strings.
+    """
+
+    async def put(self, collection_key: str, kind: str,
+                  items: Sequence[tuple[str, bytes]]) -> None: ...
+
+    async def get(self, collection_key: str, kind: str, ids: Sequence[str]
+                  ) -> dict[str, bytes]:
+        """What is stored for those of `ids` that have it."""
+
+    async def delete(self, collection_key: str, ids: Sequence[str]) -> None:
+        """Every kind of each id; ids without any are ignored."""
+
+    async def delete_collection(self, collection_key: str) -> None: ...
+
+    async def check(self) -> None:
+        """Raises unless the store can be written now (the health check)."""
+
+    async def close(self) -> None: ...

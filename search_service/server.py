@@ -26,6 +26,7 @@ from imagesearch.errors import Unavailable
 from imagesearch.search.v1 import search_pb2
 from imagesearch.serving import host
 from search_service.adapters.embedder_grpc import GrpcEmbedder, embedder_channel
+from search_service.adapters.image_folder import FolderImageStore
 from search_service.adapters.milvus.config import IndexConfig, is_lite
 from search_service.adapters.milvus.store import MilvusStore
 from search_service.adapters.milvus.vector_store import MilvusVectorStore, open_store, unreachable
@@ -64,6 +65,7 @@ class SearchServer:
         self._channel: grpc.aio.Channel | None = None
         self._embedder: GrpcEmbedder | None = None
         self._store: MilvusVectorStore | None = None
+        self._images: FolderImageStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -100,8 +102,11 @@ class SearchServer:
             return False
         assert self._embedder is not None
         self._store = MilvusVectorStore(store, s.store_threads)
-        self._holder.app = SearchApp(SearchCore(self._store, self._embedder))
-        log.info("milvus connected")
+        folder = s.image_folder()
+        self._images = FolderImageStore(folder) if folder is not None else None
+        self._holder.app = SearchApp(SearchCore(self._store, self._embedder,
+                                                images=self._images))
+        log.info("milvus connected", extra={"image_store": str(folder or "off")})
         return True
 
     def _client_tls(self) -> ClientTls | None:
@@ -142,6 +147,8 @@ class SearchServer:
             assert self._store is not None
             await self._embedder.model(remaining=5.0)
             await self._store.check()
+            if self._images is not None:
+                await self._images.check()
         except Unavailable as err:
             log.warning("dependency unavailable", extra={"reason": str(err)})
             return False

@@ -38,6 +38,10 @@ class SearchSettings(ServingSettings):
     """HNSW search-time candidate list (latency vs recall); at least top_k."""
     store_threads: int = Field(8, gt=0)
     """Threads running Milvus calls (pymilvus is synchronous; never on the event loop)."""
+    image_store: str | None = None
+    """A folder for what is kept of each image beside its vector - its copy signal, for copy
+    detection (FindDuplicates' COPIES mode) - or "off". Default: beside a Milvus Lite file
+    (<file>.images); off with a Milvus server, whose replicas need a folder they all share."""
 
     embedder_target: str = "127.0.0.1:50051"
     """Embedder address; on Kubernetes dns:///<headless-service>:50051 reaches every replica."""
@@ -72,6 +76,16 @@ class SearchSettings(ServingSettings):
         if self.embedder_token_file is not None:
             return self.embedder_token_file.read_text().strip()
         return self.embedder_token or ""
+
+    def image_folder(self) -> Path | None:
+        """The image store's folder; None when there is none."""
+        if self.image_store == "off":
+            return None
+        if self.image_store:
+            return Path(self.image_store).expanduser()
+        if "://" in self.milvus_uri:
+            return None
+        return Path(self.milvus_uri + ".images").expanduser()
 
     def milvus_credentials(self) -> str:
         """The token, from milvus_token or milvus_token_file; "" for none."""

@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 
 from imagesearch.channels import ChannelConfig, ClientTls, create_aio_channel
+from imagesearch.copies.signal import FORMAT as COPY_SIGNAL_FORMAT
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from imagesearch.errors import ResourceExhausted
@@ -28,7 +29,13 @@ from search_service.errors import EmbedderFailed, EmbedderUnavailable
 SERVICE = "imagesearch.embedder.v1.EmbedderService"
 # Until GetModelInfo says otherwise (the embedder's default).
 DEFAULT_MAX_ITEMS = 256
+# The most a copy signal and its framing add to an image's answer (imagesearch.copies.signal:
+# 34 header bytes, a 64 x 64 thumbnail at most, 768 keypoints of 36 bytes).
+SIGNAL_BYTES = 34 + 64 * 64 + 768 * 36 + 64
 _PROBLEMS = {code.value[0]: code.name for code in grpc.StatusCode}
+
+# An item's answer: the embedder's result, or why it was never sent.
+_Result = pb.ImageResult | pb.TextResult | Outcome
 
 
 def embedder_channel(target: str, max_message_bytes: int, keepalive_s: float,
@@ -69,27 +76,40 @@ class GrpcEmbedder:
 
     async def embed_images(self, images: Sequence[bytes], remaining: float | None = None
                            ) -> tuple[str, list[Embedding]]:
-        return await self._embed(self._stub.EmbedImages, lambda chunk: pb.EmbedImagesRequest(
-            images=[pb.ImageInput(data=d) for d in chunk]), images, remaining)
+        fingerprint, results = await self._embed(
+            self._stub.EmbedImages, lambda chunk: pb.EmbedImagesRequest(
+                images=[pb.ImageInput(data=d) for d in chunk]), images, remaining)
+        return fingerprint, [_embedded(r) for r in results]
+
+    async def embed_images_signed(self, images: Sequence[bytes],
+                                  remaining: float | None = None,
+                                  ) -> tuple[str, list[Embedding], list[bytes | None]]:
+        fingerprint, results = await self._embed(
+            self._stub.EmbedImages, lambda chunk: pb.EmbedImagesRequest(
+                images=[pb.ImageInput(data=d) for d in chunk], include_copy_signal=True),
+            images, remaining, answer_bytes=SIGNAL_BYTES)
+        return fingerprint, [_embedded(r) for r in results], [_signal(r) for r in results]
 
     async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
                           ) -> tuple[str, list[Embedding]]:
-        return await self._embed(self._stub.EmbedTexts, lambda chunk: pb.EmbedTextsRequest(
-            texts=[pb.TextInput(text=t) for t in chunk]), texts, remaining)
+        fingerprint, results = await self._embed(
+            self._stub.EmbedTexts, lambda chunk: pb.EmbedTextsRequest(
+                texts=[pb.TextInput(text=t) for t in chunk]), texts, remaining)
+        return fingerprint, [_embedded(r) for r in results]
 
     async def _embed(self, method: Any, build: Callable[[Sequence[Any]], Any],
-                     items: Sequence[Any], remaining: float | None,
-                     ) -> tuple[str, list[Embedding]]:
+                     items: Sequence[Any], remaining: float | None, answer_bytes: int = 0,
+                     ) -> tuple[str, list[_Result]]:
         try:
-            return await self._embed_chunks(method, build, items, remaining)
+            return await self._embed_chunks(method, build, items, remaining, answer_bytes)
         except _LimitChanged:
             await self.model(remaining)  # the embedder's limit is lower than we knew
-            return await self._embed_chunks(method, build, items, remaining)
+            return await self._embed_chunks(method, build, items, remaining, answer_bytes)
 
     async def _embed_chunks(self, method: Any, build: Callable[[Sequence[Any]], Any],
                             items: Sequence[Any], remaining: float | None,
-                            ) -> tuple[str, list[Embedding]]:
-        chunks, too_large = self._chunks(items)
+                            answer_bytes: int) -> tuple[str, list[_Result]]:
+        chunks, too_large = self._chunks(items, answer_bytes)
         if not chunks:
             fingerprint = (await self.model(remaining)).fingerprint
             return fingerprint, [too_large[i] for i in range(len(items))]
@@ -99,18 +119,20 @@ class GrpcEmbedder:
         if len(fingerprints) > 1:  # replicas mid-rollout answered with two models
             raise EmbedderUnavailable("the embedder's replicas serve different models right "
                                       "now (a rollout?); retry shortly")
-        out: dict[int, Embedding] = dict(too_large)
+        out: dict[int, _Result] = dict(too_large)
         for chunk, response in zip(chunks, responses, strict=True):
-            out.update(zip(chunk, (_embedded(r) for r in response.results), strict=True))
+            out.update(zip(chunk, response.results, strict=True))
         return fingerprints.pop(), [out[i] for i in range(len(items))]
 
-    def _chunks(self, items: Sequence[Any]) -> tuple[list[list[int]], dict[int, Embedding]]:
+    def _chunks(self, items: Sequence[Any], answer_bytes: int = 0,
+                ) -> tuple[list[list[int]], dict[int, _Result]]:
         """Item indices grouped into requests within the embedder's limits, and the items no
-        request can carry."""
+        request can carry. Answers are bounded too: `answer_bytes` per item (copy signals)
+        must fit in the response."""
         budget = int(self._max_bytes * 0.9) - 4096  # protobuf framing and headers
         chunks: list[list[int]] = []
-        too_large: dict[int, Embedding] = {}
-        size = 0
+        too_large: dict[int, _Result] = {}
+        size = answered = 0
         for index, item in enumerate(items):
             length = len(item) if isinstance(item, bytes) else len(item.encode()) + 16
             if length + 16 > budget:
@@ -118,11 +140,13 @@ class GrpcEmbedder:
                     f"image is {length} bytes; the embedder accepts at most "
                     f"{self._max_bytes} bytes per request"))
                 continue
-            if not chunks or len(chunks[-1]) >= self._max_items or size + length + 16 > budget:
+            if (not chunks or len(chunks[-1]) >= self._max_items
+                    or size + length + 16 > budget or answered + answer_bytes > budget):
                 chunks.append([])
-                size = 0
+                size = answered = 0
             chunks[-1].append(index)
             size += length + 16
+            answered += answer_bytes
         return chunks, too_large
 
     async def _call(self, method: Any, request: Any, remaining: float | None) -> Any:
@@ -155,7 +179,16 @@ def _translated(err: grpc.aio.AioRpcError) -> Exception:
     return EmbedderFailed(f"the embedder failed the request ({code.name})")
 
 
-def _embedded(result: pb.ImageResult | pb.TextResult) -> Embedding:
+def _signal(result: _Result) -> bytes | None:
+    if isinstance(result, pb.ImageResult) and result.HasField("copy_signal") and (
+            result.copy_signal.format == COPY_SIGNAL_FORMAT):
+        return bytes(result.copy_signal.data)
+    return None  # none made, or of a format this build does not read
+
+
+def _embedded(result: _Result) -> Embedding:
+    if isinstance(result, Outcome):
+        return result
     if result.HasField("error"):
         name = _PROBLEMS.get(result.error.code, "INTERNAL")
         problem = Problem.__members__.get(name, Problem.INVALID_ARGUMENT)

@@ -16,7 +16,9 @@ from search_service.domain import (
     Classification,
     Collection,
     Condition,
+    DuplicateMode,
     Hit,
+    MatchKind,
     NewImage,
     Op,
     Outcome,
@@ -92,9 +94,36 @@ def image_out(image: StoredImage) -> pb.StoredImage:
     return out
 
 
+_MODES: dict[int, DuplicateMode] = {pb.DUPLICATE_MODE_COPIES: DuplicateMode.COPIES,
+                                    pb.DUPLICATE_MODE_SIMILAR: DuplicateMode.SIMILAR}
+_MATCHES = {MatchKind.EXACT: pb.MATCH_KIND_EXACT, MatchKind.COPY: pb.MATCH_KIND_COPY,
+            MatchKind.SIMILAR: pb.MATCH_KIND_SIMILAR}
+
+
+def mode_in(mode: int) -> DuplicateMode | None:
+    if mode == pb.DUPLICATE_MODE_UNSPECIFIED:
+        return None
+    if mode not in _MODES:
+        raise InvalidArgument(f"mode {mode} is not a DuplicateMode (COPIES 1, SIMILAR 2)")
+    return _MODES[mode]
+
+
+def mode_out(mode: DuplicateMode) -> pb.DuplicateMode:
+    return (pb.DUPLICATE_MODE_COPIES if mode is DuplicateMode.COPIES
+            else pb.DUPLICATE_MODE_SIMILAR)
+
+
 def hit_out(hit: Hit) -> pb.Hit:
-    return pb.Hit(id=hit.external_id, similarity=hit.similarity,
-                  metadata=_metadata_out(hit.metadata))
+    found = pb.Hit(id=hit.external_id, similarity=hit.similarity,
+                   metadata=_metadata_out(hit.metadata))
+    if hit.match is not None:
+        found.match = _MATCHES[hit.match]
+    if hit.evidence is not None:
+        e = hit.evidence
+        found.evidence.CopyFrom(pb.CopyEvidence(hash_distance=e.hash_distance,
+                                                mirrored=e.mirrored, inliers=e.inliers,
+                                                correlation=e.correlation))
+    return found
 
 
 def status_out(outcome: Outcome) -> pb.ItemStatus:

@@ -141,19 +141,25 @@ class SearchServicer:
     @requires(Level.READ, "collection")
     async def FindDuplicates(self, request: pb.FindDuplicatesRequest,
                              context: grpc.aio.ServicerContext) -> pb.FindDuplicatesResponse:
-        hits = await self._app.find_duplicates(
+        found = await self._app.find_duplicates(
             request.collection, query_in(request.query), request.min_similarity,
-            request.max_results, _remaining(context))
-        return self._sized(pb.FindDuplicatesResponse(duplicates=[out.hit_out(h) for h in hits]))
+            request.max_results, _remaining(context), out.mode_in(request.mode))
+        return self._sized(pb.FindDuplicatesResponse(
+            duplicates=[out.hit_out(h) for h in found.hits], mode=out.mode_out(found.mode),
+            unverified=found.unverified))
 
     @requires(Level.READ, "collection")
     async def FindDuplicateGroups(
         self, request: pb.FindDuplicateGroupsRequest, context: grpc.aio.ServicerContext,
     ) -> pb.FindDuplicateGroupsResponse:
-        groups, scanned = await self._app.duplicate_groups(
-            request.collection, request.min_similarity, request.neighbours)
-        return self._sized(pb.FindDuplicateGroupsResponse(images_scanned=scanned, groups=[
-            pb.DuplicateGroup(ids=g.ids, min_similarity=g.min_similarity) for g in groups]))
+        found = await self._app.duplicate_groups(
+            request.collection, request.min_similarity, request.neighbours,
+            out.mode_in(request.mode))
+        return self._sized(pb.FindDuplicateGroupsResponse(
+            images_scanned=found.scanned, mode=out.mode_out(found.mode),
+            images_unverified=found.unverified, groups=[
+                pb.DuplicateGroup(ids=g.ids, min_similarity=g.min_similarity)
+                for g in found.groups]))
 
     @requires(Level.READ, "collection")
     async def Classify(self, request: pb.ClassifyRequest,

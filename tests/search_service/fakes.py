@@ -158,6 +158,13 @@ class FakeEmbedder:
             refused("bytes are not an image", Problem.INVALID_ARGUMENT)
             if data.startswith(b"bad") else unit(data.hex()) for data in images]
 
+    async def embed_images_signed(self, images: Sequence[bytes],
+                                  remaining: float | None = None,
+                                  ) -> tuple[str, list[Embedding], list[bytes | None]]:
+        """An embedder older than copy signals: it makes none."""
+        fingerprint, embedded = await self.embed_images(images, remaining)
+        return fingerprint, embedded, [None] * len(images)
+
     async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
                           ) -> tuple[str, list[Embedding]]:
         await self.model()

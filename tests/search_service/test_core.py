@@ -12,7 +12,15 @@ from imagesearch.errors import InvalidArgument, NotFound
 from search_service import validation as check
 from search_service.application import SearchApp
 from search_service.core import SearchCore
-from search_service.domain import Condition, ModelSpace, NewImage, Op, Problem, Query
+from search_service.domain import (
+    Condition,
+    DuplicateMode,
+    ModelSpace,
+    NewImage,
+    Op,
+    Problem,
+    Query,
+)
 from search_service.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -139,7 +147,7 @@ async def test_duplicates_leave_the_query_image_out_and_unknown_ids_are_not_foun
     app, _, _ = parts
     await app.create_collection("c", "")
     await app.add_images("c", images("a", "b"))
-    hits = await app.find_duplicates("c", Query(image_id="a"), -0.99, 5)
+    hits = (await app.find_duplicates("c", Query(image_id="a"), -0.99, 5)).hits
     assert "a" not in [h.external_id for h in hits]
     with pytest.raises(NotFound, match="image 'zz' is not in collection 'c'"):
         await app.find_duplicates("c", Query(image_id="zz"), 0.9, 5)
@@ -156,9 +164,9 @@ async def test_groups_join_chains_of_neighbours(parts):
     await store.upsert(record, ["x", "y", "z", "far"],
                        np.stack([v / np.linalg.norm(v) for v in near] + [unit("far")]),
                        [{}] * 4)
-    groups, scanned = await app.duplicate_groups("c", 0.99, 2)
-    assert scanned == 4
-    assert [g.ids for g in groups] == [["x", "y", "z"]]
+    found = await app.duplicate_groups("c", 0.99, 2)
+    assert (found.scanned, found.mode) == (4, DuplicateMode.SIMILAR)  # no image store here
+    assert [g.ids for g in found.groups] == [["x", "y", "z"]]
 
 
 async def test_classify_votes_by_labelled_neighbours_and_never_for_itself(parts):

@@ -31,3 +31,11 @@ def test_milvus_token_comes_from_a_file_or_the_variable_never_both(tmp_path):
     assert SearchSettings().milvus_credentials() == ""
     with pytest.raises(ValidationError, match="milvus_token or milvus_token_file, not both"):
         SearchSettings(milvus_token="k", milvus_token_file=token)
+
+
+def test_the_image_store_sits_beside_lite_and_is_chosen_for_a_server(tmp_path):
+    assert SearchSettings(milvus_uri="data/x.db").image_folder() == Path("data/x.db.images")
+    assert SearchSettings(milvus_uri="http://milvus:19530").image_folder() is None
+    assert SearchSettings(milvus_uri="http://milvus:19530",
+                          image_store=str(tmp_path)).image_folder() == tmp_path
+    assert SearchSettings(image_store="off").image_folder() is None

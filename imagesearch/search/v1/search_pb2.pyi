@@ -22,6 +22,19 @@ class Operator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATOR_IN: _ClassVar[Operator]
     OPERATOR_NOT_IN: _ClassVar[Operator]
     OPERATOR_EXISTS: _ClassVar[Operator]
+
+class DuplicateMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DUPLICATE_MODE_UNSPECIFIED: _ClassVar[DuplicateMode]
+    DUPLICATE_MODE_COPIES: _ClassVar[DuplicateMode]
+    DUPLICATE_MODE_SIMILAR: _ClassVar[DuplicateMode]
+
+class MatchKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_KIND_UNSPECIFIED: _ClassVar[MatchKind]
+    MATCH_KIND_EXACT: _ClassVar[MatchKind]
+    MATCH_KIND_COPY: _ClassVar[MatchKind]
+    MATCH_KIND_SIMILAR: _ClassVar[MatchKind]
 OPERATOR_UNSPECIFIED: Operator
 OPERATOR_EQUAL: Operator
 OPERATOR_NOT_EQUAL: Operator
@@ -32,6 +45,13 @@ OPERATOR_GREATER_OR_EQUAL: Operator
 OPERATOR_IN: Operator
 OPERATOR_NOT_IN: Operator
 OPERATOR_EXISTS: Operator
+DUPLICATE_MODE_UNSPECIFIED: DuplicateMode
+DUPLICATE_MODE_COPIES: DuplicateMode
+DUPLICATE_MODE_SIMILAR: DuplicateMode
+MATCH_KIND_UNSPECIFIED: MatchKind
+MATCH_KIND_EXACT: MatchKind
+MATCH_KIND_COPY: MatchKind
+MATCH_KIND_SIMILAR: MatchKind
 
 class MetadataValue(_message.Message):
     __slots__ = ("string_value", "int_value", "double_value", "bool_value")
@@ -286,7 +306,7 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., top_k: _Optional[int] = ..., min_similarity: _Optional[float] = ..., filter: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "similarity", "metadata")
+    __slots__ = ("id", "similarity", "metadata", "match", "evidence")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -297,10 +317,26 @@ class Hit(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     similarity: float
     metadata: _containers.MessageMap[str, MetadataValue]
-    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ...) -> None: ...
+    match: MatchKind
+    evidence: CopyEvidence
+    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., match: _Optional[_Union[MatchKind, str]] = ..., evidence: _Optional[_Union[CopyEvidence, _Mapping]] = ...) -> None: ...
+
+class CopyEvidence(_message.Message):
+    __slots__ = ("hash_distance", "mirrored", "inliers", "correlation")
+    HASH_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    INLIERS_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_FIELD_NUMBER: _ClassVar[int]
+    hash_distance: int
+    mirrored: bool
+    inliers: int
+    correlation: float
+    def __init__(self, hash_distance: _Optional[int] = ..., mirrored: _Optional[bool] = ..., inliers: _Optional[int] = ..., correlation: _Optional[float] = ...) -> None: ...
 
 class QueryResult(_message.Message):
     __slots__ = ("hits", "status")
@@ -317,32 +353,40 @@ class SearchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[QueryResult, _Mapping]]] = ...) -> None: ...
 
 class FindDuplicatesRequest(_message.Message):
-    __slots__ = ("collection", "query", "min_similarity", "max_results")
+    __slots__ = ("collection", "query", "min_similarity", "max_results", "mode")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     MAX_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: Query
     min_similarity: float
     max_results: int
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., min_similarity: _Optional[float] = ..., max_results: _Optional[int] = ...) -> None: ...
+    mode: DuplicateMode
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., min_similarity: _Optional[float] = ..., max_results: _Optional[int] = ..., mode: _Optional[_Union[DuplicateMode, str]] = ...) -> None: ...
 
 class FindDuplicatesResponse(_message.Message):
-    __slots__ = ("duplicates",)
+    __slots__ = ("duplicates", "mode", "unverified")
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UNVERIFIED_FIELD_NUMBER: _ClassVar[int]
     duplicates: _containers.RepeatedCompositeFieldContainer[Hit]
-    def __init__(self, duplicates: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
+    mode: DuplicateMode
+    unverified: int
+    def __init__(self, duplicates: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., mode: _Optional[_Union[DuplicateMode, str]] = ..., unverified: _Optional[int] = ...) -> None: ...
 
 class FindDuplicateGroupsRequest(_message.Message):
-    __slots__ = ("collection", "min_similarity", "neighbours")
+    __slots__ = ("collection", "min_similarity", "neighbours", "mode")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     min_similarity: float
     neighbours: int
-    def __init__(self, collection: _Optional[str] = ..., min_similarity: _Optional[float] = ..., neighbours: _Optional[int] = ...) -> None: ...
+    mode: DuplicateMode
+    def __init__(self, collection: _Optional[str] = ..., min_similarity: _Optional[float] = ..., neighbours: _Optional[int] = ..., mode: _Optional[_Union[DuplicateMode, str]] = ...) -> None: ...
 
 class DuplicateGroup(_message.Message):
     __slots__ = ("ids", "min_similarity")
@@ -353,12 +397,16 @@ class DuplicateGroup(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[str]] = ..., min_similarity: _Optional[float] = ...) -> None: ...
 
 class FindDuplicateGroupsResponse(_message.Message):
-    __slots__ = ("groups", "images_scanned")
+    __slots__ = ("groups", "images_scanned", "mode", "images_unverified")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_UNVERIFIED_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
     images_scanned: int
-    def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., images_scanned: _Optional[int] = ...) -> None: ...
+    mode: DuplicateMode
+    images_unverified: int
+    def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., images_scanned: _Optional[int] = ..., mode: _Optional[_Union[DuplicateMode, str]] = ..., images_unverified: _Optional[int] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("collection", "queries", "label_key", "k", "max_labels")

@@ -1,0 +1,125 @@
+"""The folder image store, and the core on it when the embedder makes no copy signals."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imagesearch.errors import FailedPrecondition
+from search_service.adapters.image_folder import FolderImageStore
+from search_service.application import SearchApp
+from search_service.core import SearchCore
+from search_service.domain import DuplicateMode, MatchKind, NewImage, Query
+from search_service.errors import ImageStoreUnavailable
+from tests.search_service.fakes import FakeEmbedder, FakeStore
+
+
+def _files(root: Path, pattern: str, dirs: bool = False) -> list[Path]:
+    return [p for p in root.rglob(pattern) if dirs or p.is_file()]
+
+
+async def test_kinds_collections_and_ids_stay_apart(tmp_path: Path) -> None:
+    store = FolderImageStore(tmp_path)
+    hostile = ["a/b", "a:b", "../../etc/passwd", "..", ".", "a\\b", "é", "x" * 2000]
+    await store.put("k1", "copy", [(i, i.encode()) for i in hostile])
+    await store.put("k1", "thumb", [("a/b", b"thumb")])
+    await store.put("k2", "copy", [("a/b", b"other tenant")])
+    found = await store.get("k1", "copy", [*hostile, "missing"])
+    assert found == {i: i.encode() for i in hostile}
+    assert await store.get("k2", "copy", ["a/b", "a:b"]) == {"a/b": b"other tenant"}
+    # Nothing outside the folder, and no name a caller chose.
+    for path in _files(tmp_path, "*", dirs=True):
+        assert _inside(path, tmp_path)
+        assert path.name in ("copy", "thumb") or all(c in "0123456789abcdef" for c in path.name)
+    await store.delete("k1", ["a/b"])
+    assert await store.get("k1", "thumb", ["a/b"]) == {}
+    assert "a/b" not in await store.get("k1", "copy", ["a/b"])
+    await store.delete_collection("k1")
+    assert await store.get("k1", "copy", hostile) == {}
+    assert await store.get("k2", "copy", ["a/b"]) == {"a/b": b"other tenant"}
+    await store.delete_collection("never-made")
+    await store.delete("never-made", ["x"])
+    await store.close()
+
+
+async def test_concurrent_writes_of_one_id_leave_one_whole_value(tmp_path: Path) -> None:
+    store = FolderImageStore(tmp_path, threads=8)
+    values = [bytes([n]) * 100_000 for n in range(32)]
+    await asyncio.gather(*(store.put("k", "copy", [("same", v)]) for v in values))
+    assert (await store.get("k", "copy", ["same"]))["same"] in values
+    assert not _files(tmp_path, ".tmp-*")
+    await store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=8, unique=True))
+def test_any_ids_round_trip(tmp_path_factory: pytest.TempPathFactory, ids: list[str]) -> None:
+    async def run() -> None:
+        store = FolderImageStore(tmp_path_factory.mktemp("fuzz"))
+        await store.put("key", "copy", [(i, i.encode("utf-8", "surrogatepass")) for i in ids])
+        assert await store.get("key", "copy", ids) == {
+            i: i.encode("utf-8", "surrogatepass") for i in ids}
+        await store.close()
+
+    asyncio.run(run())
+
+
+async def test_a_file_where_the_folder_should_be_is_unavailable(tmp_path: Path) -> None:
+    _write(tmp_path / "images", b"not a folder")
+    store = FolderImageStore(tmp_path / "images")
+    with pytest.raises(ImageStoreUnavailable, match="retry shortly"):
+        await store.put("k", "copy", [("a", b"x")])
+    with pytest.raises(ImageStoreUnavailable):
+        await store.check()
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+@pytest.fixture
+def app_without_signals(tmp_path: Path) -> SearchApp:
+    """An embedder older than copy signals, beside a service that keeps them."""
+    return SearchApp(SearchCore(FakeStore(), FakeEmbedder(), images=FolderImageStore(tmp_path)))
+
+
+async def test_images_without_signals_fall_back_to_similar_unless_copies_are_asked(
+        app_without_signals: SearchApp) -> None:
+    app = app_without_signals
+    await app.create_collection("c", "")
+    await app.add_images("c", [NewImage(i, i.encode() * 10, {}) for i in ("a", "b")])
+    found = await app.find_duplicates("c", Query(image_id="a"), -1.0, 5)
+    assert found.mode is DuplicateMode.SIMILAR
+    assert [(h.external_id, h.match) for h in found.hits] == [("b", MatchKind.SIMILAR)]
+    with pytest.raises(FailedPrecondition, match="has no copy signal"):
+        await app.find_duplicates("c", Query(image_id="a"), 0.0, 5, mode=DuplicateMode.COPIES)
+    with pytest.raises(FailedPrecondition, match="embedder made no copy signal"):
+        await app.find_duplicates("c", Query(image=b"a" * 10), 0.0, 5,
+                                  mode=DuplicateMode.COPIES)
+    groups = await app.duplicate_groups("c", 0.0, 2, mode=DuplicateMode.COPIES)
+    assert (groups.groups, groups.scanned, groups.unverified) == ([], 2, 2)
+
+
+async def test_the_same_bytes_are_exact_even_without_signals(
+        app_without_signals: SearchApp) -> None:
+    app = app_without_signals
+    await app.create_collection("c", "")
+    await app.add_images("c", [NewImage("a", b"same" * 10, {}), NewImage("b", b"same" * 10, {}),
+                               NewImage("c", b"other" * 10, {})])
+    groups = await app.duplicate_groups("c", 0.0, 2, mode=DuplicateMode.COPIES)
+    assert [g.ids for g in groups.groups] == [["a", "b"]]
+
+
+async def test_copies_without_an_image_store_is_a_precondition() -> None:
+    app = SearchApp(SearchCore(FakeStore(), FakeEmbedder()))
+    await app.create_collection("c", "")
+    with pytest.raises(FailedPrecondition, match="SEARCH_IMAGE_STORE is off"):
+        await app.find_duplicates("c", Query(image_id="a"), 0.0, 5, mode=DuplicateMode.COPIES)
