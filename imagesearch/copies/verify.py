@@ -15,6 +15,7 @@ says which); they do not depend on the embedding model.
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -50,6 +51,10 @@ MIN_TEXTURE = 1.0
 MIN_TEXTURED = 0.15
 # Plain images (few keypoints: drawings, logos) may be mostly flat: their edges decide.
 MIN_TEXTURED_PLAIN = 0.02
+# Regions of the aligned overlap that must have detail (and how much) for their median
+# correlation to count.
+MIN_REGIONS = 4
+MIN_REGION_PIXELS = 12
 # The share of compared pixels left out as outliers (overlays) before correlating.
 TRIMMED = 0.10
 _RATIO = 0.8
@@ -152,7 +157,30 @@ def _aligned_correlation(query: CopySignal, candidate: CopySignal,
     smaller = min(query_w * query_h, candidate_w * candidate_h / (ratio * ratio))
     if overlap.sum() < MIN_OVERLAP * smaller:
         return 0.0
-    return _correlation(target, warped, overlap)
+    whole = _correlation(target, warped, overlap)
+    if whole is None:
+        return None
+    return min(whole, _regional(target, warped, overlap, whole))
+
+
+def _regional(target: np.ndarray, warped: np.ndarray, overlap: np.ndarray,
+              whole: float) -> float:
+    """The median correlation of the overlap's regions (a 4 x 4 grid): a copy agrees almost
+    everywhere, while different pictures carrying one watermark or logo agree only where it
+    is. `whole` when too few regions have detail enough to tell."""
+    rows, columns = np.flatnonzero(overlap.any(axis=1)), np.flatnonzero(overlap.any(axis=0))
+    detail = overlap & ((_texture(target) >= MIN_TEXTURE) | (_texture(warped) >= MIN_TEXTURE))
+    found = []
+    for top, bottom in itertools.pairwise(np.linspace(rows[0], rows[-1] + 1, 5).astype(int)):
+        for left, right in itertools.pairwise(
+                np.linspace(columns[0], columns[-1] + 1, 5).astype(int)):
+            cell = detail[top:bottom, left:right]
+            if cell.sum() >= MIN_REGION_PIXELS:
+                r = _plain_pearson(target[top:bottom, left:right][cell],
+                                   warped[top:bottom, left:right][cell])
+                if r is not None:
+                    found.append(r)
+    return float(np.median(found)) if len(found) >= MIN_REGIONS else whole
 
 
 def _smooth(thumbnail: np.ndarray, sigma: float = 0.0) -> np.ndarray:

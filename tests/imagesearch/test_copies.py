@@ -154,3 +154,17 @@ def test_drawings_of_different_things_are_not_copies_but_their_copies_are() -> N
         verdicts = [compare(copy, original).is_copy for original in originals]
         assert verdicts == [i == index for i in range(len(originals))], (scenes[index],
                                                                          verdicts)
+
+
+@pytest.mark.parametrize("edit", ["pad", "watermark"])
+def test_different_photos_sharing_a_frame_or_a_watermark_are_not_copies(
+        photos: dict[str, Image.Image], edit: str) -> None:
+    """What screenshots from one application, or one agency's stock photos, have in common
+    is not the picture."""
+    rng = random.Random(f"shared-{edit}")
+    edited = {name: signals.compute(copy_data.REPORT[edit](image, rng))
+              for name, image in photos.items()}
+    names = sorted(edited)
+    false = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+             if compare(edited[a], edited[b]).is_copy]
+    assert not false
