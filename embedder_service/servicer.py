@@ -13,7 +13,7 @@ from embedder_service.core import Embedder, FailureReason, Outcome
 from embedder_service.errors import ModelNotReady
 from imagesearch.copies import signal as signals
 from imagesearch.embedder.v1 import embedder_pb2 as pb
-from imagesearch.errors import InvalidArgument
+from imagesearch.errors import InvalidArgument, ResourceExhausted
 
 _REASONS = {
     FailureReason.EMPTY: pb.ITEM_ERROR_REASON_EMPTY,
@@ -130,10 +130,23 @@ class EmbedderServicer:
     async def EmbedImages(self, request: pb.EmbedImagesRequest,
                           context: grpc.aio.ServicerContext) -> pb.EmbedImagesResponse:
         embedder = self._source.get()
+        if request.include_copy_signal:
+            self._check_answer_fits(len(request.images), embedder.description.embedding_dim)
         outcomes = await embedder.embed_images([image.data for image in request.images],
                                                request.include_copy_signal)
         return pb.EmbedImagesResponse(results=[image_result(o) for o in outcomes],
                                       model_fingerprint=embedder.description.fingerprint)
+
+    def _check_answer_fits(self, count: int, dim: int) -> None:
+        """Refuses at once a request whose answer could exceed the message limit: each copy
+        signal may take ~32 KB."""
+        per_image = signals.MAX_ENCODED_BYTES + 4 * dim + 64
+        most = max(1, (self._max_message_bytes - 4096) // per_image)
+        if count > most:
+            raise ResourceExhausted(
+                f"{count} images with copy signals may not fit in one answer under the "
+                f"{self._max_message_bytes}-byte message limit: send at most {most} per "
+                "request, or use StreamEmbedImages")
 
     async def EmbedTexts(self, request: pb.EmbedTextsRequest,
                          context: grpc.aio.ServicerContext) -> pb.EmbedTextsResponse:

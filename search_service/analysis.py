@@ -155,13 +155,14 @@ def _evidence(found: verify.Evidence) -> CopyEvidence:
 
 
 class _Groups:
-    """Union-find over near-duplicate pairs, remembering each group's weakest link."""
+    """Union-find over near-duplicate pairs, remembering each group's weakest link. The first
+    of a group's images stays its root."""
 
     def __init__(self) -> None:
         self._parent: dict[str, str] = {}
         self._weakest: dict[str, float] = {}
 
-    def _root(self, item: str) -> str:
+    def root(self, item: str) -> str:
         self._parent.setdefault(item, item)
         while self._parent[item] != item:
             self._parent[item] = self._parent[self._parent[item]]
@@ -169,10 +170,10 @@ class _Groups:
         return item
 
     def together(self, a: str, b: str) -> bool:
-        return a in self._parent and b in self._parent and self._root(a) == self._root(b)
+        return a in self._parent and b in self._parent and self.root(a) == self.root(b)
 
     def join(self, a: str, b: str, similarity: float) -> None:
-        root_a, root_b = self._root(a), self._root(b)
+        root_a, root_b = self.root(a), self.root(b)
         weakest = min(similarity, self._weakest.get(root_a, 1.0), self._weakest.get(root_b, 1.0))
         if root_a != root_b:
             self._parent[root_b] = root_a
@@ -181,7 +182,7 @@ class _Groups:
     def groups(self) -> list[DuplicateGroup]:
         members: dict[str, list[str]] = defaultdict(list)
         for item in self._parent:
-            members[self._root(item)].append(item)
+            members[self.root(item)].append(item)
         found = [DuplicateGroup(sorted(ids), self._weakest[root])
                  for root, ids in members.items() if len(ids) > 1]
         return sorted(found, key=lambda g: (-len(g.ids), g.ids[0]))
@@ -226,6 +227,18 @@ class _SignalCache:
 
     def __init__(self) -> None:
         self.records: dict[str, tuple[bytes, CopySignal | None]] = {}
+        # The groups' representatives (their roots), kept whatever the page.
+        self.pinned: dict[str, tuple[bytes, CopySignal | None]] = {}
+
+    def get(self, image_id: str) -> tuple[bytes, CopySignal | None]:
+        found = self.records.get(image_id) or self.pinned.get(image_id)
+        assert found is not None, image_id
+        return found
+
+    def represent(self, root: str, absorbed: str) -> None:
+        self.pinned.setdefault(root, self.get(root))
+        if absorbed != root:
+            self.pinned.pop(absorbed, None)
 
     async def load(self, core: SearchCore, record: CollectionRecord, ids: set[str]
                    ) -> set[str]:
@@ -247,13 +260,23 @@ def _join_copies(groups: _Groups, cache: _SignalCache, pairs: list[tuple[str, Hi
     with ThreadPoolExecutor(VERIFY_THREADS) as pool:
         verdicts = list(pool.map(lambda pair: _copies(cache, pair[0], pair[1].external_id),
                                  pending, chunksize=16))
-    for (image_id, hit), copy in zip(pending, verdicts, strict=True):
-        if copy:
-            groups.join(image_id, hit.external_id, hit.similarity)
+    for (a, hit), copy in zip(pending, verdicts, strict=True):
+        b = hit.external_id
+        if not copy or groups.together(a, b):
+            continue
+        # A group is represented by its root: an image joins another's group only if it is a
+        # copy of that root too, so that a collage of two pictures (a copy of each) does not
+        # make them one group, nor does one false pair merge two whole groups.
+        root_a, root_b = groups.root(a), groups.root(b)
+        if (root_a != a and not _copies(cache, root_a, b)) or (
+                root_b != b and not _copies(cache, root_b, a)):
+            continue
+        groups.join(a, b, hit.similarity)
+        cache.represent(groups.root(a), root_b)
 
 
 def _copies(cache: _SignalCache, a: str, b: str) -> bool:
-    (digest_a, signal_a), (digest_b, signal_b) = cache.records[a], cache.records[b]
+    (digest_a, signal_a), (digest_b, signal_b) = cache.get(a), cache.get(b)
     if digest_a and digest_a == digest_b:
         return True
     return (signal_a is not None and signal_b is not None

@@ -28,6 +28,8 @@ NORMALISED_SIDE = 512
 THUMB_SIDE = 64
 MAX_KEYPOINTS = 768
 _HEADER = struct.Struct("<3sBHH8s8sBBH")
+# The most an encoded signal takes: header, a full thumbnail, every keypoint (4 + 32 bytes).
+MAX_ENCODED_BYTES = _HEADER.size + THUMB_SIDE * THUMB_SIDE + MAX_KEYPOINTS * 36
 # FAST threshold 7 (OpenCV's default is 20) and CLAHE before detection: smooth photographs
 # (retinas, skies) otherwise yield too few keypoints to verify a crop of them.
 _ORB_FAST_THRESHOLD = 7
@@ -52,13 +54,26 @@ class CopySignal:
 
 
 def compute(image: Image.Image) -> CopySignal:
-    """The signal of a decoded image (any mode; alpha is ignored). Thread-safe."""
-    grey = _normalised_grey(image)
+    """The signal of a decoded image (any mode; transparent pixels count as white, as they
+    do for the embedding). Thread-safe."""
+    grey = _normalised_grey(_flattened(image))
     height, width = grey.shape
     phash, mirrored = _perceptual_hashes(grey)
     thumbnail = cv2.resize(grey, _thumbnail_size(width, height), interpolation=cv2.INTER_AREA)
     points, descriptors = _keypoints(grey)
     return CopySignal(width, height, phash, mirrored, thumbnail, points, descriptors)
+
+
+def _flattened(image: Image.Image) -> Image.Image:
+    """The image composited onto white, if it has transparency: a cut-out saved as a JPEG
+    is the same picture, and the colours under fully transparent pixels are not."""
+    if image.mode not in ("RGBA", "LA", "PA") and not (
+            image.mode == "P" and "transparency" in image.info):
+        return image
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    white.alpha_composite(rgba)
+    return white.convert("RGB")
 
 
 def _normalised_grey(image: Image.Image) -> np.ndarray:
@@ -122,12 +137,22 @@ class SignalFormatError(ValueError):
 
 
 def decode(data: bytes) -> CopySignal:
+    """The signal encoded in `data`; SignalFormatError for anything that is not a whole,
+    well-formed signal of this version."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SignalFormatError(f"a copy signal is bytes, not {type(data).__name__}")
+    data = bytes(data)
     if len(data) < _HEADER.size or data[:3] != MAGIC:
         raise SignalFormatError("not a copy signal")
     _magic, version, width, height, phash, mirrored, thumb_w, thumb_h, count = (
         _HEADER.unpack_from(data))
     if version != VERSION:
         raise SignalFormatError(f"copy signal version {version}; this build reads {VERSION}")
+    if not (width and height and thumb_w and thumb_h) or max(thumb_w, thumb_h) > THUMB_SIDE:
+        raise SignalFormatError(f"copy signal has impossible sizes: image {width}x{height}, "
+                                f"thumbnail {thumb_w}x{thumb_h}")
+    if count > MAX_KEYPOINTS:
+        raise SignalFormatError(f"copy signal has {count} keypoints; at most {MAX_KEYPOINTS}")
     thumb_end = _HEADER.size + thumb_w * thumb_h
     points_end = thumb_end + 4 * count
     if len(data) != points_end + 32 * count:

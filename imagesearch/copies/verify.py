@@ -32,7 +32,9 @@ MIN_STRONG_CORRELATION = 0.45
 # Fine texture (bricks, print) can be too flat to correlate at thumbnail size once blurred:
 # then geometry alone decides, with a higher bar.
 GEOMETRY_ONLY_INLIERS = 30
-MIN_OVERLAP = 0.25  # of the smaller image's area
+# Of the smaller image's area: an edited copy lies (almost) wholly inside the other image;
+# two crops of one photo that merely overlap are not copies of each other.
+MIN_OVERLAP = 0.6
 MAX_HASH_DISTANCE = 14
 MIN_GLOBAL_CORRELATION = 0.90
 MAX_GLOBAL_ASPECT_CHANGE = 0.08  # log ratio: 8% (a frame found to a pixel of 64)
@@ -55,6 +57,10 @@ MIN_TEXTURED_PLAIN = 0.02
 # correlation to count.
 MIN_REGIONS = 4
 MIN_REGION_PIXELS = 12
+# The aligned score is this quantile of the regions' correlations (the median): most of a
+# copy agrees (an overlay may cover the rest); different pictures under one watermark agree
+# only where it is.
+REGION_QUANTILE = 0.5
 # The share of compared pixels left out as outliers (overlays) before correlating.
 TRIMMED = 0.10
 _RATIO = 0.8
@@ -91,6 +97,12 @@ def compare(query: CopySignal, candidate: CopySignal) -> Evidence:
     mirrored = flipped < direct
     distance = min(direct, flipped)
     inliers, aligned = _geometric(query, candidate)
+    if not _geometric_copy(inliers, aligned) and inliers >= MIN_INLIERS:
+        # Matching is not symmetric (ratio test, which image's points are distinct): the
+        # verdict must not depend on which image asks.
+        reverse = _geometric(candidate, query)
+        if _geometric_copy(*reverse):
+            inliers, aligned = reverse
     if _geometric_copy(inliers, aligned):
         return Evidence(Verdict.COPY, distance, False, inliers, aligned or 0.0)
     if distance <= MAX_HASH_DISTANCE:
@@ -180,7 +192,7 @@ def _regional(target: np.ndarray, warped: np.ndarray, overlap: np.ndarray,
                                    warped[top:bottom, left:right][cell])
                 if r is not None:
                     found.append(r)
-    return float(np.median(found)) if len(found) >= MIN_REGIONS else whole
+    return float(np.quantile(found, REGION_QUANTILE)) if len(found) >= MIN_REGIONS else whole
 
 
 def _smooth(thumbnail: np.ndarray, sigma: float = 0.0) -> np.ndarray:

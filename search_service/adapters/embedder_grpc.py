@@ -20,6 +20,7 @@ import numpy as np
 
 from imagesearch.channels import ChannelConfig, ClientTls, create_aio_channel
 from imagesearch.copies.signal import FORMAT as COPY_SIGNAL_FORMAT
+from imagesearch.copies.signal import MAX_ENCODED_BYTES as MAX_SIGNAL_BYTES
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from imagesearch.errors import ResourceExhausted
@@ -29,9 +30,9 @@ from search_service.errors import EmbedderFailed, EmbedderUnavailable
 SERVICE = "imagesearch.embedder.v1.EmbedderService"
 # Until GetModelInfo says otherwise (the embedder's default).
 DEFAULT_MAX_ITEMS = 256
-# The most a copy signal and its framing add to an image's answer (imagesearch.copies.signal:
-# 34 header bytes, a 64 x 64 thumbnail at most, 768 keypoints of 36 bytes).
-SIGNAL_BYTES = 34 + 64 * 64 + 768 * 36 + 64
+# What an image's answer may take when it carries a copy signal: the signal, its framing and
+# the embedding (up to 2048 float32 values).
+SIGNAL_BYTES = MAX_SIGNAL_BYTES + 64 + 4 * 2048
 _PROBLEMS = {code.value[0]: code.name for code in grpc.StatusCode}
 
 # An item's answer: the embedder's result, or why it was never sent.

@@ -282,3 +282,13 @@ async def test_copy_signal_is_of_the_upright_image_and_streams(embedder_stub, ph
                           async for r in embedder_stub.StreamEmbedImages(requests())]
     assert verify.compare(rotated, reference).is_copy
     assert verify.hamming(rotated.phash, reference.phash) <= 4
+
+
+def test_a_request_whose_signals_cannot_fit_the_answer_is_refused_up_front():
+    from embedder_service.servicer import EmbedderHolder, EmbedderServicer
+    from imagesearch.errors import ResourceExhausted
+
+    servicer = EmbedderServicer(EmbedderHolder(), max_message_bytes=1 << 20)
+    servicer._check_answer_fits(30, 512)
+    with pytest.raises(ResourceExhausted, match="send at most 30 per request"):
+        servicer._check_answer_fits(60, 512)

@@ -168,3 +168,27 @@ def test_different_photos_sharing_a_frame_or_a_watermark_are_not_copies(
     false = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
              if compare(edited[a], edited[b]).is_copy]
     assert not false
+
+
+def test_transparency_counts_as_white_as_it_does_for_the_embedding(
+        photos: dict[str, Image.Image]) -> None:
+    photo = photos["coffee"].convert("RGBA")
+    mask = Image.new("L", photo.size, 0)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(mask).ellipse((40, 40, photo.width - 40, photo.height - 40), fill=255)
+    sticker = photo.copy()
+    sticker.putalpha(mask)
+    on_white = Image.new("RGB", photo.size, "white")
+    on_white.paste(photo.convert("RGB"), mask=mask)
+    flattened = copy_data._jpeg(85)(on_white, random.Random(0))
+    assert compare(signals.compute(flattened), signals.compute(sticker)).is_copy
+    invisible = photo.copy()
+    invisible.putalpha(0)  # displays as blank white
+    assert not compare(signals.compute(invisible), signals.compute(photo)).is_copy
+
+
+@pytest.mark.parametrize("data", [None, 7, "ISC", [1, 2]])
+def test_what_is_not_bytes_is_not_a_signal(data: object) -> None:
+    with pytest.raises(signals.SignalFormatError):
+        signals.decode(data)  # type: ignore[arg-type]
