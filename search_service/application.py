@@ -1,12 +1,13 @@
 """The search service as one API: what every transport (gRPC today, HTTP/JSON beside it)
-calls. Collections, images and queries come from the core, duplicates and classification from
-analysis, bulk streams from ingest; the facade adds nothing but the names."""
+calls. Collections, images and queries come from the core, duplicates from duplicates,
+classification from analysis, bulk streams from ingest; the facade adds nothing but the
+names."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from search_service import analysis, ingest
+from search_service import analysis, duplicates, ingest
 from search_service.core import SearchCore
 from search_service.domain import (
     Classification,
@@ -73,12 +74,12 @@ class SearchApp:
     async def find_duplicates(self, name: str, query: Query, min_similarity: float,
                               max_results: int, remaining: float | None = None,
                               mode: DuplicateMode | None = None) -> Duplicates:
-        return await analysis.find_duplicates(self.core, name, query, min_similarity,
+        return await duplicates.find_duplicates(self.core, name, query, min_similarity,
                                               max_results, remaining, mode)
 
     async def duplicate_groups(self, name: str, min_similarity: float, neighbours: int,
                                mode: DuplicateMode | None = None) -> DuplicateGroups:
-        return await analysis.duplicate_groups(self.core, name, min_similarity, neighbours,
+        return await duplicates.duplicate_groups(self.core, name, min_similarity, neighbours,
                                                mode)
 
     async def classify(self, name: str, queries: Sequence[Query], label_key: str, k: int,

@@ -294,6 +294,11 @@ class SearchCore:
                 "Search it with the original model, or re-index into a new collection")
 
 
+def without(hits: list[Hit], external_id: str | None, limit: int) -> list[Hit]:
+    """The first `limit` hits other than the image `external_id` (a query's own)."""
+    return [h for h in hits if h.external_id != external_id][:limit]
+
+
 def _raw_vector(vector: np.ndarray, dimension: int) -> Embedding:
     if vector.shape != (dimension,):
         return refused(f"vector has {vector.size} values; the collection's dimension is "
