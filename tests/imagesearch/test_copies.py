@@ -192,3 +192,25 @@ def test_transparency_counts_as_white_as_it_does_for_the_embedding(
 def test_what_is_not_bytes_is_not_a_signal(data: object) -> None:
     with pytest.raises(signals.SignalFormatError):
         signals.decode(data)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_two_crops_that_merely_overlap_are_not_copies(photos: dict[str, Image.Image],
+                                                      name: str) -> None:
+    """Panning across one photo: a third of each crop is shared, neither is a copy of the
+    other (an edited copy lies inside the image it copies)."""
+    image = photos[name]
+    left = image.crop((0, 0, int(image.width * 0.6), image.height))
+    right = image.crop((int(image.width * 0.4), 0, image.width, image.height))
+    assert not compare(signals.compute(left), signals.compute(right)).is_copy
+    assert compare(signals.compute(left), signals.compute(image)).is_copy
+
+
+def test_the_verdict_does_not_depend_on_which_image_asks(
+        photos: dict[str, Image.Image], originals: dict[str, signals.CopySignal]) -> None:
+    rng = random.Random("both-ways")
+    for name in ("brick", "rocket", "microaneurysms"):
+        for edit in ("pad", "crop20", "rotate5"):
+            copy = signals.compute(copy_data.REPORT[edit](photos[name], rng))
+            assert compare(copy, originals[name]).is_copy, (name, edit)
+            assert compare(originals[name], copy).is_copy, (name, edit)
