@@ -57,10 +57,6 @@ MIN_TEXTURED_PLAIN = 0.02
 # correlation to count.
 MIN_REGIONS = 4
 MIN_REGION_PIXELS = 12
-# The aligned score is this quantile of the regions' correlations (the median): most of a
-# copy agrees (an overlay may cover the rest); different pictures under one watermark agree
-# only where it is.
-REGION_QUANTILE = 0.5
 # The share of compared pixels left out as outliers (overlays) before correlating.
 TRIMMED = 0.10
 _RATIO = 0.8
@@ -160,28 +156,36 @@ def _aligned_correlation(query: CopySignal, candidate: CopySignal,
     ratio = max(float(np.sqrt(abs(np.linalg.det(affine[:2, :2])))), 1e-3)
     source = _smooth(candidate.thumbnail, _BLUR_SIGMA * max(ratio, 1.0))
     target = _smooth(query.thumbnail, _BLUR_SIGMA * max(1.0 / ratio, 1.0))
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(source, affine[:2], (query_w, query_h), flags=flags)
-    inside = cv2.warpAffine(np.ones_like(source), affine[:2], (query_w, query_h), flags=flags)
-    # Inside the warped image only, one pixel clear of its border (blended with the fill).
-    overlap = cv2.erode((inside > 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    warped, overlap = _warp(source, affine[:2], target.shape)
     # Of the smaller picture: a crop inside a framed copy overlaps all of itself.
     smaller = min(query_w * query_h, candidate_w * candidate_h / (ratio * ratio))
     if overlap.sum() < MIN_OVERLAP * smaller:
         return 0.0
-    whole = _correlation(target, warped, overlap)
+    detail = _detail(target, warped, overlap)
+    whole = _correlation(target, warped, overlap, detail=detail)
     if whole is None:
         return None
-    return min(whole, _regional(target, warped, overlap, whole))
+    return min(whole, _regional(target, warped, overlap, detail, whole))
+
+
+def _warp(source: np.ndarray, affine: np.ndarray, shape: tuple[int, ...]
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """`source` resampled into a frame of `shape` by the inverse map `affine`, and where it
+    lies: inside the warped image only, one pixel clear of its border (blended with the
+    fill)."""
+    size, flags = (shape[1], shape[0]), cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(source, affine, size, flags=flags)
+    inside = cv2.warpAffine(np.ones_like(source), affine, size, flags=flags)
+    overlap = cv2.erode((inside > 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    return warped, overlap
 
 
 def _regional(target: np.ndarray, warped: np.ndarray, overlap: np.ndarray,
-              whole: float) -> float:
+              detail: np.ndarray, whole: float) -> float:
     """The median correlation of the overlap's regions (a 4 x 4 grid): a copy agrees almost
     everywhere, while different pictures carrying one watermark or logo agree only where it
     is. `whole` when too few regions have detail enough to tell."""
     rows, columns = np.flatnonzero(overlap.any(axis=1)), np.flatnonzero(overlap.any(axis=0))
-    detail = overlap & ((_texture(target) >= MIN_TEXTURE) | (_texture(warped) >= MIN_TEXTURE))
     found = []
     for top, bottom in itertools.pairwise(np.linspace(rows[0], rows[-1] + 1, 5).astype(int)):
         for left, right in itertools.pairwise(
@@ -192,7 +196,7 @@ def _regional(target: np.ndarray, warped: np.ndarray, overlap: np.ndarray,
                                    warped[top:bottom, left:right][cell])
                 if r is not None:
                     found.append(r)
-    return float(np.quantile(found, REGION_QUANTILE)) if len(found) >= MIN_REGIONS else whole
+    return float(np.median(found)) if len(found) >= MIN_REGIONS else whole
 
 
 def _smooth(thumbnail: np.ndarray, sigma: float = 0.0) -> np.ndarray:
@@ -244,11 +248,7 @@ def _global_correlation(query: CopySignal, candidate: CopySignal, mirrored: bool
     affine = _ecc(target, source)
     if affine is None:
         return whole
-    height, width = target.shape
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(source, affine, (width, height), flags=flags)
-    inside = cv2.warpAffine(np.ones_like(source), affine, (width, height), flags=flags)
-    overlap = cv2.erode((inside > 0.999).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    warped, overlap = _warp(source, affine, target.shape)
     if overlap.mean() < 1 - 2 * MAX_GLOBAL_SHIFT:
         return whole
     aligned = _correlation(target, warped, overlap, textured)
@@ -275,15 +275,24 @@ def _ecc(target: np.ndarray, source: np.ndarray) -> np.ndarray | None:
 
 
 def _correlation(a: np.ndarray, b: np.ndarray, within: np.ndarray | None = None,
-                 textured: float = MIN_TEXTURED) -> float | None:
-    """Over the pixels (of `within`) where either image has texture: flat areas - the
-    frames of screenshots, a plain background - agree whatever the pictures are, so they
-    are not evidence. None when too little of it has texture to tell."""
+                 textured: float = MIN_TEXTURED, detail: np.ndarray | None = None
+                 ) -> float | None:
+    """Over the pixels (of `within`) where either image has texture (`detail`, when the
+    caller has it): flat areas - the frames of screenshots, a plain background - agree
+    whatever the pictures are, so they are not evidence. None when too little of it has
+    texture to tell."""
     inside = np.ones(a.shape, bool) if within is None else within
-    detail = inside & ((_texture(a) >= MIN_TEXTURE) | (_texture(b) >= MIN_TEXTURE))
+    if detail is None:
+        detail = _detail(a, b, inside)
     if detail.sum() < textured * inside.sum():
         return None
     return _pearson(a[detail], b[detail])
+
+
+def _detail(a: np.ndarray, b: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """The pixels of `within` where either image has texture."""
+    textured: np.ndarray = within & ((_texture(a) >= MIN_TEXTURE) | (_texture(b) >= MIN_TEXTURE))
+    return textured
 
 
 def _texture(image: np.ndarray) -> np.ndarray:
