@@ -34,6 +34,7 @@ MAX_ENCODED_BYTES = _HEADER.size + THUMB_SIDE * THUMB_SIDE + MAX_KEYPOINTS * 36
 # (retinas, skies) otherwise yield too few keypoints to verify a crop of them.
 _ORB_FAST_THRESHOLD = 7
 _CLAHE_CLIP = 3.0
+FRAME_TOLERANCE = 6  # grey levels, see `frameless`
 # ORB keeps 31 pixels clear of every border (its patch size).
 _MIN_KEYPOINT_SIDE = 64
 
@@ -58,7 +59,7 @@ def compute(image: Image.Image) -> CopySignal:
     do for the embedding). Thread-safe."""
     grey = _normalised_grey(_flattened(image))
     height, width = grey.shape
-    phash, mirrored = _perceptual_hashes(grey)
+    phash, mirrored = dct_hashes(grey)
     thumbnail = cv2.resize(grey, _thumbnail_size(width, height), interpolation=cv2.INTER_AREA)
     points, descriptors = _keypoints(grey)
     return CopySignal(width, height, phash, mirrored, thumbnail, points, descriptors)
@@ -90,7 +91,8 @@ def _thumbnail_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _perceptual_hashes(grey: np.ndarray) -> tuple[bytes, bytes]:
+def dct_hashes(grey: np.ndarray) -> tuple[bytes, bytes]:
+    """The 64-bit DCT perceptual hash of a grey image and of its mirror image."""
     small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     low = cv2.dct(small)[:8, :8]
     # Mirroring an image negates its odd horizontal frequencies: the mirror's hash for free.
@@ -101,6 +103,18 @@ def _perceptual_hashes(grey: np.ndarray) -> tuple[bytes, bytes]:
 def _bits(low: np.ndarray) -> bytes:
     flat = low.flatten()
     return np.packbits(flat > np.median(flat[1:])).tobytes()
+
+
+def frameless(thumbnail: np.ndarray) -> np.ndarray:
+    """The thumbnail without a uniform frame: the rows and columns at its edges that are all
+    within FRAME_TOLERANCE of the corners' colour (a screenshot's window, a mat, padding)."""
+    grey = thumbnail.astype(np.int16)
+    corners = np.median([grey[0, 0], grey[0, -1], grey[-1, 0], grey[-1, -1]])
+    flat = np.abs(grey - corners) <= FRAME_TOLERANCE
+    rows, columns = np.flatnonzero(~flat.all(axis=1)), np.flatnonzero(~flat.all(axis=0))
+    if len(rows) == 0 or len(columns) == 0:
+        return thumbnail  # all one colour
+    return thumbnail[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
 
 
 def _keypoints(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

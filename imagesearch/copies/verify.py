@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from imagesearch.copies import signal as signals
 from imagesearch.copies.signal import CopySignal
 
 # Two ways to pass the geometric test: a few inliers and a close photometric match, or many
@@ -38,7 +39,6 @@ MIN_OVERLAP = 0.6
 MAX_HASH_DISTANCE = 14
 MIN_GLOBAL_CORRELATION = 0.90
 MAX_GLOBAL_ASPECT_CHANGE = 0.08  # log ratio: 8% (a frame found to a pixel of 64)
-FRAME_TOLERANCE = 6  # grey levels
 MAX_BRIGHTNESS_CHANGE = 48.0  # mean grey level
 MAX_CONTRAST_CHANGE = 2.0  # ratio of grey-level spreads
 MIN_CONTENT_SIDE = 8  # thumbnail pixels
@@ -204,18 +204,6 @@ def _smooth(thumbnail: np.ndarray, sigma: float = 0.0) -> np.ndarray:
     return cv2.GaussianBlur(thumbnail.astype(np.float32), (0, 0), sigma or _BLUR_SIGMA)
 
 
-def _content(thumbnail: np.ndarray) -> np.ndarray:
-    """The thumbnail without a uniform frame: the rows and columns at its edges that are all
-    within FRAME_TOLERANCE of the corners' colour (a screenshot's window, a mat, padding)."""
-    grey = thumbnail.astype(np.int16)
-    corners = np.median([grey[0, 0], grey[0, -1], grey[-1, 0], grey[-1, -1]])
-    flat = np.abs(grey - corners) <= FRAME_TOLERANCE
-    rows, columns = np.flatnonzero(~flat.all(axis=1)), np.flatnonzero(~flat.all(axis=0))
-    if len(rows) == 0 or len(columns) == 0:
-        return thumbnail  # all one colour
-    return thumbnail[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
-
-
 def _global_correlation(query: CopySignal, candidate: CopySignal, mirrored: bool
                         ) -> float | None:
     """The thumbnails compared whole (the copy is resized, recoloured or flipped, perhaps
@@ -223,8 +211,8 @@ def _global_correlation(query: CopySignal, candidate: CopySignal, mirrored: bool
     keypoints, such as drawings, are aligned on their intensities instead)."""
     # The pictures without their frames: frames of one size and colour around different
     # pictures agree everywhere but inside.
-    thumb = _content(query.thumbnail[:, ::-1] if mirrored else query.thumbnail)
-    other = _content(candidate.thumbnail)
+    thumb = signals.frameless(query.thumbnail[:, ::-1] if mirrored else query.thumbnail)
+    other = signals.frameless(candidate.thumbnail)
     aspect = (thumb.shape[1] / thumb.shape[0]) / (other.shape[1] / other.shape[0])
     if min(*thumb.shape, *other.shape) < MIN_CONTENT_SIDE or (
             abs(np.log(aspect)) > MAX_GLOBAL_ASPECT_CHANGE):
