@@ -28,7 +28,13 @@ from search_service.domain import (
 
 
 class VectorStore(Protocol):
-    """Tenant collections of vectors with metadata, and nearest-neighbour search in them."""
+    """Tenant collections of vectors with metadata, and nearest-neighbour search in them.
+
+    Rows are kept per collection and space: upsert, get, list, delete and search address
+    the rows of `collection.key` in the space of `collection.model` - the embedding model's,
+    or another kept beside it under the same record (search_service.copy_index), made on
+    first use. delete_collection removes the key's rows from every space.
+    """
 
     async def create_collection(self, name: str, model: ModelSpace,
                                 description: str) -> CollectionRecord:

@@ -56,7 +56,8 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.records: dict[str, CollectionRecord] = {}
-        self.rows: dict[str, dict[str, StoredImage]] = {}
+        # Per collection key, then per space (the fingerprint of a record's model).
+        self.spaces: dict[str, dict[str, dict[str, StoredImage]]] = {}
         self.calls: list[str] = []
         self._keys = itertools.count()
 
@@ -66,7 +67,7 @@ class FakeStore:
         if name in self.records:
             raise CollectionExists(f"collection {name!r} already exists")
         record = CollectionRecord(name, model, description, 1, f"~{next(self._keys)}")
-        self.records[name], self.rows[record.key] = record, {}
+        self.records[name], self.spaces[record.key] = record, {}
         return record
 
     async def get_collection(self, name: str) -> CollectionRecord:
@@ -80,40 +81,42 @@ class FakeStore:
 
     async def delete_collection(self, name: str) -> None:
         record = await self.get_collection(name)
-        del self.records[name], self.rows[record.key]
+        del self.records[name], self.spaces[record.key]
 
     async def counts(self, collections: Sequence[CollectionRecord]) -> list[int]:
         self.calls.append(f"counts:{len(collections)}")
-        return [len(self.rows.get(c.key, {})) for c in collections]
+        return [len(self._rows(c)) for c in collections]
 
     async def upsert(self, collection: CollectionRecord, ids: Sequence[str],
                      vectors: np.ndarray, metadata: Sequence[dict[str, Any]]) -> None:
         self.calls.append("upsert")
-        if self.records.get(collection.name) != collection:
+        current = self.records.get(collection.name)
+        if current is None or current.key != collection.key:
             raise CollectionNotFound(f"collection {collection.name!r} was deleted")
+        rows = self.spaces[collection.key].setdefault(collection.model.fingerprint, {})
         for image_id, vector, meta in zip(ids, vectors, metadata, strict=True):
-            self.rows[collection.key][image_id] = StoredImage(image_id, dict(meta), vector)
+            rows[image_id] = StoredImage(image_id, dict(meta), vector)
 
     async def get(self, collection: CollectionRecord, ids: Sequence[str],
                   with_vectors: bool = False) -> list[StoredImage]:
-        rows = self.rows.get(collection.key, {})
+        rows = self._rows(collection)
         return [self._out(rows[i], with_vectors) for i in ids if i in rows]
 
     async def list_images(self, collection: CollectionRecord, limit: int, after: str,
                           with_vectors: bool = False,
                           with_metadata: bool = True) -> list[StoredImage]:
-        rows = self.rows.get(collection.key, {})
+        rows = self._rows(collection)
         return [self._out(rows[i], with_vectors) for i in sorted(rows) if i > after][:limit]
 
     async def delete(self, collection: CollectionRecord, ids: Sequence[str]) -> None:
         for image_id in ids:
-            self.rows.get(collection.key, {}).pop(image_id, None)
+            self._rows(collection).pop(image_id, None)
 
     async def search(self, collection: CollectionRecord, queries: np.ndarray, top_k: int,
                      conditions: tuple[Condition, ...] = (),
                      min_similarity: float = -1.0) -> list[list[Hit]]:
         self.calls.append(f"search:{len(queries)}")
-        rows = [r for r in self.rows.get(collection.key, {}).values()
+        rows = [r for r in self._rows(collection).values()
                 if all(_matches(r.metadata, c) for c in conditions)]
         out = []
         for query in queries:
@@ -131,6 +134,9 @@ class FakeStore:
 
     async def close(self) -> None:
         return None
+
+    def _rows(self, collection: CollectionRecord) -> dict[str, StoredImage]:
+        return self.spaces.get(collection.key, {}).get(collection.model.fingerprint, {})
 
     @staticmethod
     def _out(row: StoredImage, with_vectors: bool) -> StoredImage:

@@ -3,6 +3,8 @@ pagination, filters, restart."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -165,6 +167,26 @@ def test_models_of_other_dimensions_get_their_own_vector_space(store):
     store.upsert(small, ["s"], unit(1, dim=4), [{}])
     (hits,) = store.search(small, unit(1, dim=4), top_k=5)
     assert [h.external_id for h in hits] == ["s"]
+
+
+def test_a_record_keeps_rows_in_other_spaces_until_it_is_deleted(store):
+    """The copy index's way: the collection's record with another space's model."""
+    cats = store.create_collection("cats", MODEL)
+    dogs = store.create_collection("dogs", MODEL)
+    cats_index, dogs_index = replace(cats, model=OTHER_MODEL), replace(dogs, model=OTHER_MODEL)
+    store.upsert(cats, ["c"], unit(1), [{}])
+    store.upsert(cats_index, ["c", "k"], unit(2, dim=4), [{}, {}])
+    store.upsert(dogs_index, ["d"], unit(1, dim=4), [{}])
+    (hits,) = store.search(cats_index, unit(1, dim=4), top_k=5)
+    assert sorted(h.external_id for h in hits) == ["c", "k"]
+    assert store.count(cats) == 1
+    store.delete_collection("cats")
+    with pytest.raises(CollectionNotFound):
+        store.upsert(cats_index, ["late"], unit(1, dim=4), [{}])
+    again = store.create_collection("cats", MODEL)
+    assert store.count(replace(again, model=OTHER_MODEL)) == 0
+    assert store.count(cats_index) == 0  # the old key's rows are gone, not just unlisted
+    assert [h.external_id for h in store.search(dogs_index, unit(1, dim=4), 5)[0]] == ["d"]
 
 
 def test_nothing_is_lost_when_the_store_is_reopened(milvus_backend):

@@ -11,6 +11,8 @@ Layout:
   it (upsert, never a duplicate). Thousands of tenant collections cost no Milvus collections,
   and every query is pruned to its tenant's rows: by the partition key on a server (except on
   Milvus 2.3, see config.ServerTraits), by a partition of its own on Milvus Lite (layout.py).
+  The copy index (search_service.copy_index) is one more such space, 64-d, keyed the same
+  way; deleting a tenant collection deletes its rows in every space.
 
 Modules: store.py (blocking pymilvus calls), vector_store.py (the core's VectorStore port:
 threads, deadlines and Milvus' errors translated), catalog.py (creating, loading and laying

@@ -12,7 +12,12 @@ from pymilvus.exceptions import MilvusException
 from search_service.adapters.milvus.config import Flusher, IndexConfig, ServerTraits
 from search_service.adapters.milvus.layout import SharedLayout, layout_of
 from search_service.adapters.milvus.registry import CLAIMS, REGISTRY
-from search_service.adapters.milvus.schema import VECTOR_FIELD, vectors_collection, vectors_schema
+from search_service.adapters.milvus.schema import (
+    VECTOR_FIELD,
+    VECTORS_PREFIX,
+    vectors_collection,
+    vectors_schema,
+)
 from search_service.domain import CollectionRecord, ModelSpace
 
 
@@ -32,6 +37,8 @@ class Catalog:
         # Every collection ever loaded, for the health check (_loaded empties on a restart).
         self.used: set[str] = set()
         self._layouts: dict[str, SharedLayout] = {}
+        # (Milvus collection, collection key) whose partition this store has seen exist.
+        self.partitions: set[tuple[str, str]] = set()
         self._creating = threading.Lock()
 
     def close(self) -> None:
@@ -84,9 +91,17 @@ class Catalog:
         return self._layouts[name]
 
     def vectors(self, collection: CollectionRecord) -> str:
+        """The Milvus collection of the record's space, made on first use: a collection's
+        rows may live in more spaces than its model's (search_service.copy_index)."""
         name = vectors_collection(collection.model)
-        self.load(name)
+        if name not in self._loaded:
+            self.ensure_vectors(collection.model)
         return name
+
+    def spaces(self) -> list[str]:
+        """Every vectors collection there is, whichever space and whoever made it."""
+        return [name for name in self._client.list_collections(timeout=self._timeout_s)
+                if name.startswith(VECTORS_PREFIX)]
 
     def ensure_vectors(self, model: ModelSpace) -> None:
         name = vectors_collection(model)

@@ -1,4 +1,5 @@
-"""The Milvus collection that holds one embedding model's vectors, for every tenant."""
+"""The Milvus collection that holds one space's vectors (an embedding model's, or the copy
+index's), for every tenant."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from search_service.adapters.milvus.expressions import COLLECTION_FIELD, METADAT
 from search_service.domain import ModelSpace
 
 VECTOR_FIELD = "vector"
+VECTORS_PREFIX = "imagesearch_vectors_"
 
 
 def vectors_collection(model: ModelSpace) -> str:
-    return "imagesearch_vectors_" + model.fingerprint.removeprefix("sha256:")[:16]
+    return VECTORS_PREFIX + model.fingerprint.removeprefix("sha256:")[:16]
 
 
 def vectors_schema(model: ModelSpace, partition_key: bool) -> Any:

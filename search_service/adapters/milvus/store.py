@@ -20,7 +20,7 @@ from search_service.adapters.milvus.expressions import (
     literal,
     rows_filter,
 )
-from search_service.adapters.milvus.layout import SharedLayout
+from search_service.adapters.milvus.layout import SharedLayout, partition_of
 from search_service.adapters.milvus.registry import REGISTRY, SWEEP_AFTER_MS, Registry
 from search_service.adapters.milvus.schema import VECTOR_FIELD, vectors_collection
 from search_service.domain import CollectionRecord, Condition, Hit, ModelSpace, StoredImage
@@ -84,6 +84,7 @@ class MilvusStore:
         record = self._registry.create(name, model, description)
         rows = vectors_collection(model)
         self._catalog.layout(rows).prepare(self._client, rows, record, self._timeout_s)
+        self._catalog.partitions.add((rows, record.key))
         return record
 
     def get_collection(self, name: str) -> CollectionRecord:
@@ -117,10 +118,14 @@ class MilvusStore:
         return len(swept)
 
     def _delete_rows(self, record: CollectionRecord) -> None:
-        rows = self._catalog.vectors(record)
-        self._catalog.layout(rows).drop(self._client, rows, record, self._timeout_s)
-        self._catalog.wrote(rows, 1)
-        self._catalog.settle(rows)
+        """The collection's rows in every space: its model's, and any other kept under its
+        key (its copy index)."""
+        for rows in self._catalog.spaces():
+            self._catalog.partitions.discard((rows, record.key))
+            self._catalog.load(rows)
+            self._catalog.layout(rows).drop(self._client, rows, record, self._timeout_s)
+            self._catalog.wrote(rows, 1)
+            self._catalog.settle(rows)
 
     def check(self) -> None:
         """Raises unless Milvus answers a read of the registry and of every vectors collection
@@ -168,6 +173,15 @@ class MilvusStore:
     def _upsert(self, name: str, collection: CollectionRecord, rows: list[dict[str, Any]]
                 ) -> None:
         layout = self._catalog.layout(name)
+        if layout.partitioned and (name, collection.key) not in self._catalog.partitions:
+            # The first write here into this space: make its partition now rather than find
+            # it missing (pymilvus logs every refused write as an ERROR, with a traceback).
+            if not self._client.has_partition(name, partition_of(collection.key),
+                                              timeout=self._timeout_s):
+                if not self._current(collection):
+                    raise _deleted_meanwhile(collection)
+                layout.prepare(self._client, name, collection, self._timeout_s)
+            self._catalog.partitions.add((name, collection.key))
         if not self._upsert_into_partition(name, collection, rows, layout):
             # No partition: the collection was deleted, or its creation stopped half-way.
             if not self._current(collection):
