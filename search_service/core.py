@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagesearch.errors import InvalidArgument
+from search_service import copy_index
 from search_service import validation as check
 from search_service.domain import (
     DONE,
@@ -168,6 +169,11 @@ class SearchCore:
                                     np.stack([v for _, v, _ in stored]),
                                     [check.check_metadata(images[i].metadata)
                                      for i, _, _ in stored])
+        if stored and self.images is not None:
+            # After the vectors: an index row never names an image the collection lacks,
+            # and an image whose row failed is still found through its embedding.
+            await copy_index.add(self.store, record,
+                                 [(images[i].id, signal) for i, _, signal in stored])
         return outcomes
 
     async def copy_records(self, record: CollectionRecord, ids: Sequence[str]
@@ -217,6 +223,7 @@ class SearchCore:
         record = await self._fresh(name)
         await self.store.delete(record, wanted)
         if self.images is not None:
+            await copy_index.delete(self.store, record, wanted)
             await self.images.delete(record.key, wanted)
 
     # Queries -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from imagesearch.copies import signal as signals
 from imagesearch.copies import verify
 from imagesearch.copies.signal import CopySignal
 from imagesearch.errors import FailedPrecondition, InvalidArgument, NotFound
+from search_service import copy_index
 from search_service import validation as check
 from search_service.core import CopyRecord, SearchCore, without
 from search_service.domain import (
@@ -71,9 +72,26 @@ async def find_duplicates(core: SearchCore, name: str, query: Query, min_similar
     candidates = min(max(COPY_CANDIDATES, 2 * limit), MAX_COPY_CANDIDATES)
     (hits,) = await core.nearest(record, [vector], candidates + 1, (), floor)
     hits = without(hits, query.image_id, candidates)
+    hits += await _indexed(core, record, signal, vector, hits, query.image_id, floor)
+    hits.sort(key=lambda h: -h.similarity)
     records = await core.copy_records(record, [h.external_id for h in hits])
     copies, unverified = await asyncio.to_thread(_verified, copy.digest, signal, hits, records)
     return Duplicates(copies[:limit], chosen, unverified)
+
+
+async def _indexed(core: SearchCore, record: CollectionRecord, signal: CopySignal,
+                   vector: np.ndarray, hits: list[Hit], own: str | None, floor: float
+                   ) -> list[Hit]:
+    """The copy index's candidates that the embedding's missed, as hits on their stored
+    vectors (an index row whose image is gone meanwhile is no candidate)."""
+    seen = {h.external_id for h in hits} | {own}
+    ids = [i for i in await copy_index.nearest(core.store, record, signal) if i not in seen]
+    if not ids:
+        return []
+    stored = await core.store.get(record, ids, with_vectors=True)
+    found = [Hit(image.external_id, float(np.dot(vector, image.vector)), image.metadata)
+             for image in stored if image.vector is not None]
+    return [hit for hit in found if hit.similarity >= floor]
 
 
 async def _similar(core: SearchCore, record: CollectionRecord, vector: np.ndarray,
@@ -113,8 +131,8 @@ def _no_signal(query: Query) -> str:
 def _verified(digest: bytes, signal: CopySignal, hits: list[Hit],
               records: dict[str, CopyRecord]) -> tuple[list[Hit], int]:
     """The hits that are copies of the query, exact ones first; and how many could not be
-    verified for want of a copy signal."""
-    exact, copies, unverified = [], [], 0
+    verified for want of a copy signal. Verified on every core (OpenCV releases the GIL)."""
+    exact, pending, unverified = [], [], 0
     for hit in hits:
         stored = records.get(hit.external_id)
         if stored is not None and stored.digest == digest:
@@ -123,10 +141,12 @@ def _verified(digest: bytes, signal: CopySignal, hits: list[Hit],
         candidate = _decoded(stored)
         if candidate is None:
             unverified += 1
-            continue
-        evidence = verify.compare(signal, candidate)
-        if evidence.is_copy:
-            copies.append(replace(hit, match=MatchKind.COPY, evidence=_evidence(evidence)))
+        else:
+            pending.append((hit, candidate))
+    with ThreadPoolExecutor(VERIFY_THREADS) as pool:
+        found = list(pool.map(lambda pair: verify.compare(signal, pair[1]), pending))
+    copies = [replace(hit, match=MatchKind.COPY, evidence=_evidence(evidence))
+              for (hit, _), evidence in zip(pending, found, strict=True) if evidence.is_copy]
     return exact + copies, unverified
 
 
