@@ -6,7 +6,7 @@ The hash is the DCT perceptual hash of the middle of the picture: its thumbnail 
 uniform frame (`signal.frameless`), less CENTRE_MARGIN of each side, where a small rotation's
 corners, a caption and a frame's edges change nothing. Measured on bench/copy_data.py's TUNING
 edits (where CENTRE_MARGIN was chosen, against 0 and 0.1): every framed, watermarked and
-rotated copy's original within the 7 nearest of 490 images; crops move the middle, and are
+rotated copy's original within the 6 nearest of 528 images; crops move the middle, and are
 the embedding's to find (`python -m bench.copy_index_eval`).
 
 Milvus Lite 3.2 has no binary vectors, so the hash is a float vector of +-1/8 per bit (unit
