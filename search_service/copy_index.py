@@ -41,7 +41,7 @@ async def add(store: VectorStore, record: CollectionRecord,
     signals) loses any row it had, which would describe other pixels."""
     hashed, unhashed = [], []
     for image_id, signal in items:
-        decoded = _decoded(signal)
+        decoded = signals.decoded(signal)
         if decoded is None:
             unhashed.append(image_id)
         else:
@@ -68,11 +68,3 @@ async def nearest(store: VectorStore, record: CollectionRecord, signal: CopySign
 async def delete(store: VectorStore, record: CollectionRecord, ids: Sequence[str]) -> None:
     await store.delete(of(record), ids)
 
-
-def _decoded(signal: bytes | None) -> CopySignal | None:
-    if signal is None:
-        return None
-    try:
-        return signals.decode(signal)
-    except signals.SignalFormatError:
-        return None

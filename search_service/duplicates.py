@@ -154,12 +154,7 @@ _SAME = CopyEvidence(hash_distance=0, mirrored=False, inliers=0, correlation=1.0
 
 
 def _decoded(stored: CopyRecord | None) -> CopySignal | None:
-    if stored is None or stored.signal is None:
-        return None
-    try:
-        return signals.decode(stored.signal)
-    except signals.SignalFormatError:
-        return None  # another version's: no evidence either way
+    return signals.decoded(stored.signal if stored is not None else None)
 
 
 def _evidence(found: verify.Evidence) -> CopyEvidence:

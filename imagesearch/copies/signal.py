@@ -150,6 +150,17 @@ class SignalFormatError(ValueError):
     """The bytes are not a copy signal of this version."""
 
 
+def decoded(data: bytes | None) -> CopySignal | None:
+    """The signal in `data`; None for none, or for one this build cannot read (another
+    version's signal is no evidence either way)."""
+    if data is None:
+        return None
+    try:
+        return decode(data)
+    except SignalFormatError:
+        return None
+
+
 def decode(data: bytes) -> CopySignal:
     """The signal encoded in `data`; SignalFormatError for anything that is not a whole,
     well-formed signal of this version."""

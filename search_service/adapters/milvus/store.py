@@ -178,18 +178,21 @@ class MilvusStore:
             # it missing (pymilvus logs every refused write as an ERROR, with a traceback).
             if not self._client.has_partition(name, partition_of(collection.key),
                                               timeout=self._timeout_s):
-                if not self._current(collection):
-                    raise _deleted_meanwhile(collection)
-                layout.prepare(self._client, name, collection, self._timeout_s)
+                self._make_partition(name, collection, layout)
             self._catalog.partitions.add((name, collection.key))
         if not self._upsert_into_partition(name, collection, rows, layout):
             # No partition: the collection was deleted, or its creation stopped half-way.
-            if not self._current(collection):
-                raise _deleted_meanwhile(collection)
-            layout.prepare(self._client, name, collection, self._timeout_s)
+            self._make_partition(name, collection, layout)
             if not self._upsert_into_partition(name, collection, rows, layout):
                 raise _deleted_meanwhile(collection)  # dropped again since the check
         self._catalog.wrote(name, len(rows))
+
+    def _make_partition(self, name: str, collection: CollectionRecord,
+                        layout: SharedLayout) -> None:
+        """The collection's partition, unless the collection is gone."""
+        if not self._current(collection):
+            raise _deleted_meanwhile(collection)
+        layout.prepare(self._client, name, collection, self._timeout_s)
 
     def _upsert_into_partition(self, name: str, collection: CollectionRecord,
                                rows: list[dict[str, Any]], layout: SharedLayout) -> bool:
