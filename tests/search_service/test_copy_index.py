@@ -139,3 +139,14 @@ def test_framed_marked_turned_and_mirrored_copies_keep_their_index_hash_near(pho
     plain, mirrored = index.hashes(signals.compute(copy_data.REPORT[edit](
         photo, random.Random(2))))
     assert min((plain != original).sum(), (mirrored != original).sum()) <= 14
+
+
+async def test_another_tenants_copy_is_never_a_candidate(collection, photo):
+    core, _ = collection
+    await core.create_collection("other", "")
+    await core.add_images("other", [NewImage("theirs", png(photo), {})])
+    await core.delete_images("c", ["z-original"])
+    found = await find_duplicates(core, "c", Query(image=framed(photo)), 0.0, 10)
+    assert found.hits == []
+    theirs = await find_duplicates(core, "other", Query(image=framed(photo)), 0.0, 10)
+    assert [h.external_id for h in theirs.hits] == ["theirs"]
