@@ -16,11 +16,47 @@ from skimage import data as skdata
 from embedder_service.server import EmbedderServer
 from embedder_service.settings import BUNDLED_MODEL, EmbedderSettings
 from imagesearch.embedder.v1 import embedder_pb2_grpc
+from search_service.server import SearchServer
 
 # The search service's fixtures (a real search server on Milvus Lite), for every test package.
 pytest_plugins = ["tests.search_fixtures"]
 
 PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field")
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def no_server_outlives_its_test(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Stops every service a test started and did not stop, and fails a test that passed.
+
+    A test that fails half-way leaves its server running, and a gRPC aio server collected
+    after the event loop has closed hangs the interpreter's exit: a CI run whose tests had
+    all finished sat there until its time was up. Servers started by module- or session-scoped
+    fixtures start before this fixture and are theirs to stop.
+    """
+    running: list[EmbedderServer | SearchServer] = []
+    for cls in (EmbedderServer, SearchServer):
+        monkeypatch.setattr(cls, "start", _tracked_start(cls.start, running))
+        monkeypatch.setattr(cls, "stop", _tracked_stop(cls.stop, running))
+    yield
+    leaked = list(running)
+    for server in leaked:
+        await server.stop(grace=0)
+    assert not leaked, f"the test left {len(leaked)} server(s) running: stop them in a finally"
+
+
+def _tracked_start(start: Callable[..., Any], running: list[Any]) -> Callable[..., Any]:
+    async def tracked(self: Any) -> int:
+        running.append(self)
+        return int(await start(self))
+    return tracked
+
+
+def _tracked_stop(stop: Callable[..., Any], running: list[Any]) -> Callable[..., Any]:
+    async def tracked(self: Any, grace: float | None = None) -> None:
+        if self in running:
+            running.remove(self)
+        await stop(self, grace)
+    return tracked
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,10 @@ class MilvusServer:
         self._config = {f"{name}.ip": "127.0.0.1" for name in COMPONENTS}
         self._config.update({key: str(free_port()) for key in PORT_KEYS})
         self._config["proxy.port"] = str(self.port)
+        # The embedded etcd listens on 2379/2380 unless its own config file says otherwise,
+        # so a second server in one network namespace failed to start ("bind: address already
+        # in use"). Milvus reads ETCD_CONFIG_PATH and ETCD_ENDPOINTS from the environment.
+        self._etcd_ports = (free_port(), free_port())
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,8 +66,17 @@ class MilvusServer:
         with open(self.data_dir / "wrapper.log", "ab") as log:
             # Its own process group: SIGINT to the group is how the wrapper shuts Milvus down.
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
+                                             start_new_session=True, env=self._etcd_env())
         self._wait_ready(timeout_s)
+
+    def _etcd_env(self) -> dict[str, str]:
+        client, peer = (f"http://127.0.0.1:{port}" for port in self._etcd_ports)
+        config = self.data_dir / "embed-etcd.yaml"
+        config.write_text(f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
+                          f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+                          f"initial-cluster: default={peer}\n")
+        return {**os.environ, "ETCD_CONFIG_PATH": str(config),
+                "ETCD_ENDPOINTS": f"127.0.0.1:{self._etcd_ports[0]}"}
 
     def stop(self, timeout_s: float = 60.0) -> None:
         process, self._process = self._process, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -20,7 +21,7 @@ from imagesearch.serving.grpc_server import LIVENESS
 from search_service.domain import ModelSpace
 from search_service.server import SearchServer
 from tests.conftest import embedder_settings
-from tests.milvus_server import free_port
+from tests.milvus_server import MilvusServer, free_port
 from tests.search_fixtures import add, scene_images, search_settings
 
 
@@ -343,30 +344,44 @@ async def test_a_misconfigured_milvus_fails_start_up_and_frees_the_port(embedder
         probe.bind(("127.0.0.1", settings.port))
 
 
-async def test_milvus_down_gives_unavailable_and_its_restart_loses_nothing(milvus_backend,
-                                                                          embedder_server):
+@pytest.fixture
+def own_milvus_server(milvus_backend, tmp_path) -> Iterator[MilvusServer]:
+    """A Milvus server of this test's own, to stop and start again. A restarted server loads
+    every collection it holds before it answers: the shared one holds hundreds by then, and
+    took more than a minute on CI, which says nothing about the search service."""
     if milvus_backend.server is None:
         pytest.skip("Milvus Lite runs inside the service; it cannot go down on its own")
-    server = SearchServer(search_settings(milvus_backend.new_uri(), embedder_server.port))
+    server = MilvusServer(tmp_path / "milvus")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_milvus_down_gives_unavailable_and_its_restart_loses_nothing(own_milvus_server,
+                                                                          embedder_server):
+    milvus = own_milvus_server
+    server = SearchServer(search_settings(milvus.uri, embedder_server.port))
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        stub = search_pb2_grpc.SearchServiceStub(channel)
-        await stub.CreateCollection(pb.CreateCollectionRequest(name="kept"))
-        await add(stub, "kept", scene_images(6, seed=2))
-        await asyncio.to_thread(milvus_backend.server.stop)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetCollection(pb.GetCollectionRequest(name="kept"), timeout=30)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert caught.value.details() == "Milvus is unavailable; retry shortly"
-        await wait_health(channel, serving=False, timeout_s=30)
-        await asyncio.to_thread(milvus_backend.server.start)
-        await wait_health(channel, serving=True, timeout_s=60)
-        got = await stub.GetCollection(pb.GetCollectionRequest(name="kept"))
-        assert got.collection.image_count == 6
-        found = await stub.Search(pb.SearchRequest(
-            collection="kept", queries=[pb.Query(image_id="img-004")], top_k=1))
-        assert found.results[0].hits[0].id == "img-004"
-    await server.stop(grace=1)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="kept"))
+            await add(stub, "kept", scene_images(6, seed=2))
+            await asyncio.to_thread(milvus.stop)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetCollection(pb.GetCollectionRequest(name="kept"), timeout=30)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert caught.value.details() == "Milvus is unavailable; retry shortly"
+            await wait_health(channel, serving=False, timeout_s=30)
+            await asyncio.to_thread(milvus.start)
+            await wait_health(channel, serving=True, timeout_s=60)
+            got = await stub.GetCollection(pb.GetCollectionRequest(name="kept"))
+            assert got.collection.image_count == 6
+            found = await stub.Search(pb.SearchRequest(
+                collection="kept", queries=[pb.Query(image_id="img-004")], top_k=1))
+            assert found.results[0].hits[0].id == "img-004"
+    finally:
+        await server.stop(grace=1)
 
 
 async def test_a_hung_milvus_fails_calls_at_the_milvus_timeout_and_recovers(milvus_backend,
