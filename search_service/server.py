@@ -27,11 +27,13 @@ from imagesearch.search.v1 import search_pb2
 from imagesearch.serving import host
 from search_service.adapters.embedder_grpc import GrpcEmbedder, embedder_channel
 from search_service.adapters.image_folder import FolderImageStore
+from search_service.adapters.image_s3 import S3ImageStore
 from search_service.adapters.milvus.config import IndexConfig, is_lite
 from search_service.adapters.milvus.store import MilvusStore
 from search_service.adapters.milvus.vector_store import MilvusVectorStore, open_store, unreachable
 from search_service.application import SearchApp
 from search_service.core import SearchCore
+from search_service.ports import ImageStore
 from search_service.settings import SearchSettings
 from search_service.transports.grpc_servicer import AppHolder, SearchServicer
 
@@ -53,6 +55,13 @@ def connect_store(settings: SearchSettings) -> MilvusStore:
                       settings.milvus_consistency, settings.milvus_timeout_s)
 
 
+def open_image_store(settings: SearchSettings) -> ImageStore | None:
+    location = settings.image_location()
+    if isinstance(location, str):
+        return S3ImageStore(location, settings.image_store_endpoint)
+    return FolderImageStore(location) if location is not None else None
+
+
 class SearchServer:
     def __init__(self, settings: SearchSettings,
                  registry: CollectorRegistry | None = None) -> None:
@@ -65,7 +74,7 @@ class SearchServer:
         self._channel: grpc.aio.Channel | None = None
         self._embedder: GrpcEmbedder | None = None
         self._store: MilvusVectorStore | None = None
-        self._images: FolderImageStore | None = None
+        self._images: ImageStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -102,11 +111,11 @@ class SearchServer:
             return False
         assert self._embedder is not None
         self._store = MilvusVectorStore(store, s.store_threads)
-        folder = s.image_folder()
-        self._images = FolderImageStore(folder) if folder is not None else None
+        location = s.image_location()
+        self._images = open_image_store(s)
         self._holder.app = SearchApp(SearchCore(self._store, self._embedder,
                                                 images=self._images))
-        log.info("milvus connected", extra={"image_store": str(folder or "off")})
+        log.info("milvus connected", extra={"image_store": str(location or "off")})
         return True
 
     def _client_tls(self) -> ClientTls | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -9,6 +10,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from imagesearch.serving.settings import ServingSettings
+
+_S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
 
 
 class SearchSettings(ServingSettings):
@@ -39,9 +42,14 @@ class SearchSettings(ServingSettings):
     store_threads: int = Field(8, gt=0)
     """Threads running Milvus calls (pymilvus is synchronous; never on the event loop)."""
     image_store: str | None = None
-    """A folder for what is kept of each image beside its vector - its copy signal, for copy
-    detection (FindDuplicates' COPIES mode) - or "off". Default: beside a Milvus Lite file
-    (<file>.images); off with a Milvus server, whose replicas need a folder they all share."""
+    """Where what is kept of each image beside its vector goes - its copy signal, for copy
+    detection (FindDuplicates' COPIES mode): a folder, s3://bucket[/prefix] (S3-compatible
+    object storage, which every replica shares), or "off". Default: beside a Milvus Lite file
+    (<file>.images); off with a Milvus server, whose replicas need storage they all share."""
+    image_store_endpoint: str | None = None
+    """The object store's URL for an s3:// image store (e.g. http://minio:9000); unset: AWS S3,
+    or AWS_ENDPOINT_URL. Credentials come the AWS way (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    web identity, instance roles)."""
 
     embedder_target: str = "127.0.0.1:50051"
     """Embedder address; on Kubernetes dns:///<headless-service>:50051 reaches every replica."""
@@ -77,10 +85,12 @@ class SearchSettings(ServingSettings):
             return self.embedder_token_file.read_text().strip()
         return self.embedder_token or ""
 
-    def image_folder(self) -> Path | None:
-        """The image store's folder; None when there is none."""
+    def image_location(self) -> Path | str | None:
+        """The image store: a folder, an s3:// URI, or None when there is none."""
         if self.image_store == "off":
             return None
+        if self.image_store and self.image_store.startswith("s3://"):
+            return self.image_store
         if self.image_store:
             return Path(self.image_store).expanduser()
         if "://" in self.milvus_uri:
@@ -92,6 +102,15 @@ class SearchSettings(ServingSettings):
         if self.milvus_token_file is not None:
             return self.milvus_token_file.read_text().strip()
         return self.milvus_token or ""
+
+    @model_validator(mode="after")
+    def _object_store_uri(self) -> SearchSettings:
+        # S3's bucket naming rules, so a typo fails start-up instead of every health check.
+        store = self.image_store or ""
+        if store.lower().startswith("s3:") and not _S3_URI.fullmatch(store):
+            raise ValueError(f"image_store {store!r}: an object store is s3://bucket[/prefix], "
+                             "the bucket 3-63 lower-case letters, digits, dots and hyphens")
+        return self
 
     @model_validator(mode="after")
     def _one_milvus_token(self) -> SearchSettings:

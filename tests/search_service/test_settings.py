@@ -34,8 +34,17 @@ def test_milvus_token_comes_from_a_file_or_the_variable_never_both(tmp_path):
 
 
 def test_the_image_store_sits_beside_lite_and_is_chosen_for_a_server(tmp_path):
-    assert SearchSettings(milvus_uri="data/x.db").image_folder() == Path("data/x.db.images")
-    assert SearchSettings(milvus_uri="http://milvus:19530").image_folder() is None
+    assert SearchSettings(milvus_uri="data/x.db").image_location() == Path("data/x.db.images")
+    assert SearchSettings(milvus_uri="http://milvus:19530").image_location() is None
     assert SearchSettings(milvus_uri="http://milvus:19530",
-                          image_store=str(tmp_path)).image_folder() == tmp_path
-    assert SearchSettings(image_store="off").image_folder() is None
+                          image_store=str(tmp_path)).image_location() == tmp_path
+    assert SearchSettings(milvus_uri="http://milvus:19530",
+                          image_store="s3://images/prod").image_location() == "s3://images/prod"
+    assert SearchSettings(image_store="off").image_location() is None
+
+
+@pytest.mark.parametrize("uri", ["s3://", "s3:///prefix", "s3://a", "s3://Upper-Case",
+                                 "s3://bucket_name", "s3:/bucket", "S3://bucket"])
+def test_an_object_store_uri_that_names_no_bucket_fails_at_start_up(uri):
+    with pytest.raises(ValidationError, match=r"s3://bucket\[/prefix\]"):
+        SearchSettings(image_store=uri)
