@@ -35,20 +35,28 @@ def of(record: CollectionRecord) -> CollectionRecord:
     return replace(record, model=SPACE)
 
 
-async def add(store: VectorStore, record: CollectionRecord,
-              items: Sequence[tuple[str, bytes | None]]) -> None:
-    """Indexes each image's signal; an image without one (an embedder older than copy
-    signals) loses any row it had, which would describe other pixels."""
-    hashed, unhashed = [], []
+def rows(items: Sequence[tuple[str, bytes | None]]
+         ) -> tuple[list[str], np.ndarray | None, list[str]]:
+    """(ids, their index vectors) of the images whose signal reads, and the ids of those
+    without one (an embedder older than copy signals), whose rows would describe other
+    pixels."""
+    hashed, vectors, unhashed = [], [], []
     for image_id, signal in items:
         decoded = signals.decoded(signal)
         if decoded is None:
             unhashed.append(image_id)
         else:
-            hashed.append((image_id, index.vector(index.hashes(decoded)[0])))
-    if hashed:
-        await store.upsert(of(record), [i for i, _ in hashed], np.stack([v for _, v in hashed]),
-                           [{}] * len(hashed))
+            hashed.append(image_id)
+            vectors.append(index.vector(index.hashes(decoded)[0]))
+    return hashed, (np.stack(vectors) if vectors else None), unhashed
+
+
+async def add(store: VectorStore, record: CollectionRecord,
+              items: Sequence[tuple[str, bytes | None]]) -> None:
+    """Indexes each image's signal; an image without one loses any row it had."""
+    hashed, vectors, unhashed = rows(items)
+    if vectors is not None:
+        await store.upsert(of(record), hashed, vectors, [{}] * len(hashed))
     if unhashed:
         await store.delete(of(record), unhashed)
 

@@ -39,6 +39,8 @@ from search_service.ports import Embedder, ImageStore, VectorStore
 # The image store's kind for what copy detection keeps of each image: the SHA-256 of its
 # bytes, then its encoded copy signal (none when the embedder made none).
 COPY_KIND = "copy"
+# Every kind the core keeps in the image store (what a move to another store carries).
+IMAGE_KINDS = (COPY_KIND,)
 
 
 @dataclass(frozen=True)

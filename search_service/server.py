@@ -55,10 +55,11 @@ def connect_store(settings: SearchSettings) -> MilvusStore:
                       settings.milvus_consistency, settings.milvus_timeout_s)
 
 
-def open_image_store(settings: SearchSettings) -> ImageStore | None:
-    location = settings.image_location()
+def open_image_store(location: Path | str | None, endpoint: str | None = None
+                     ) -> ImageStore | None:
+    """The image store at a folder or an s3:// URI (SearchSettings.image_location)."""
     if isinstance(location, str):
-        return S3ImageStore(location, settings.image_store_endpoint)
+        return S3ImageStore(location, endpoint)
     return FolderImageStore(location) if location is not None else None
 
 
@@ -112,7 +113,7 @@ class SearchServer:
         assert self._embedder is not None
         self._store = MilvusVectorStore(store, s.store_threads)
         location = s.image_location()
-        self._images = open_image_store(s)
+        self._images = open_image_store(location, s.image_store_endpoint)
         self._holder.app = SearchApp(SearchCore(self._store, self._embedder,
                                                 images=self._images))
         log.info("milvus connected", extra={"image_store": str(location or "off")})

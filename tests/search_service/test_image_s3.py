@@ -15,9 +15,11 @@ import grpc
 import pytest
 import pytest_asyncio
 from moto.server import ThreadedMotoServer
+from pymilvus import MilvusClient
 
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
+from search_service import copy_index, copy_store
 from search_service.adapters.image_folder import FolderImageStore
 from search_service.adapters.image_s3 import S3ImageStore
 from search_service.errors import ImageStoreUnavailable
@@ -179,3 +181,53 @@ async def test_copies_are_found_beside_a_milvus_server_through_the_object_store(
     finally:
         for replica in replicas:
             await replica.stop(grace=0)
+
+
+async def test_moving_from_lite_to_a_server_carries_copy_detection(
+        milvus_server: Any, embedder_server: Any, s3_endpoint: str, photos: dict,
+        tmp_path: Path) -> None:
+    """copy_store from the embedded default to a Milvus server and a bucket: the copy signals
+    come along and the copy index is rebuilt, so copies stay verified, not merely similar."""
+    lite = str(tmp_path / "search.db")
+    embedded = SearchServer(search_settings(lite, embedder_server.port))
+    await embedded.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{embedded.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            await stub.CreateCollection(pb.CreateCollectionRequest(name="moved"))
+            await stub.AddImages(pb.AddImagesRequest(collection="moved", images=[
+                pb.NewImage(id=n, data=encode(p, "JPEG", quality=90))
+                for n, p in photos.items()]))
+    finally:
+        await embedded.stop(grace=0)
+    database = f"moved_{os.getpid()}"
+    MilvusClient(milvus_server.uri).create_database(database)
+    target = f"{milvus_server.uri}/{database}"
+    # The command, as from a shell (it runs an event loop of its own).
+    with pytest.raises(SystemExit, match="pass --images-to"):
+        await asyncio.to_thread(copy_store.main, ["--from", lite, "--to", target])
+    bucket = new_bucket(s3_endpoint)
+    assert await asyncio.to_thread(copy_store.main, [
+        "--from", lite, "--to", target, "--images-to", f"s3://{bucket}",
+        "--images-endpoint", s3_endpoint]) == 0
+    server = SearchServer(search_settings(target, embedder_server.port,
+                                          image_store=f"s3://{bucket}",
+                                          image_store_endpoint=s3_endpoint))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            rocket = photos["rocket"]
+            query = encode(rocket.resize((rocket.width // 2, rocket.height // 2)), "JPEG")
+            found = await stub.FindDuplicates(pb.FindDuplicatesRequest(
+                collection="moved", query=pb.Query(image=query), max_results=5))
+            assert (found.mode, found.unverified) == (pb.DUPLICATE_MODE_COPIES, 0)
+            assert [(h.id, h.match) for h in found.duplicates] == [("rocket",
+                                                                     pb.MATCH_KIND_COPY)]
+    finally:
+        await server.stop(grace=0)
+    # The index rows came along too: one per image, in the target's copy index.
+    copied = copy_store.open_store(target)
+    record = copied.get_collection("moved")
+    assert copied.count(copy_index.of(record)) == len(photos)
+    copied.close()
