@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from imagesearch.copies import index, verify
 from imagesearch.copies import signal as signals
-from imagesearch.copies import verify
 from imagesearch.copies.signal import CopySignal
 from imagesearch.errors import FailedPrecondition, InvalidArgument, NotFound
 from search_service import copy_index
@@ -32,6 +32,7 @@ from search_service.domain import (
     Outcome,
     Problem,
     Query,
+    StoredImage,
 )
 
 DEFAULT_DUPLICATE_SIMILARITY = 0.95
@@ -41,6 +42,11 @@ SCAN_PAGE = 256
 COPY_CANDIDATES = 50
 MAX_COPY_CANDIDATES = 1000
 VERIFY_THREADS = min(8, os.cpu_count() or 1)
+# Groups (COPIES): each image's nearest by index hash are candidates beside its embedding
+# neighbours - framed, watermarked and turned copies that a weak embedding ranks low - within
+# this Hamming distance (such copies: median 2-10 bits of 64; bench/RESULTS.md).
+GROUP_INDEX_CANDIDATES = 4
+GROUP_INDEX_MAX_BITS = 16
 
 
 def _threshold(value: float) -> float:
@@ -215,6 +221,7 @@ async def duplicate_groups(core: SearchCore, name: str, min_similarity: float,
         pairs = [(image.external_id, hit) for image, found in zip(page, hits, strict=True)
                  for hit in without(found, image.external_id, k)]
         if copies:
+            pairs += await _index_pairs(core, record, page, pairs)
             missing = await cache.load(core, record, {i for p in pairs for i in (p[0],
                                                       p[1].external_id)}
                                        | {image.external_id for image in page})
@@ -226,6 +233,31 @@ async def duplicate_groups(core: SearchCore, name: str, min_similarity: float,
         scanned += len(page)
         after = page[-1].external_id
     return DuplicateGroups(groups.groups(), scanned, mode, unverified)
+
+
+async def _index_pairs(core: SearchCore, record: CollectionRecord, page: list[StoredImage],
+                       pairs: list[tuple[str, Hit]]) -> list[tuple[str, Hit]]:
+    """The pairs the copy index proposes for the page's images that their embedding
+    neighbours did not; each as a hit with the pair's embedding similarity."""
+    space = copy_index.of(record)
+    rows = {row.external_id: row.vector
+            for row in await core.store.get(space, [i.external_id for i in page], True)
+            if row.vector is not None}
+    if not rows:
+        return []
+    floor = 1.0 - 2.0 * GROUP_INDEX_MAX_BITS / index.BITS
+    found = await core.store.search(space, np.stack(list(rows.values())),
+                                    GROUP_INDEX_CANDIDATES + 1, (), floor)
+    seen = {(a, hit.external_id) for a, hit in pairs}
+    wanted = [(a, hit.external_id) for a, hits in zip(rows, found, strict=True)
+              for hit in hits if hit.external_id != a and (a, hit.external_id) not in seen]
+    vectors = {image.external_id: image.vector for image in page}
+    others = {b for _, b in wanted} - vectors.keys()
+    if others:
+        vectors |= {i.external_id: i.vector for i in await core.store.get(record, list(others),
+                                                                          True)}
+    return [(a, Hit(b, float(np.dot(va, vb)), {})) for a, b in wanted
+            if (va := vectors.get(a)) is not None and (vb := vectors.get(b)) is not None]
 
 
 class _SignalCache:

@@ -17,8 +17,8 @@ from imagesearch.copies import index
 from imagesearch.copies import signal as signals
 from search_service import copy_index
 from search_service.core import SearchCore
-from search_service.domain import Embedding, NewImage, Query
-from search_service.duplicates import COPY_CANDIDATES, find_duplicates
+from search_service.domain import DuplicateMode, Embedding, NewImage, Query
+from search_service.duplicates import COPY_CANDIDATES, duplicate_groups, find_duplicates
 from tests.search_service.fakes import FakeEmbedder, FakeStore, unit
 
 
@@ -98,6 +98,17 @@ async def test_a_copy_the_embedding_ranks_too_low_is_found_through_the_copy_inde
     await store.delete(copy_index.of(record), ["z-original"])
     missed = await find_duplicates(core, "c", Query(image=framed(photo)), 0.0, 10)
     assert missed.hits == []
+
+
+async def test_groups_join_copies_the_embedding_never_made_neighbours(collection, photo):
+    core, store = collection
+    await core.add_images("c", [NewImage("z-framed", framed(photo), {})])
+    found = await duplicate_groups(core, "c", 0.0, 10, DuplicateMode.COPIES)
+    assert [g.ids for g in found.groups] == [["z-framed", "z-original"]]
+    record = await core.collection("c")
+    await store.delete(copy_index.of(record), ["z-framed", "z-original"])
+    found = await duplicate_groups(core, "c", 0.0, 10, DuplicateMode.COPIES)
+    assert found.groups == []
 
 
 async def test_index_rows_follow_their_images(collection, photo):
