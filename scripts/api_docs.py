@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc_tools
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
@@ -46,12 +47,14 @@ def render(proto: descriptor_pb2.FileDescriptorProto) -> Iterator[str]:
     yield f"## `{proto.package}` ({proto.name})\n"
     for s_index, service in enumerate(proto.service):
         yield f"### service {service.name}\n"
-        yield "| RPC | request | response | description |\n| --- | --- | --- | --- |"
+        yield ("| RPC | HTTP/JSON | request | response | description |\n"
+               "| --- | --- | --- | --- | --- |")
         for m_index, method in enumerate(service.method):
             request = ("stream " if method.client_streaming else "") + short(method.input_type)
             response = ("stream " if method.server_streaming else "") + short(method.output_type)
             note = notes.get((6, s_index, 2, m_index), "")
-            yield f"| `{method.name}` | {request} | {response} | {cell(note)} |"
+            yield (f"| `{method.name}` | {http_route(method)} | {request} | {response} | "
+                   f"{cell(note)} |")
         yield ""
     for m_index, message in enumerate(proto.message_type):
         yield from render_message(message, (4, m_index), notes)
@@ -103,6 +106,13 @@ def field_type(field: FieldType, message: descriptor_pb2.DescriptorProto) -> str
     if field.label == FieldType.LABEL_REPEATED and not name.startswith("map<"):
         return f"repeated {name}"
     return ("optional " if field.proto3_optional else "") + name
+
+
+def http_route(method: descriptor_pb2.MethodDescriptorProto) -> str:
+    """The method's google.api.http route, e.g. `POST /v1/collections`; "-" for none."""
+    rule = method.options.Extensions[annotations_pb2.http]
+    verb = rule.WhichOneof("pattern")
+    return f"`{verb.upper()} {getattr(rule, verb)}`" if verb else "-"
 
 
 def short(type_name: str) -> str:

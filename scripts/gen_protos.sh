@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
-mapfile -t PROTOS < <(find protos -name '*.proto' | sort)
+# protos/google is googleapis' (vendored for buf and protoc): its Python code is the
+# googleapis-common-protos package's.
+mapfile -t PROTOS < <(find protos -name '*.proto' -not -path 'protos/google/*' | sort)
 "$PYTHON" -m grpc_tools.protoc -I protos \
     --python_out=. --pyi_out=. --grpc_python_out=. "${PROTOS[@]}"
 for proto in "${PROTOS[@]}"; do

@@ -36,6 +36,7 @@ from search_service.core import SearchCore
 from search_service.ports import ImageStore
 from search_service.settings import SearchSettings
 from search_service.transports.grpc_servicer import AppHolder, SearchServicer
+from search_service.transports.http_gateway import HttpGateway
 
 log = logging.getLogger(__name__)
 SERVICE = search_pb2.DESCRIPTOR.services_by_name["SearchService"]
@@ -53,6 +54,11 @@ def connect_store(settings: SearchSettings) -> MilvusStore:
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return open_store(uri, settings.milvus_credentials(), index_config(settings),
                       settings.milvus_consistency, settings.milvus_timeout_s)
+
+
+def _loopback(host: str) -> str:
+    """Where this process reaches its own gRPC port: loopback unless bound to one address."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host  # noqa: S104
 
 
 def open_image_store(location: Path | str | None, endpoint: str | None = None
@@ -77,10 +83,16 @@ class SearchServer:
         self._store: MilvusVectorStore | None = None
         self._images: ImageStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._gateway: HttpGateway | None = None
 
     @property
     def port(self) -> int:
         return self._host.port
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP/JSON port (the one picked when http_port is 0); None: off."""
+        return self._gateway.port if self._gateway is not None else None
 
     async def start(self) -> int:
         s = self.settings
@@ -91,6 +103,11 @@ class SearchServer:
                                       s.embedder_credentials(), s.max_message_bytes)
         await self._host.start(s.port, milvus="lite" if is_lite(s.milvus_uri) else "server")
         try:
+            if s.http_port is not None:
+                self._gateway = HttpGateway(SERVICE, f"{_loopback(s.host)}:{self.port}", s.host,
+                                            s.http_port, s.max_message_bytes)
+                await self._gateway.start()
+                log.info("http/json listening", extra={"address": f"{s.host}:{self.http_port}"})
             # A misconfiguration (bad URI, refused version, wrong credentials) fails start-up.
             await self._connect_milvus()
         except BaseException:
@@ -172,6 +189,8 @@ class SearchServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._gateway is not None:
+            await self._gateway.stop()
         await self._host.stop(self.settings.shutdown_grace_s if grace is None else grace)
         if self._holder.app is not None:
             await self._holder.app.close()

@@ -33,6 +33,11 @@ class SearchServiceStub:
     which; retry with backoff); UNAUTHENTICATED without a valid token and PERMISSION_DENIED
     when the token's scopes do not cover the collection, where tokens are enabled. In a batch,
     one bad item fails only that item.
+
+    Every call but IngestImages is served over HTTP/JSON too, at the route its google.api.http
+    option gives (the protobuf JSON mapping; SEARCH_HTTP_PORT), with the same tokens, limits
+    and errors: the gRPC status as the HTTP status (NOT_FOUND: 404, INVALID_ARGUMENT: 400...)
+    and a body {"code": <gRPC code>, "message": "..."}.
     """
 
     def __init__(self, channel):
@@ -116,6 +121,11 @@ class SearchServiceServicer:
     which; retry with backoff); UNAUTHENTICATED without a valid token and PERMISSION_DENIED
     when the token's scopes do not cover the collection, where tokens are enabled. In a batch,
     one bad item fails only that item.
+
+    Every call but IngestImages is served over HTTP/JSON too, at the route its google.api.http
+    option gives (the protobuf JSON mapping; SEARCH_HTTP_PORT), with the same tokens, limits
+    and errors: the gRPC status as the HTTP status (NOT_FOUND: 404, INVALID_ARGUMENT: 400...)
+    and a body {"code": <gRPC code>, "message": "..."}.
     """
 
     def CreateCollection(self, request, context):
@@ -309,6 +319,11 @@ class SearchService:
     which; retry with backoff); UNAUTHENTICATED without a valid token and PERMISSION_DENIED
     when the token's scopes do not cover the collection, where tokens are enabled. In a batch,
     one bad item fails only that item.
+
+    Every call but IngestImages is served over HTTP/JSON too, at the route its google.api.http
+    option gives (the protobuf JSON mapping; SEARCH_HTTP_PORT), with the same tokens, limits
+    and errors: the gRPC status as the HTTP status (NOT_FOUND: 404, INVALID_ARGUMENT: 400...)
+    and a body {"code": <gRPC code>, "message": "..."}.
     """
 
     @staticmethod

@@ -1,0 +1,195 @@
+"""The search API over HTTP/JSON, at the routes the protos' google.api.http options declare,
+in the protobuf JSON mapping (docs/api.md lists them).
+
+A gateway in the service's own process and event loop, the way grpc-gateway and Envoy's
+gRPC-JSON transcoder work: each HTTP request becomes the gRPC call of its route, made over
+loopback to this service's own gRPC port, so tokens and scopes (the Authorization header is
+passed on), message limits, errors, access logs and metrics are the gRPC path's - nothing is
+implemented twice. The gRPC status becomes the HTTP status (google.rpc.Code's mapping) and
+the body {"code": <gRPC code>, "message": "..."}. IngestImages, a client stream, has no route:
+send batches to AddImages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+from aiohttp import web
+from google.api import annotations_pb2
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409, grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DATA_LOSS: 500,
+}
+# JSON carries bytes as base64 (4/3 of their size), and a request names more than its bytes.
+_BODY_SLACK = 64 << 10
+
+
+@dataclass(frozen=True)
+class Route:
+    verb: str
+    path: re.Pattern[str]
+    body: str  # "*": the request is the JSON body; "": its fields come from the query
+    method: MethodDescriptor
+
+
+def routes(service: ServiceDescriptor) -> Iterator[Route]:
+    """The service's unary methods that declare an HTTP rule."""
+    for method in service.methods:
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        verb = rule.WhichOneof("pattern")
+        if verb in (None, "custom") or method.client_streaming or method.server_streaming:
+            continue
+        yield Route(verb.upper(), _compiled(getattr(rule, verb)), rule.body, method)
+
+
+def _compiled(template: str) -> re.Pattern[str]:
+    """`/v1/collections/{collection}:search` as a pattern with one group per field, each
+    one path segment (a '{field=**}' multi-segment variable is not used by our protos)."""
+    parts, at = [], 0
+    for variable in re.finditer(r"\{(\w+)(?:=\*)?\}", template):
+        parts += [re.escape(template[at:variable.start()]), f"(?P<{variable[1]}>[^/:]+)"]
+        at = variable.end()
+    return re.compile("".join([*parts, re.escape(template[at:])]))
+
+
+class BadRequest(Exception):
+    """The HTTP request cannot become the call's message."""
+
+
+def request_message(route: Route, body: bytes, path: Mapping[str, str],
+                    query: Mapping[str, list[str]]) -> Message:
+    message = message_factory.GetMessageClass(route.method.input_type)()
+    try:
+        if route.body == "*" and body.strip():
+            json_format.Parse(body, message)
+        elif route.body != "*":
+            json_format.ParseDict(_query_fields(message, query), message)
+    except (json_format.ParseError, UnicodeDecodeError) as err:
+        raise BadRequest(f"the request is not a {route.method.input_type.name} in the "
+                         f"protobuf JSON mapping: {err}") from err
+    for name, value in path.items():  # the path wins over the body, as in grpc-gateway
+        setattr(message, name, unquote(value))
+    return message
+
+
+def _query_fields(message: Message, query: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Query parameters as the message's top-level scalar fields (by proto or JSON name)."""
+    fields = message.DESCRIPTOR.fields_by_name
+    by_json = {f.json_name: f for f in message.DESCRIPTOR.fields}
+    out: dict[str, Any] = {}
+    field: Any
+    for key, values in query.items():
+        field = fields.get(key) or by_json.get(key)
+        if field is None or field.type == FieldDescriptor.TYPE_MESSAGE:
+            raise BadRequest(f"{message.DESCRIPTOR.name} has no query parameter {key!r}")
+        converted = [_scalar(field, value) for value in values]
+        out[field.name] = converted if field.is_repeated else converted[-1]
+    return out
+
+
+def _scalar(field: Any, value: str) -> Any:
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if value.lower() not in ("true", "false"):
+            raise BadRequest(f"{field.name} must be true or false; got {value[:40]!r}")
+        return value.lower() == "true"
+    return value  # the JSON mapping reads numbers and enum names from strings
+
+
+def error_body(code: grpc.StatusCode, message: str) -> web.Response:
+    return web.json_response({"code": code.value[0], "message": message},
+                             status=HTTP_STATUS.get(code, 500))
+
+
+class HttpGateway:
+    """Serves `service`'s HTTP routes on `host`:`port`, calling the gRPC server at `target`."""
+
+    def __init__(self, service: ServiceDescriptor, target: str, host: str, port: int,
+                 max_message_bytes: int) -> None:
+        self._service = service
+        self._routes = list(routes(service))
+        self._address = (host, port)
+        self._max_bytes = max_message_bytes
+        self._channel = grpc.aio.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)])
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        app = web.Application(client_max_size=self._max_bytes * 4 // 3 + _BODY_SLACK)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)  # the gRPC access log has each call
+        await self._runner.setup()
+        await web.TCPSite(self._runner, *self._address).start()
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._channel.close()
+
+    def _match(self, verb: str, path: str) -> tuple[Route, dict[str, str]] | web.Response:
+        matched = [(r, m.groupdict()) for r in self._routes if (m := r.path.fullmatch(path))]
+        for route, fields in matched:
+            if route.verb == verb:
+                return route, fields
+        if matched:
+            allowed = ", ".join(sorted({route.verb for route, _ in matched}))
+            response = error_body(grpc.StatusCode.UNIMPLEMENTED,
+                                  f"{path} takes {allowed}, not {verb}")
+            response.set_status(405)
+            response.headers["Allow"] = allowed
+            return response
+        return error_body(grpc.StatusCode.NOT_FOUND, f"no route {verb} {path[:200]}; the "
+                          "routes are the google.api.http options of the protos (docs/api.md)")
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        found = self._match(request.method, request.raw_path.split("?", 1)[0])
+        if isinstance(found, web.Response):
+            return found
+        route, path = found
+        try:
+            body = await request.read()
+            message = request_message(route, body, path, {
+                key: request.query.getall(key) for key in request.query})
+        except web.HTTPRequestEntityTooLarge:
+            response = error_body(grpc.StatusCode.RESOURCE_EXHAUSTED, "the request is larger "
+                                  "than the message limit: send fewer or smaller images a call")
+            response.set_status(413)
+            return response
+        except BadRequest as err:
+            return error_body(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return await self._call(route, message, request.headers.get("Authorization"))
+
+    async def _call(self, route: Route, message: Message, authorization: str | None
+                    ) -> web.Response:
+        call = self._channel.unary_unary(
+            f"/{self._service.full_name}/{route.method.name}",
+            request_serializer=type(message).SerializeToString,
+            response_deserializer=message_factory.GetMessageClass(
+                route.method.output_type).FromString)
+        metadata = (("authorization", authorization),) if authorization else None
+        try:
+            response = await call(message, metadata=metadata)
+        except grpc.aio.AioRpcError as err:
+            return error_body(err.code(), err.details() or "")
+        return web.Response(text=json.dumps(json_format.MessageToDict(
+            response, always_print_fields_with_no_presence=True)),
+            content_type="application/json")
