@@ -64,6 +64,11 @@ def test_ports_and_probes_are_the_services_own(overlay, workload, monkeypatch):
     grpc_port = container_port(container, "grpc")
     assert grpc_port == settings.port  # type: ignore[attr-defined]
     assert container_port(container, "metrics") == settings.metrics_port  # type: ignore[attr-defined]
+    if workload == "imagesearch-search":
+        assert container_port(container, "http") == settings.http_port  # type: ignore[attr-defined]
+        service = overlay.get("Service", workload)
+        assert {"name": "http", "port": settings.http_port, "targetPort": "http",  # type: ignore[attr-defined]
+                "appProtocol": "http"} in service["spec"]["ports"]
     assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == grpc_port, probe
@@ -197,7 +202,8 @@ def test_network_policies_open_exactly_the_service_ports(overlay, monkeypatch):
             "app.kubernetes.io/name": "imagesearch-search"} for p in r.get("from", []))]
     assert [p["port"] for r in from_search for p in r["ports"]] == [embedder.port]
     policy = overlay.get("NetworkPolicy", "imagesearch-search")["spec"]
-    assert {"protocol": "TCP", "port": search.port} in policy["ingress"][0]["ports"]
+    assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": search.port},
+                                             {"protocol": "TCP", "port": search.http_port}]
     egress_ports = sorted(p["port"] for r in policy["egress"] for p in r["ports"])
     assert egress_ports == sorted([embedder.port, urlparse(search.milvus_uri).port])
     deny = overlay.get("NetworkPolicy", "imagesearch-default-deny")["spec"]
