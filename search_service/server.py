@@ -61,11 +61,11 @@ def _loopback(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host  # noqa: S104
 
 
-def open_image_store(location: Path | str | None, endpoint: str | None = None
-                     ) -> ImageStore | None:
+def open_image_store(location: Path | str | None, endpoint: str | None = None,
+                     credentials_file: Path | None = None) -> ImageStore | None:
     """The image store at a folder or an s3:// URI (SearchSettings.image_location)."""
     if isinstance(location, str):
-        return S3ImageStore(location, endpoint)
+        return S3ImageStore(location, endpoint, credentials_file=credentials_file)
     return FolderImageStore(location) if location is not None else None
 
 
@@ -130,7 +130,8 @@ class SearchServer:
         assert self._embedder is not None
         self._store = MilvusVectorStore(store, s.store_threads)
         location = s.image_location()
-        self._images = open_image_store(location, s.image_store_endpoint)
+        self._images = open_image_store(location, s.image_store_endpoint,
+                                        s.image_store_credentials_file)
         self._holder.app = SearchApp(SearchCore(self._store, self._embedder,
                                                 images=self._images))
         log.info("milvus connected", extra={"image_store": str(location or "off")})

@@ -49,7 +49,10 @@ class SearchSettings(ServingSettings):
     image_store_endpoint: str | None = None
     """The object store's URL for an s3:// image store (e.g. http://minio:9000); unset: AWS S3,
     or AWS_ENDPOINT_URL. Credentials come the AWS way (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
-    web identity, instance roles)."""
+    web identity, instance roles) or from image_store_credentials_file."""
+    image_store_credentials_file: Path | None = None
+    """An AWS credentials file for the s3:// image store ([default] with aws_access_key_id and
+    aws_secret_access_key), e.g. a mounted Secret."""
 
     embedder_target: str = "127.0.0.1:50051"
     """Embedder address; on Kubernetes dns:///<headless-service>:50051 reaches every replica."""

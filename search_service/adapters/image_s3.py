@@ -8,8 +8,9 @@ no name a caller sends becomes a key of its choosing. A put is one PutObject, wh
 visible whole or not at all; deleting an image deletes its object of every kind.
 
 Credentials and the endpoint come the AWS way (boto3's chain: AWS_ACCESS_KEY_ID and
-AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, web identity / IRSA, instance roles), or the
-endpoint from SEARCH_IMAGE_STORE_ENDPOINT. The bucket must exist: the service never creates one.
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, web identity / IRSA, instance roles), or from
+SEARCH_IMAGE_STORE_ENDPOINT and SEARCH_IMAGE_STORE_CREDENTIALS_FILE (an AWS credentials
+file, e.g. a mounted Secret). The bucket must exist: the service never creates one.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,15 +53,18 @@ class S3ImageStore:
     """Implements search_service.ports.ImageStore."""
 
     def __init__(self, uri: str, endpoint: str | None = None, threads: int = 16,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, credentials_file: Path | None = None) -> None:
         self._bucket, self._prefix = parse_uri(uri)
         # Standard retries (throttling and 5xx, with backoff), bounded by connect and read
         # deadlines: an object store that stops answering frees the threads.
         config = Config(connect_timeout=timeout_s, read_timeout=timeout_s,
                         retries={"max_attempts": 3, "mode": "standard"},
                         max_pool_connections=threads)
-        self._s3: Any = boto3.session.Session().client("s3", endpoint_url=endpoint,
-                                                        config=config)
+        session = botocore.session.Session()
+        if credentials_file is not None:
+            session.set_config_variable("credentials_file", str(credentials_file))
+        self._s3: Any = boto3.session.Session(botocore_session=session).client(
+            "s3", endpoint_url=endpoint, config=config)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="image-store")
 
     def _collection(self, key: str) -> str:

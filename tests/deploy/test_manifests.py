@@ -205,13 +205,40 @@ def test_network_policies_open_exactly_the_service_ports(overlay, monkeypatch):
     assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": search.port},
                                              {"protocol": "TCP", "port": search.http_port}]
     egress_ports = sorted(p["port"] for r in policy["egress"] for p in r["ports"])
-    assert egress_ports == sorted([embedder.port, urlparse(search.milvus_uri).port])
+    image_store = urlparse(search.image_store_endpoint or "")
+    assert egress_ports == sorted([embedder.port, urlparse(search.milvus_uri).port,
+                                   *([image_store.port] if image_store.port else [])])
     deny = overlay.get("NetworkPolicy", "imagesearch-default-deny")["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
     for kind in ("Deployment", "StatefulSet"):
         for workload in overlay.of_kind(kind):
             labels = workload["spec"]["template"]["metadata"]["labels"]
             assert selects(deny["podSelector"], labels), workload["metadata"]["name"]
+
+
+def test_an_object_store_image_store_is_shared_and_its_keys_come_from_a_secret(overlay,
+                                                                              monkeypatch):
+    """Several search replicas over a Milvus server: a folder image store would be one per pod
+    (copy signals written by one replica missing on the others)."""
+    search = settings_from(overlay.environment("imagesearch-search"), SearchSettings,
+                           "SEARCH_", monkeypatch)
+    location = search.image_location()
+    if location is None:
+        return
+    if not isinstance(location, str):
+        assert urlparse(search.milvus_uri).scheme == "", "a folder store beside a Milvus server"
+        return
+    assert location.startswith("s3://")
+    assert search.image_store_endpoint
+    container = overlay.container("imagesearch-search")
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    credentials = search.image_store_credentials_file
+    assert credentials is not None
+    volume_name = mounts[str(credentials.parent)]
+    volumes = overlay.get("Deployment", "imagesearch-search")["spec"]["template"]["spec"][
+        "volumes"]
+    (volume,) = [v for v in volumes if v["name"] == volume_name]
+    assert volume["secret"]["secretName"]
 
 
 def test_budgets_autoscalers_and_monitors_find_their_targets(overlay):

@@ -231,3 +231,24 @@ async def test_moving_from_lite_to_a_server_carries_copy_detection(
     record = copied.get_collection("moved")
     assert copied.count(copy_index.of(record)) == len(photos)
     copied.close()
+
+
+async def test_credentials_come_from_a_file_where_the_environment_has_none(
+        s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = new_bucket(s3_endpoint)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    without = S3ImageStore(f"s3://{bucket}", s3_endpoint)
+    with pytest.raises(ImageStoreUnavailable, match=r"\(NoCredentialsError\)"):
+        await without.check()
+    await without.close()
+    secret = tmp_path / "credentials"
+    secret.write_text("[default]\naws_access_key_id = from-file\n"
+                      "aws_secret_access_key = secret-from-file\n")
+    store = S3ImageStore(f"s3://{bucket}", s3_endpoint, credentials_file=secret)
+    await store.put("k", "copy", [("a", b"x")])
+    assert await store.get("k", "copy", ["a"]) == {"a": b"x"}
+    await store.close()
