@@ -62,6 +62,7 @@ class Outcome:
     truncated: bool = False
     token_count: int = 0
     copy_signal: bytes | None = None  # encoded (imagesearch.copies.signal), when asked for
+    thumbnail: bytes | None = None  # JPEG, when asked for
 
 
 @dataclass(frozen=True)
@@ -176,29 +177,31 @@ class Embedder:
                 f"request has {count} {kind}; the limit is {self.limits.max_items} per request "
                 "(split the batch, or use StreamEmbedImages for bulk work)")
 
-    async def embed_images(self, images: Sequence[bytes], copy_signal: bool = False
-                           ) -> list[Outcome]:
+    async def embed_images(self, images: Sequence[bytes], copy_signal: bool = False,
+                           thumbnail_side: int = 0) -> list[Outcome]:
         self.check_batch(len(images), "images")
-        return list(await asyncio.gather(*(self.embed_image(data, copy_signal)
+        return list(await asyncio.gather(*(self.embed_image(data, copy_signal, thumbnail_side)
                                            for data in images)))
 
-    async def embed_image(self, data: bytes, copy_signal: bool = False) -> Outcome:
-        """The image's embedding and, with `copy_signal`, its copy signal: computed in the same
-        decode task, from the same decoded pixels."""
+    async def embed_image(self, data: bytes, copy_signal: bool = False,
+                          thumbnail_side: int = 0) -> Outcome:
+        """The image's embedding and, when asked, its copy signal and thumbnail: computed in
+        the same decode task, from the same decoded pixels."""
         batcher = self._require(self._image_batcher)
         loop = asyncio.get_running_loop()
         try:
-            pixels, signal = await loop.run_in_executor(
-                self._decode_pool, self._preprocess.prepare, data, copy_signal)
+            prepared = await loop.run_in_executor(
+                self._decode_pool, self._preprocess.prepare, data, copy_signal, thumbnail_side)
         except ImageRejected as rejected:
             return Outcome(failure=ItemFailure(_FROM_REJECTION[rejected.reason], str(rejected)))
         except Exception:
             log.exception("image preprocessing failed")
             return Outcome(failure=INTERNAL_FAILURE)
-        outcome = await self._embed(batcher, pixels)
-        if signal is None or outcome.embedding is None:
+        outcome = await self._embed(batcher, prepared.pixels)
+        if outcome.embedding is None:
             return outcome
-        return Outcome(outcome.embedding, copy_signal=signal)
+        return Outcome(outcome.embedding, copy_signal=prepared.copy_signal,
+                       thumbnail=prepared.thumbnail)
 
     async def embed_texts(self, texts: Sequence[str]) -> list[Outcome]:
         self.check_batch(len(texts), "texts")

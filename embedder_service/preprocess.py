@@ -85,14 +85,15 @@ class ImagePreprocessor:
         return self._limits
 
     def __call__(self, data: bytes) -> np.ndarray:
-        return self.prepare(data)[0]
+        return self.prepare(data).pixels
 
-    def prepare(self, data: bytes, copy_signal: bool = False) -> tuple[np.ndarray, bytes | None]:
+    def prepare(self, data: bytes, copy_signal: bool = False, thumbnail_side: int = 0
+                ) -> Prepared:
         """The model's input and, when asked, the image's encoded copy signal
-        (imagesearch.copies), both from one decoding of the bytes."""
+        (imagesearch.copies) and a JPEG thumbnail, all from one decoding of the bytes."""
         image = self._open(data)
         try:
-            return self._pixels(image, copy_signal)
+            return self._pixels(image, copy_signal, thumbnail_side)
         finally:
             image.close()
 
@@ -148,7 +149,7 @@ class ImagePreprocessor:
         """Preprocesses an already decoded image (used by the trainer and tests)."""
         return self._normalise(self._resize_and_flatten(_resizable(image)))
 
-    def _pixels(self, image: Image.Image, copy_signal: bool) -> tuple[np.ndarray, bytes | None]:
+    def _pixels(self, image: Image.Image, copy_signal: bool, thumbnail_side: int) -> Prepared:
         try:
             self._maybe_draft(image)
             image.load()
@@ -157,13 +158,14 @@ class ImagePreprocessor:
             # From the upright picture as decoded (a large JPEG at its draft scale, which
             # keeps the shorter side at least 2x the model's input: ample for the signal).
             signal = signals.encode(signals.compute(upright)) if copy_signal else None
+            thumbnail = _thumbnail(upright, thumbnail_side) if thumbnail_side else None
         except Image.DecompressionBombError as err:
             raise self._too_many_pixels(None, str(err)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise ImageRejected(
                 Rejection.CORRUPT, f"{image.format} image is truncated or corrupt: {err}"
             ) from None
-        return self._normalise(rgb), signal
+        return Prepared(self._normalise(rgb), signal, thumbnail)
 
     def _normalise(self, rgb: Image.Image) -> np.ndarray:
         array = np.asarray(rgb, dtype=np.float32)
@@ -182,13 +184,7 @@ class ImagePreprocessor:
     def _resize_and_flatten(self, image: Image.Image) -> Image.Image:
         # Resize first, in the image's own mode, as open_clip does: Pillow resizes palette
         # images with nearest-neighbour, so converting first would change the result.
-        resized = self._resize_crop(image)
-        if _has_alpha(resized):
-            rgba = resized.convert("RGBA")
-            flattened = Image.new("RGBA", rgba.size, _WHITE)
-            flattened.alpha_composite(rgba)
-            return flattened.convert("RGB")
-        return resized.convert("RGB")
+        return _on_white(self._resize_crop(image))
 
     def _resize_crop(self, image: Image.Image) -> Image.Image:
         """torchvision's Resize(shortest side) + CenterCrop, computed on the kept region only."""
@@ -213,6 +209,38 @@ class ImagePreprocessor:
 
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One decoded image: the model's input, and what else was asked of it."""
+
+    pixels: np.ndarray
+    copy_signal: bytes | None = None
+    thumbnail: bytes | None = None
+
+
+THUMBNAIL_QUALITY = 85
+
+
+def _thumbnail(image: Image.Image, side: int) -> bytes:
+    """A JPEG at most `side` pixels on its longer side (never enlarged), transparency on
+    white as for the embedding."""
+    thumb = image.copy()
+    thumb.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    out = io.BytesIO()
+    _on_white(thumb).save(out, "JPEG", quality=THUMBNAIL_QUALITY)
+    return out.getvalue()
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """RGB, with transparent pixels composited onto white."""
+    if not _has_alpha(image):
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    flattened = Image.new("RGBA", rgba.size, _WHITE)
+    flattened.alpha_composite(rgba)
+    return flattened.convert("RGB")
 
 
 def _resizable(image: Image.Image) -> Image.Image:

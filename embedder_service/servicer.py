@@ -46,6 +46,9 @@ class EmbedderHolder:
 # Stream items being embedded at once per call: enough to fill batches, bounded for memory.
 STREAM_WINDOW = 128
 MAX_STREAM_ID_BYTES = 1024
+MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE = 16, 1024
+# A JPEG at quality 85 of the noisiest picture takes under 1.5 bytes a pixel; 2 to be safe.
+THUMBNAIL_BYTES_PER_PIXEL = 2
 _Entry = tuple[int, pb.StreamEmbedImagesRequest, "asyncio.Task[Outcome]"]
 
 
@@ -84,8 +87,9 @@ async def _read(embedder: Embedder, requests: AsyncIterator[pb.StreamEmbedImages
             if len(request.id.encode()) > MAX_STREAM_ID_BYTES:
                 raise InvalidArgument(f"item {index}: id is longer than {MAX_STREAM_ID_BYTES} "
                                       "bytes")
+            side = _thumbnail_side(request.thumbnail_max_side)
             task = loop.create_task(embedder.embed_image(request.image.data,
-                                                         request.include_copy_signal))
+                                                         request.include_copy_signal, side))
             await queue.put((index, request, task))
             index += 1
         await queue.put(None)
@@ -113,7 +117,16 @@ def image_result(outcome: Outcome) -> pb.ImageResult:
         result.copy_signal.format = signals.FORMAT
         result.copy_signal.data = outcome.copy_signal
         result.copy_signal.perceptual_hash = signals.perceptual_hash(outcome.copy_signal)
+    if outcome.thumbnail is not None:
+        result.thumbnail = outcome.thumbnail
     return result
+
+
+def _thumbnail_side(side: int) -> int:
+    if side and not MIN_THUMBNAIL_SIDE <= side <= MAX_THUMBNAIL_SIDE:
+        raise InvalidArgument(f"thumbnail_max_side must be {MIN_THUMBNAIL_SIDE} to "
+                              f"{MAX_THUMBNAIL_SIDE}, or 0 for none; got {side}")
+    return side
 
 
 def text_result(outcome: Outcome) -> pb.TextResult:
@@ -130,23 +143,27 @@ class EmbedderServicer:
     async def EmbedImages(self, request: pb.EmbedImagesRequest,
                           context: grpc.aio.ServicerContext) -> pb.EmbedImagesResponse:
         embedder = self._source.get()
-        if request.include_copy_signal:
-            self._check_answer_fits(len(request.images), embedder.description.embedding_dim)
+        side = _thumbnail_side(request.thumbnail_max_side)
+        if request.include_copy_signal or side:
+            self._check_answer_fits(len(request.images), embedder.description.embedding_dim,
+                                    request.include_copy_signal, side)
         outcomes = await embedder.embed_images([image.data for image in request.images],
-                                               request.include_copy_signal)
+                                               request.include_copy_signal, side)
         return pb.EmbedImagesResponse(results=[image_result(o) for o in outcomes],
                                       model_fingerprint=embedder.description.fingerprint)
 
-    def _check_answer_fits(self, count: int, dim: int) -> None:
+    def _check_answer_fits(self, count: int, dim: int, copy_signal: bool,
+                           thumbnail_side: int) -> None:
         """Refuses at once a request whose answer could exceed the message limit: each copy
-        signal may take ~32 KB."""
-        per_image = signals.MAX_ENCODED_BYTES + 4 * dim + 64
+        signal may take ~32 KB, each thumbnail up to THUMBNAIL_BYTES_PER_PIXEL a pixel."""
+        per_image = (4 * dim + 64 + (signals.MAX_ENCODED_BYTES if copy_signal else 0)
+                     + THUMBNAIL_BYTES_PER_PIXEL * thumbnail_side ** 2)
         most = max(1, (self._max_message_bytes - 4096) // per_image)
         if count > most:
             raise ResourceExhausted(
-                f"{count} images with copy signals may not fit in one answer under the "
-                f"{self._max_message_bytes}-byte message limit: send at most {most} per "
-                "request, or use StreamEmbedImages")
+                f"{count} images with copy signals or thumbnails may not fit in one answer "
+                f"under the {self._max_message_bytes}-byte message limit: send at most {most} "
+                "per request, or use StreamEmbedImages")
 
     async def EmbedTexts(self, request: pb.EmbedTextsRequest,
                          context: grpc.aio.ServicerContext) -> pb.EmbedTextsResponse:

@@ -289,6 +289,51 @@ def test_a_request_whose_signals_cannot_fit_the_answer_is_refused_up_front():
     from imagesearch.errors import ResourceExhausted
 
     servicer = EmbedderServicer(EmbedderHolder(), max_message_bytes=1 << 20)
-    servicer._check_answer_fits(30, 512)
+    servicer._check_answer_fits(30, 512, True, 0)
     with pytest.raises(ResourceExhausted, match="send at most 30 per request"):
-        servicer._check_answer_fits(60, 512)
+        servicer._check_answer_fits(60, 512, True, 0)
+    with pytest.raises(ResourceExhausted, match="send at most 3 per request"):
+        servicer._check_answer_fits(4, 512, False, 400)
+
+
+async def test_thumbnails_are_upright_jpegs_no_larger_than_asked_and_never_enlarged(
+        embedder_stub, photos):
+    upright = photos["astronaut"]  # 512 x 512
+    wide = upright.resize((512, 256))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: the thumbnail is of the upright picture
+    sideways = io.BytesIO()
+    wide.transpose(Image.Transpose.ROTATE_90).save(sideways, "JPEG", quality=95, exif=exif)
+    cut_out = Image.new("RGBA", (40, 30), (255, 0, 0, 0))  # fully transparent: white
+    answer = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=sideways.getvalue()), pb.ImageInput(data=encode(cut_out)),
+                pb.ImageInput(data=b"junk")], thumbnail_max_side=64))
+    rotated, small, failed = answer.results
+    thumb = Image.open(io.BytesIO(rotated.thumbnail))
+    assert (thumb.format, thumb.size) == ("JPEG", (64, 32))
+    assert not rotated.HasField("copy_signal")
+    tiny = Image.open(io.BytesIO(small.thumbnail))
+    assert tiny.size == (40, 30)
+    assert np.asarray(tiny.convert("L")).min() > 240  # transparency on white
+    assert failed.HasField("error") and failed.thumbnail == b""
+    plain = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=encode(upright))]))
+    assert plain.results[0].thumbnail == b""
+
+
+@pytest.mark.parametrize("side", [-1, 1, 15, 1025])
+async def test_a_thumbnail_side_out_of_range_is_invalid(embedder_stub, photos, side):
+    image = pb.ImageInput(data=encode(photos["coffee"], "JPEG"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await embedder_stub.EmbedImages(pb.EmbedImagesRequest(images=[image],
+                                                              thumbnail_max_side=side))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == (f"thumbnail_max_side must be 16 to 1024, or 0 for none; "
+                                      f"got {side}")
+
+    async def requests():
+        yield pb.StreamEmbedImagesRequest(image=image, thumbnail_max_side=side)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [r async for r in embedder_stub.StreamEmbedImages(requests())]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -51,14 +51,16 @@ class ImageInput(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("embedding", "error", "copy_signal")
+    __slots__ = ("embedding", "error", "copy_signal", "thumbnail")
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
     embedding: Embedding
     error: ItemError
     copy_signal: CopySignal
-    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., copy_signal: _Optional[_Union[CopySignal, _Mapping]] = ...) -> None: ...
+    thumbnail: bytes
+    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., copy_signal: _Optional[_Union[CopySignal, _Mapping]] = ..., thumbnail: _Optional[bytes] = ...) -> None: ...
 
 class CopySignal(_message.Message):
     __slots__ = ("format", "data", "perceptual_hash")
@@ -71,12 +73,14 @@ class CopySignal(_message.Message):
     def __init__(self, format: _Optional[str] = ..., data: _Optional[bytes] = ..., perceptual_hash: _Optional[bytes] = ...) -> None: ...
 
 class EmbedImagesRequest(_message.Message):
-    __slots__ = ("images", "include_copy_signal")
+    __slots__ = ("images", "include_copy_signal", "thumbnail_max_side")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageInput]
     include_copy_signal: bool
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., include_copy_signal: _Optional[bool] = ...) -> None: ...
+    thumbnail_max_side: int
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., include_copy_signal: _Optional[bool] = ..., thumbnail_max_side: _Optional[int] = ...) -> None: ...
 
 class EmbedImagesResponse(_message.Message):
     __slots__ = ("results", "model_fingerprint")
@@ -119,14 +123,16 @@ class EmbedTextsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TextResult, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class StreamEmbedImagesRequest(_message.Message):
-    __slots__ = ("id", "image", "include_copy_signal")
+    __slots__ = ("id", "image", "include_copy_signal", "thumbnail_max_side")
     ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     id: str
     image: ImageInput
     include_copy_signal: bool
-    def __init__(self, id: _Optional[str] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., include_copy_signal: _Optional[bool] = ...) -> None: ...
+    thumbnail_max_side: int
+    def __init__(self, id: _Optional[str] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., include_copy_signal: _Optional[bool] = ..., thumbnail_max_side: _Optional[int] = ...) -> None: ...
 
 class StreamEmbedImagesResponse(_message.Message):
     __slots__ = ("id", "index", "result", "model_fingerprint")
