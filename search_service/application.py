@@ -65,6 +65,10 @@ class SearchApp:
     async def delete_images(self, name: str, ids: Sequence[str]) -> None:
         await self.core.delete_images(name, ids)
 
+    async def get_thumbnails(self, name: str, ids: Sequence[str]
+                             ) -> tuple[dict[str, bytes], list[str]]:
+        return await self.core.get_thumbnails(name, ids)
+
     async def search(self, name: str, queries: Sequence[Query], top_k: int,
                      min_similarity: float, conditions: Sequence[Condition],
                      remaining: float | None = None) -> list[QueryResult]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imagesearch.errors import InvalidArgument
+from imagesearch.errors import FailedPrecondition, InvalidArgument
 from search_service import copy_index
 from search_service import validation as check
 from search_service.domain import (
@@ -25,6 +25,7 @@ from search_service.domain import (
     Condition,
     Embedding,
     Hit,
+    Kept,
     NewImage,
     Outcome,
     Problem,
@@ -39,8 +40,11 @@ from search_service.ports import Embedder, ImageStore, VectorStore
 # The image store's kind for what copy detection keeps of each image: the SHA-256 of its
 # bytes, then its encoded copy signal (none when the embedder made none).
 COPY_KIND = "copy"
+THUMBNAIL_KIND = "thumb"
 # Every kind the core keeps in the image store (what a move to another store carries).
-IMAGE_KINDS = (COPY_KIND,)
+IMAGE_KINDS = (COPY_KIND, THUMBNAIL_KIND)
+# Thumbnails kept of each image added: big enough for a results page on a high-DPI screen.
+THUMBNAIL_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -150,22 +154,20 @@ class SearchCore:
         data = [images[i].data for i in valid]
         if self.images is None:
             fingerprint, embedded = await self._embedder.embed_images(data, remaining)
-            signals: list[bytes | None] = [None] * len(valid)
+            kept = [Kept()] * len(valid)
         else:
-            fingerprint, embedded, signals = await self._embedder.embed_images_signed(
-                data, remaining)
+            fingerprint, embedded, kept = await self._embedder.embed_images_signed(
+                data, remaining, THUMBNAIL_SIDE)
         self._check_model(record, fingerprint)
         stored = []
-        for index, embedding, signal in zip(valid, embedded, signals, strict=True):
+        for index, embedding, extras in zip(valid, embedded, kept, strict=True):
             if isinstance(embedding, Outcome):
                 outcomes[index] = embedding
             else:
-                stored.append((index, embedding, signal))
+                stored.append((index, embedding, extras))
         if stored and self.images is not None:
             # Before the vectors: an image searchable as a copy candidate has its record.
-            await self.images.put(record.key, COPY_KIND, [
-                (images[i].id, hashlib.sha256(images[i].data).digest() + (signal or b""))
-                for i, _, signal in stored])
+            await self._keep(record, [(images[i], extras) for i, _, extras in stored])
         if stored:
             await self.store.upsert(record, [images[i].id for i, _, _ in stored],
                                     np.stack([v for _, v, _ in stored]),
@@ -174,9 +176,33 @@ class SearchCore:
         if stored and self.images is not None:
             # After the vectors: an index row never names an image the collection lacks,
             # and an image whose row failed is still found through its embedding.
-            await copy_index.add(self.store, record,
-                                 [(images[i].id, signal) for i, _, signal in stored])
+            await copy_index.add(self.store, record, [(images[i].id, extras.copy_signal)
+                                                      for i, _, extras in stored])
         return outcomes
+
+    async def _keep(self, record: CollectionRecord, kept: list[tuple[NewImage, Kept]]) -> None:
+        """Each image's copy record (the SHA-256 of its bytes, then its signal) and thumbnail.
+        An image added again without a thumbnail (an older embedder) gets an empty one, not
+        the old one, which would show other pixels."""
+        assert self.images is not None
+        await self.images.put(record.key, COPY_KIND, [
+            (image.id, hashlib.sha256(image.data).digest() + (extras.copy_signal or b""))
+            for image, extras in kept])
+        await self.images.put(record.key, THUMBNAIL_KIND, [
+            (image.id, extras.thumbnail or b"") for image, extras in kept])
+
+    async def get_thumbnails(self, name: str, ids: Sequence[str]
+                             ) -> tuple[dict[str, bytes], list[str]]:
+        """The JPEG thumbnails kept of `ids`, and the ids that have none (unknown, or added
+        before thumbnails were kept)."""
+        wanted = check.check_ids(ids)
+        record = await self.collection(name)
+        if self.images is None:
+            raise FailedPrecondition("this service keeps no thumbnails (SEARCH_IMAGE_STORE is "
+                                     "off)")
+        found = {i: data for i, data in (await self.images.get(
+            record.key, THUMBNAIL_KIND, wanted)).items() if data}
+        return found, [i for i in wanted if i not in found]
 
     async def copy_records(self, record: CollectionRecord, ids: Sequence[str]
                            ) -> dict[str, CopyRecord]:
@@ -195,10 +221,10 @@ class SearchCore:
             if query.image_id is not None and not isinstance(vector, Outcome):
                 copy = (await self.copy_records(record, [query.image_id])).get(query.image_id)
             return vector, copy
-        fingerprint, (vector,), (signal,) = await self._embedder.embed_images_signed(
+        fingerprint, (vector,), (kept,) = await self._embedder.embed_images_signed(
             [query.image], remaining)
         self._check_model(record, fingerprint)
-        return vector, CopyRecord(hashlib.sha256(query.image).digest(), signal)
+        return vector, CopyRecord(hashlib.sha256(query.image).digest(), kept.copy_signal)
 
     async def get_images(self, name: str, ids: Sequence[str], include_vectors: bool
                          ) -> tuple[list[StoredImage], list[str]]:

@@ -54,6 +54,16 @@ class NewImage:
 
 
 @dataclass(frozen=True)
+class Kept:
+    """What the embedder made of an image beside its vector, to keep in the image store:
+    its encoded copy signal (imagesearch.copies) and a JPEG thumbnail, each None where none
+    was made (the item failed, or the embedder is older than them)."""
+
+    copy_signal: bytes | None = None
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True)
 class StoredImage:
     external_id: str
     metadata: dict[str, Any]

@@ -22,6 +22,7 @@ from search_service.domain import (
     Condition,
     Embedding,
     Hit,
+    Kept,
     ModelSpace,
     StoredImage,
 )
@@ -88,10 +89,10 @@ class Embedder(Protocol):
         """The model's fingerprint, and per image its vector or why it has none."""
 
     async def embed_images_signed(self, images: Sequence[bytes],
-                                  remaining: float | None = None,
-                                  ) -> tuple[str, list[Embedding], list[bytes | None]]:
-        """As embed_images, with each image's encoded copy signal (imagesearch.copies), None
-        where the embedder made none (it failed, or it is older than copy signals)."""
+                                  remaining: float | None = None, thumbnail_side: int = 0,
+                                  ) -> tuple[str, list[Embedding], list[Kept]]:
+        """As embed_images, with what to keep of each image: its copy signal, and a thumbnail
+        at most `thumbnail_side` pixels on its longer side when that is not 0."""
 
     async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
                           ) -> tuple[str, list[Embedding]]: ...

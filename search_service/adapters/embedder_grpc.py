@@ -24,7 +24,7 @@ from imagesearch.copies.signal import MAX_ENCODED_BYTES as MAX_SIGNAL_BYTES
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from imagesearch.errors import ResourceExhausted
-from search_service.domain import Embedding, ModelSpace, Outcome, Problem
+from search_service.domain import Embedding, Kept, ModelSpace, Outcome, Problem
 from search_service.errors import EmbedderFailed, EmbedderUnavailable
 
 SERVICE = "imagesearch.embedder.v1.EmbedderService"
@@ -33,6 +33,8 @@ DEFAULT_MAX_ITEMS = 256
 # What an image's answer may take when it carries a copy signal: the signal, its framing and
 # the embedding (up to 2048 float32 values).
 SIGNAL_BYTES = MAX_SIGNAL_BYTES + 64 + 4 * 2048
+# A thumbnail's most, as the embedder counts it (a JPEG at quality 85: under 1.5 a pixel).
+THUMBNAIL_BYTES_PER_PIXEL = 2
 _PROBLEMS = {code.value[0]: code.name for code in grpc.StatusCode}
 
 # An item's answer: the embedder's result, or why it was never sent.
@@ -83,13 +85,15 @@ class GrpcEmbedder:
         return fingerprint, [_embedded(r) for r in results]
 
     async def embed_images_signed(self, images: Sequence[bytes],
-                                  remaining: float | None = None,
-                                  ) -> tuple[str, list[Embedding], list[bytes | None]]:
+                                  remaining: float | None = None, thumbnail_side: int = 0,
+                                  ) -> tuple[str, list[Embedding], list[Kept]]:
         fingerprint, results = await self._embed(
             self._stub.EmbedImages, lambda chunk: pb.EmbedImagesRequest(
-                images=[pb.ImageInput(data=d) for d in chunk], include_copy_signal=True),
-            images, remaining, answer_bytes=SIGNAL_BYTES)
-        return fingerprint, [_embedded(r) for r in results], [_signal(r) for r in results]
+                images=[pb.ImageInput(data=d) for d in chunk], include_copy_signal=True,
+                thumbnail_max_side=thumbnail_side),
+            images, remaining,
+            answer_bytes=SIGNAL_BYTES + THUMBNAIL_BYTES_PER_PIXEL * thumbnail_side ** 2)
+        return fingerprint, [_embedded(r) for r in results], [_kept(r) for r in results]
 
     async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
                           ) -> tuple[str, list[Embedding]]:
@@ -180,11 +184,13 @@ def _translated(err: grpc.aio.AioRpcError) -> Exception:
     return EmbedderFailed(f"the embedder failed the request ({code.name})")
 
 
-def _signal(result: _Result) -> bytes | None:
-    if isinstance(result, pb.ImageResult) and result.HasField("copy_signal") and (
-            result.copy_signal.format == COPY_SIGNAL_FORMAT):
-        return bytes(result.copy_signal.data)
-    return None  # none made, or of a format this build does not read
+def _kept(result: _Result) -> Kept:
+    if not isinstance(result, pb.ImageResult):
+        return Kept()
+    signal = None  # none made, or of a format this build does not read
+    if result.HasField("copy_signal") and result.copy_signal.format == COPY_SIGNAL_FORMAT:
+        signal = bytes(result.copy_signal.data)
+    return Kept(signal, bytes(result.thumbnail) or None)
 
 
 def _embedded(result: _Result) -> Embedding:

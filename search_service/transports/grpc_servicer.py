@@ -130,6 +130,14 @@ class SearchServicer:
         return pb.DeleteImagesResponse()
 
     @requires(Level.READ, "collection")
+    async def GetThumbnails(self, request: pb.GetThumbnailsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetThumbnailsResponse:
+        found, missing = await self._app.get_thumbnails(request.collection, list(request.ids))
+        return self._sized(pb.GetThumbnailsResponse(
+            thumbnails=[pb.Thumbnail(id=i, jpeg=data) for i, data in found.items()],
+            missing_ids=missing))
+
+    @requires(Level.READ, "collection")
     async def Search(self, request: pb.SearchRequest,
                      context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         minimum = request.min_similarity if request.HasField("min_similarity") else -1.0

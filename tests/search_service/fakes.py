@@ -15,6 +15,7 @@ from search_service.domain import (
     Condition,
     Embedding,
     Hit,
+    Kept,
     ModelSpace,
     Op,
     Problem,
@@ -165,11 +166,11 @@ class FakeEmbedder:
             if data.startswith(b"bad") else unit(data.hex()) for data in images]
 
     async def embed_images_signed(self, images: Sequence[bytes],
-                                  remaining: float | None = None,
-                                  ) -> tuple[str, list[Embedding], list[bytes | None]]:
-        """An embedder older than copy signals: it makes none."""
+                                  remaining: float | None = None, thumbnail_side: int = 0,
+                                  ) -> tuple[str, list[Embedding], list[Kept]]:
+        """An embedder older than copy signals and thumbnails: it makes none."""
         fingerprint, embedded = await self.embed_images(images, remaining)
-        return fingerprint, embedded, [None] * len(images)
+        return fingerprint, embedded, [Kept()] * len(images)
 
     async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
                           ) -> tuple[str, list[Embedding]]:

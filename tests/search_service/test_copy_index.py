@@ -17,7 +17,7 @@ from imagesearch.copies import index
 from imagesearch.copies import signal as signals
 from search_service import copy_index
 from search_service.core import SearchCore
-from search_service.domain import DuplicateMode, Embedding, NewImage, Query
+from search_service.domain import DuplicateMode, Embedding, Kept, NewImage, Query
 from search_service.duplicates import COPY_CANDIDATES, duplicate_groups, find_duplicates
 from tests.search_service.fakes import FakeEmbedder, FakeStore, unit
 
@@ -27,12 +27,13 @@ class SigningEmbedder(FakeEmbedder):
     ranks them by id alone - no better than chance at finding a copy."""
 
     async def embed_images_signed(self, images: Sequence[bytes],
-                                  remaining: float | None = None,
-                                  ) -> tuple[str, list[Embedding], list[bytes | None]]:
+                                  remaining: float | None = None, thumbnail_side: int = 0,
+                                  ) -> tuple[str, list[Embedding], list[Kept]]:
         await self.model()
         same = unit("every image")
         return self.serving.fingerprint, [same] * len(images), [
-            signals.encode(signals.compute(Image.open(io.BytesIO(data)))) for data in images]
+            Kept(signals.encode(signals.compute(Image.open(io.BytesIO(data)))))
+            for data in images]
 
 
 class MemoryImages:

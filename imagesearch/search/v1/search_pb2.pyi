@@ -264,6 +264,30 @@ class DeleteImagesResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetThumbnailsRequest(_message.Message):
+    __slots__ = ("collection", "ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetThumbnailsResponse(_message.Message):
+    __slots__ = ("thumbnails", "missing_ids")
+    THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_IDS_FIELD_NUMBER: _ClassVar[int]
+    thumbnails: _containers.RepeatedCompositeFieldContainer[Thumbnail]
+    missing_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, thumbnails: _Optional[_Iterable[_Union[Thumbnail, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Thumbnail(_message.Message):
+    __slots__ = ("id", "jpeg")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JPEG_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    jpeg: bytes
+    def __init__(self, id: _Optional[str] = ..., jpeg: _Optional[bytes] = ...) -> None: ...
+
 class Condition(_message.Message):
     __slots__ = ("key", "operator", "values")
     KEY_FIELD_NUMBER: _ClassVar[int]

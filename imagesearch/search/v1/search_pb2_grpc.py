@@ -91,6 +91,11 @@ class SearchServiceStub:
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteImagesRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteImagesResponse.FromString,
                 _registered_method=True)
+        self.GetThumbnails = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/GetThumbnails',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetThumbnailsRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetThumbnailsResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/imagesearch.search.v1.SearchService/Search',
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
@@ -201,6 +206,17 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetThumbnails(self, request, context):
+        """The thumbnails kept of stored images, to show them: JPEGs of the upright image, at most
+        256 pixels on the longer side, made by the embedder when they were added. Images added
+        before thumbnails were kept (or through an embedder that makes none) are in missing_ids:
+        add them again to fill them in. Errors: NOT_FOUND (collection), INVALID_ARGUMENT (ids),
+        FAILED_PRECONDITION when the service keeps no image store (SEARCH_IMAGE_STORE=off).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Search(self, request, context):
         """Nearest images for one or more queries (text, image bytes, an indexed image, or a vector).
         Errors: NOT_FOUND (collection), FAILED_PRECONDITION (model), INVALID_ARGUMENT (top_k,
@@ -282,6 +298,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.DeleteImages,
                     request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteImagesRequest.FromString,
                     response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteImagesResponse.SerializeToString,
+            ),
+            'GetThumbnails': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetThumbnails,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetThumbnailsRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetThumbnailsResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -559,6 +580,33 @@ class SearchService:
             '/imagesearch.search.v1.SearchService/DeleteImages',
             imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteImagesRequest.SerializeToString,
             imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetThumbnails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/GetThumbnails',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.GetThumbnailsRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.GetThumbnailsResponse.FromString,
             options,
             channel_credentials,
             insecure,
