@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -31,9 +32,10 @@ from search_service.adapters.milvus.store import MilvusStore
 from search_service.adapters.milvus.vector_store import open_store
 from search_service.core import COPY_KIND, IMAGE_KINDS
 from search_service.domain import CollectionRecord, StoredImage
-from search_service.errors import CollectionNotFound
+from search_service.errors import CollectionNotFound, ImageStoreUnavailable
 from search_service.ports import ImageStore
 from search_service.server import open_image_store
+from search_service.settings import S3_URI
 
 T = TypeVar("T")
 
@@ -70,6 +72,15 @@ class ImageCopier:
             if kind == COPY_KIND:
                 signals = [(i, data[32:] or None) for i, data in found.items()]
         return signals
+
+    def forget(self, copy: CollectionRecord) -> None:
+        """Deletes what the target store keeps of a deleted copy."""
+        self._run(self._target.delete_collection(copy.key))
+
+    def check(self) -> None:
+        """Raises ImageStoreUnavailable unless both stores answer."""
+        for store in (self._source, self._target):
+            self._run(store.check())
 
     def close(self) -> None:
         for store in (self._source, self._target):
@@ -120,6 +131,8 @@ def copy_all(source: MilvusStore, target: MilvusStore, skip_existing: bool,
                 report(f"{record.name}: the target holds {held} of {wanted} images; deleting "
                        "its copy (with anything added there since) to copy it again")
                 target.delete_collection(record.name)
+                if images is not None:
+                    images.forget(existing)
             elif skip_existing or replace_partial:
                 report(f"{record.name}: already in the target ({held} of {wanted} images), "
                        "skipped")
@@ -165,24 +178,49 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _image_copier(args: argparse.Namespace) -> ImageCopier | None:
+    """The stores to carry copy signals between, checked before anything is copied: a typo
+    must not end in a copy that looks complete and has lost copy detection."""
     beside = Path(args.source + ".images") if is_lite(args.source) else None
     source = args.images_from or (beside if beside is not None and beside.is_dir() else None)
     target = args.images_to or (Path(args.target + ".images") if is_lite(args.target) else None)
     if source is None:
+        if args.images_to:
+            raise SystemExit("--images-to, but the source has no image store: pass "
+                             "--images-from (its SEARCH_IMAGE_STORE)")
         return None
     if target is None:
         raise SystemExit(f"the source keeps copy signals ({source}), which copy detection needs: "
                          "pass --images-to (a folder or s3://bucket/prefix), the target "
                          "service's SEARCH_IMAGE_STORE")
-    source_store = open_image_store(_location(source), args.images_endpoint)
-    target_store = open_image_store(_location(target), args.images_endpoint)
-    assert source_store is not None
-    assert target_store is not None
-    return ImageCopier(source_store, target_store)
+    source_at, target_at = _location(source), _location(target)
+    if isinstance(source_at, Path) and not source_at.is_dir():
+        raise SystemExit(f"--images-from {source_at}: no such folder")
+    copier = ImageCopier(_opened(source_at, args.images_endpoint),
+                         _opened(target_at, args.images_endpoint))
+    try:
+        copier.check()
+    except ImageStoreUnavailable as err:
+        copier.close()
+        raise SystemExit(f"image store: {err}") from None
+    return copier
 
 
 def _location(place: Path | str) -> Path | str:
-    return place if isinstance(place, Path) or place.startswith("s3://") else Path(place)
+    """A folder, or an s3:// URI that names a bucket (as SEARCH_IMAGE_STORE takes it)."""
+    if isinstance(place, Path):
+        return place
+    if re.match(r"(?i)s3:|s3//", place):
+        if not S3_URI.fullmatch(place):
+            raise SystemExit(f"{place!r} is not s3://bucket[/prefix] (a lower-case bucket name "
+                             "of 3-63 letters, digits, dots and hyphens)")
+        return place
+    return Path(place)
+
+
+def _opened(location: Path | str, endpoint: str | None) -> ImageStore:
+    store = open_image_store(location, endpoint)
+    assert store is not None
+    return store
 
 
 if __name__ == "__main__":

@@ -70,6 +70,15 @@ class SearchCore:
         # must not put the record it fetched back into the cache after it.
         self._generations: dict[str, int] = {}
 
+    async def sweep(self) -> list[str]:
+        """Removes what late writes left of deleted collections - rows, and the image store's
+        records of images added while their collection was being deleted; returns the keys."""
+        keys = await self.store.sweep()
+        if self.images is not None:
+            for key in keys:
+                await self.images.delete_collection(key)
+        return keys
+
     async def close(self) -> None:
         await self.store.close()
         if self.images is not None:

@@ -73,8 +73,8 @@ class VectorStore(Protocol):
     async def check(self) -> None:
         """Raises unless the store answers now (the health check)."""
 
-    async def sweep(self) -> int:
-        """Removes what late writes left of deleted collections; returns how many."""
+    async def sweep(self) -> list[str]:
+        """Removes what late writes left of deleted collections; returns their keys."""
 
     async def close(self) -> None: ...
 

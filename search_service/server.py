@@ -154,18 +154,18 @@ class SearchServer:
             await asyncio.sleep(self.settings.health_check_interval_s)
 
     async def _sweep(self) -> None:
-        """Removes what late writes left of deleted collections (MilvusStore.sweep)."""
+        """Removes what late writes left of deleted collections (SearchCore.sweep)."""
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
-            if self._store is None:
+            if self._holder.app is None:
                 continue
             try:
-                swept = await self._store.sweep()
-            except Exception:  # Milvus down: the next round tries again
+                swept = await self._holder.app.core.sweep()
+            except Exception:  # Milvus or the image store down: the next round tries again
                 log.warning("sweep failed", exc_info=True)
                 continue
             if swept:
-                log.info("swept deleted collections", extra={"collections": swept})
+                log.info("swept deleted collections", extra={"collections": len(swept)})
 
     async def _dependencies_ok(self) -> bool:
         try:
@@ -190,9 +190,11 @@ class SearchServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._gateway is not None:
-            await self._gateway.stop()
-        await self._host.stop(self.settings.shutdown_grace_s if grace is None else grace)
+        # Together: health turns NOT_SERVING at once and in-flight gRPC calls get the grace;
+        # HTTP requests in flight are gRPC calls too, so the HTTP drain ends with it.
+        grace_s = self.settings.shutdown_grace_s if grace is None else grace
+        await asyncio.gather(self._host.stop(grace_s),
+                             *([self._gateway.stop()] if self._gateway is not None else []))
         if self._holder.app is not None:
             await self._holder.app.close()
         if self._channel is not None:

@@ -11,7 +11,7 @@ from pydantic_settings import SettingsConfigDict
 
 from imagesearch.serving.settings import ServingSettings
 
-_S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
+S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
 
 
 class SearchSettings(ServingSettings):
@@ -124,7 +124,7 @@ class SearchSettings(ServingSettings):
     def _object_store_uri(self) -> SearchSettings:
         # S3's bucket naming rules, so a typo fails start-up instead of every health check.
         store = self.image_store or ""
-        if store.lower().startswith("s3:") and not _S3_URI.fullmatch(store):
+        if store.lower().startswith("s3:") and not S3_URI.fullmatch(store):
             raise ValueError(f"image_store {store!r}: an object store is s3://bucket[/prefix], "
                              "the bucket 3-63 lower-case letters, digits, dots and hyphens")
         return self

@@ -122,4 +122,4 @@ class FolderImageStore:
         os.unlink(probe)
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,10 @@ _DELETE_BATCH = 1000
 _MISSING = frozenset({"NoSuchKey", "404"})
 
 
+class _Skipped(Exception):
+    """A request not made because another of its batch had failed."""
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -53,12 +58,14 @@ class S3ImageStore:
     """Implements search_service.ports.ImageStore."""
 
     def __init__(self, uri: str, endpoint: str | None = None, threads: int = 16,
-                 timeout_s: float = 10.0, credentials_file: Path | None = None) -> None:
+                 timeout_s: float = 2.5, credentials_file: Path | None = None) -> None:
         self._bucket, self._prefix = parse_uri(uri)
-        # Standard retries (throttling and 5xx, with backoff), bounded by connect and read
-        # deadlines: an object store that stops answering frees the threads.
+        # No retries here: a store that stops answering fails a read within about 2 x
+        # timeout_s and a write within 4 x (it waits for "100 Continue", then the answer),
+        # as UNAVAILABLE, which callers retry - every write is idempotent. Our objects are
+        # small (<= ~100 KB): 2.5 s is ample for a store that answers.
         config = Config(connect_timeout=timeout_s, read_timeout=timeout_s,
-                        retries={"max_attempts": 3, "mode": "standard"},
+                        retries={"max_attempts": 1, "mode": "standard"},
                         max_pool_connections=threads)
         session = botocore.session.Session()
         if credentials_file is not None:
@@ -85,8 +92,26 @@ class S3ImageStore:
                                         "retry shortly") from err
 
     async def _each(self, fn: Callable[..., T], items: Sequence[Any]) -> list[T]:
-        """`fn` on every item, side by side on the store's threads (one request each)."""
-        return list(await asyncio.gather(*(self._run(fn, item) for item in items)))
+        """`fn` on every item, side by side on the store's threads (one request each). After
+        a failure the requests not yet begun are skipped: a store that stops answering fails
+        a batch in one request's time, not in one per wave of threads."""
+        failed = threading.Event()
+
+        def once(item: Any) -> T:
+            if failed.is_set():
+                raise _Skipped
+            try:
+                return fn(item)
+            except BaseException:
+                failed.set()
+                raise
+
+        results = await asyncio.gather(*(self._run(once, item) for item in items),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, _Skipped):
+                raise result
+        return results  # type: ignore[return-value]  # no exceptions, checked above
 
     async def put(self, collection_key: str, kind: str,
                   items: Sequence[tuple[str, bytes]]) -> None:
@@ -151,5 +176,6 @@ class S3ImageStore:
         await self._run(lambda: self._s3.head_bucket(Bucket=self._bucket))
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        # Waiting for requests in flight would block the event loop: wait on a thread.
+        await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
         self._s3.close()

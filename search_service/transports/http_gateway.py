@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,27 @@ def error_body(code: grpc.StatusCode, message: str) -> web.Response:
                              status=HTTP_STATUS.get(code, 500))
 
 
+def _too_large() -> web.Response:
+    """413, not 429: the same request can never succeed, so it must not invite a retry."""
+    response = error_body(grpc.StatusCode.RESOURCE_EXHAUSTED, "the request is larger than the "
+                          "message limit: send fewer or smaller images a call")
+    response.set_status(413)
+    return response
+
+
+def _dual_stack(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("::", port))
+    return sock
+
+
+def _metadata_safe(value: str) -> bool:
+    """gRPC metadata values are printable ASCII; anything else fails the call client-side."""
+    return value.isascii() and value.isprintable()
+
+
 class HttpGateway:
     """Serves `service`'s HTTP routes on `host`:`port`, calling the gRPC server at `target`."""
 
@@ -136,7 +158,14 @@ class HttpGateway:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)  # the gRPC access log has each call
         await self._runner.setup()
-        await web.TCPSite(self._runner, *self._address).start()
+        host, port = self._address
+        bare = host.strip("[]")  # aiohttp takes IPv6 addresses without brackets
+        if bare == "::":
+            # Every address of both families, on one port, as gRPC binds "[::]" (asyncio
+            # would make "::" IPv6-only, or give each family its own port for port 0).
+            await web.SockSite(self._runner, _dual_stack(port)).start()
+        else:
+            await web.TCPSite(self._runner, bare, port).start()
         self.port = int(self._runner.addresses[0][1])
         return self.port
 
@@ -170,13 +199,15 @@ class HttpGateway:
             message = request_message(route, body, path, {
                 key: request.query.getall(key) for key in request.query})
         except web.HTTPRequestEntityTooLarge:
-            response = error_body(grpc.StatusCode.RESOURCE_EXHAUSTED, "the request is larger "
-                                  "than the message limit: send fewer or smaller images a call")
-            response.set_status(413)
-            return response
+            return _too_large()
         except BadRequest as err:
             return error_body(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        return await self._call(route, message, request.headers.get("Authorization"))
+        if message.ByteSize() > self._max_bytes:
+            return _too_large()
+        authorization = request.headers.get("Authorization")
+        if authorization is not None and not _metadata_safe(authorization):
+            return error_body(grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
+        return await self._call(route, message, authorization)
 
     async def _call(self, route: Route, message: Message, authorization: str | None
                     ) -> web.Response:

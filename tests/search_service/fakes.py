@@ -130,8 +130,8 @@ class FakeStore:
     async def check(self) -> None:
         return None
 
-    async def sweep(self) -> int:
-        return 0
+    async def sweep(self) -> list[str]:
+        return []
 
     async def close(self) -> None:
         return None

@@ -114,12 +114,12 @@ def test_a_late_write_to_a_deleted_collection_is_refused_and_swept(milvus_backen
                                      "external_id": "x", "vector": unit(1)[0].tolist(),
                                      "metadata": {}, "updated_at_ms": 0}],
                              **layout.writes(old))
-        assert store.sweep() == 0  # too soon
-        assert store.sweep(now_ms=2 ** 62) == 1
+        assert store.sweep() == []  # too soon
+        assert store.sweep(now_ms=2 ** 62) == [old.key]
         left = store._client.query(rows, filter=f'collection == "{old.key}"',
                                    output_fields=["pk"], consistency_level="Strong")
         assert left == []
-        assert store.sweep(now_ms=2 ** 62) == 0
+        assert store.sweep(now_ms=2 ** 62) == []
     finally:
         store.close()
 

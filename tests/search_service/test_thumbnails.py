@@ -83,3 +83,19 @@ async def test_thumbnails_without_an_image_store_are_a_precondition() -> None:
     await core.create_collection("c", "")
     with pytest.raises(FailedPrecondition, match="SEARCH_IMAGE_STORE is off"):
         await core.get_thumbnails("c", ["a"])
+
+
+async def test_the_sweep_removes_what_late_writes_left_in_the_image_store() -> None:
+    """Images added while their collection was being deleted leave records under its old key;
+    the sweep that removes such rows removes them too."""
+    images = MemoryImages()
+
+    class Tombstoned(FakeStore):
+        async def sweep(self) -> list[str]:
+            return ["~gone"]
+
+    core = SearchCore(Tombstoned(), FakeEmbedder(), images=images)
+    await images.put("~gone", "thumb", [("late", b"jpeg")])
+    await images.put("~kept", "thumb", [("a", b"jpeg")])
+    assert await core.sweep() == ["~gone"]
+    assert list(images.kinds) == [("~kept", "thumb", "a")]

@@ -106,16 +106,16 @@ class MilvusStore:
         self._delete_rows(record)
         self._catalog.settle(REGISTRY)
 
-    def sweep(self, now_ms: int | None = None) -> int:
+    def sweep(self, now_ms: int | None = None) -> list[str]:
         """Deletes the rows of collections deleted long enough ago that no write begun before
-        the deletion can still land, then their tombstones; returns how many were swept."""
+        the deletion can still land, then their tombstones; returns the swept keys."""
         self._catalog.load_registry()
         cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - SWEEP_AFTER_MS
         swept = self._registry.tombstones(older_than_ms=cutoff)
         for tombstone in swept:
             self._delete_rows(tombstone)
             self._registry.bury(tombstone)
-        return len(swept)
+        return [tombstone.key for tombstone in swept]
 
     def _delete_rows(self, record: CollectionRecord) -> None:
         """The collection's rows in every space: its model's, and any other kept under its

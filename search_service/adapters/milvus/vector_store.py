@@ -139,7 +139,7 @@ class MilvusVectorStore:
     async def check(self) -> None:
         await self._run(self._store.check)
 
-    async def sweep(self) -> int:
+    async def sweep(self) -> list[str]:
         return await self._run(self._store.sweep)
 
     async def close(self) -> None:
