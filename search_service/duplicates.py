@@ -221,7 +221,7 @@ async def duplicate_groups(core: SearchCore, name: str, min_similarity: float,
         pairs = [(image.external_id, hit) for image, found in zip(page, hits, strict=True)
                  for hit in without(found, image.external_id, k)]
         if copies:
-            pairs += await _index_pairs(core, record, page, pairs)
+            pairs += await _index_pairs(core, record, page, pairs, threshold)
             missing = await cache.load(core, record, {i for p in pairs for i in (p[0],
                                                       p[1].external_id)}
                                        | {image.external_id for image in page})
@@ -236,28 +236,30 @@ async def duplicate_groups(core: SearchCore, name: str, min_similarity: float,
 
 
 async def _index_pairs(core: SearchCore, record: CollectionRecord, page: list[StoredImage],
-                       pairs: list[tuple[str, Hit]]) -> list[tuple[str, Hit]]:
+                       pairs: list[tuple[str, Hit]], floor: float) -> list[tuple[str, Hit]]:
     """The pairs the copy index proposes for the page's images that their embedding
-    neighbours did not; each as a hit with the pair's embedding similarity."""
+    neighbours did not; each as a hit with the pair's embedding similarity, at least
+    `floor` (the caller's min_similarity holds for every pair, whichever source found it)."""
     space = copy_index.of(record)
     rows = {row.external_id: row.vector
             for row in await core.store.get(space, [i.external_id for i in page], True)
             if row.vector is not None}
     if not rows:
         return []
-    floor = 1.0 - 2.0 * GROUP_INDEX_MAX_BITS / index.BITS
-    found = await core.store.search(space, np.stack(list(rows.values())),
-                                    GROUP_INDEX_CANDIDATES + 1, (), floor)
+    within = 1.0 - 2.0 * GROUP_INDEX_MAX_BITS / index.BITS
+    nearest = await core.store.search(space, np.stack(list(rows.values())),
+                                      GROUP_INDEX_CANDIDATES + 1, (), within)
     seen = {(a, hit.external_id) for a, hit in pairs}
-    wanted = [(a, hit.external_id) for a, hits in zip(rows, found, strict=True)
+    wanted = [(a, hit.external_id) for a, hits in zip(rows, nearest, strict=True)
               for hit in hits if hit.external_id != a and (a, hit.external_id) not in seen]
     vectors = {image.external_id: image.vector for image in page}
     others = {b for _, b in wanted} - vectors.keys()
     if others:
         vectors |= {i.external_id: i.vector for i in await core.store.get(record, list(others),
                                                                           True)}
-    return [(a, Hit(b, float(np.dot(va, vb)), {})) for a, b in wanted
-            if (va := vectors.get(a)) is not None and (vb := vectors.get(b)) is not None]
+    found = [(a, Hit(b, float(np.dot(va, vb)), {})) for a, b in wanted
+             if (va := vectors.get(a)) is not None and (vb := vectors.get(b)) is not None]
+    return [(a, hit) for a, hit in found if hit.similarity >= floor]
 
 
 class _SignalCache:

@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -78,6 +78,7 @@ def test_arbitrary_bytes_never_crash_the_decoder(tail: bytes, thumb_w: int, thum
 @settings(max_examples=40, deadline=None)
 @given(st.integers(2, 700), st.integers(2, 700), st.integers(0, 2**32 - 1),
        st.sampled_from(["L", "RGB", "RGBA", "P", "1"]))
+@example(2, 2, 20437, "L")
 def test_any_image_gets_a_signal_that_compares(width: int, height: int, seed: int,
                                                mode: str) -> None:
     """Tiny, flat, extreme aspect ratios, every mode: a signal that encodes, decodes, and
@@ -87,14 +88,17 @@ def test_any_image_gets_a_signal_that_compares(width: int, height: int, seed: in
     pixels = (np.full((height, width, 3), rng.integers(0, 256), np.uint8) if flat
               else rng.integers(0, 256, (height, width, 3), np.uint8))
     image = Image.fromarray(pixels).convert(mode)
-    flat = int(np.ptp(np.asarray(image.convert("L")))) == 0  # mode "1" dithers
+    spread = int(np.ptp(np.asarray(image.convert("L"))))  # mode "1" dithers
     signal = signals.decode(signals.encode(signals.compute(image)))
     assert max(signal.width, signal.height) == signals.NORMALISED_SIDE
     evidence = compare(signal, signal)
     assert evidence.hash_distance == 0
-    if flat:  # a flat image carries no evidence either way
+    if spread == 0:  # a flat image carries no evidence either way
         assert not evidence.is_copy
-    elif max(width, height) <= 4 * min(width, height):  # strips blur to flat thumbnails
+    # Strips blur to flat thumbnails, and a few pixels a few grey levels apart (a 2x2 image
+    # within 22 levels, found by this test) scale up to a gradient too plain to tell: both
+    # carry no evidence. Identical bytes are EXACT in the service whatever their signal.
+    elif max(width, height) <= 4 * min(width, height) and spread >= 64:
         assert evidence.is_copy
 
 
