@@ -27,6 +27,8 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from imagesearch.serving.grpc_server import PortUnavailable
+
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
@@ -160,12 +162,17 @@ class HttpGateway:
         await self._runner.setup()
         host, port = self._address
         bare = host.strip("[]")  # aiohttp takes IPv6 addresses without brackets
-        if bare == "::":
-            # Every address of both families, on one port, as gRPC binds "[::]" (asyncio
-            # would make "::" IPv6-only, or give each family its own port for port 0).
-            await web.SockSite(self._runner, _dual_stack(port)).start()
-        else:
-            await web.TCPSite(self._runner, bare, port).start()
+        try:
+            if bare == "::":
+                # Every address of both families, on one port, as gRPC binds "[::]" (asyncio
+                # would make "::" IPv6-only, or give each family its own port for port 0).
+                await web.SockSite(self._runner, _dual_stack(port)).start()
+            else:
+                await web.TCPSite(self._runner, bare, port).start()
+        except OSError as err:
+            await self._runner.cleanup()
+            raise PortUnavailable(f"cannot listen on {host}:{port} for HTTP/JSON "
+                                  f"({err.strerror or err}): choose another port") from err
         self.port = int(self._runner.addresses[0][1])
         return self.port
 

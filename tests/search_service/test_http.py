@@ -4,6 +4,7 @@ services (Milvus Lite, the bundled model), with the gRPC path's tokens, limits a
 from __future__ import annotations
 
 import base64
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,9 +14,11 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
+from imagesearch.serving.grpc_server import PortUnavailable
 from search_service.server import SERVICE, SearchServer
 from search_service.settings import SearchSettings
 from search_service.transports.http_gateway import HTTP_STATUS, routes
+from tests.milvus_server import free_port
 from tests.search_fixtures import scene_images, search_settings
 
 
@@ -158,3 +161,16 @@ async def _error(request: Any, status: int, code: grpc.StatusCode, message: str)
         body = await response.json()
         assert (response.status, body["code"]) == (status, code.value[0]), body
         assert message in body["message"], body
+
+
+async def test_an_http_port_in_use_fails_start_up_with_its_reason(embedder_server,
+                                                                  tmp_path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        server = SearchServer(search_settings(tmp_path / "search.db", embedder_server.port,
+                                              http_port=port))
+        with pytest.raises(PortUnavailable, match=f"cannot listen on 127.0.0.1:{port} for "
+                                                   "HTTP/JSON"):
+            await server.start()
