@@ -125,8 +125,10 @@ def _keypoints(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keypoints, descriptors = orb.detectAndCompute(equalised, None)
     if descriptors is None:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
-    return points, descriptors
+    # ORB keeps ties at its nfeatures cut, so it can return a few more: keep the strongest.
+    keep = np.argsort([-k.response for k in keypoints], kind="stable")[:MAX_KEYPOINTS]
+    points = np.array([keypoints[i].pt for i in keep], dtype=np.float32).reshape(-1, 2)
+    return points, descriptors[keep]
 
 
 def encode(signal: CopySignal) -> bytes:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,10 +37,29 @@ T = TypeVar("T")
 # DeleteObjects takes at most this many keys a request.
 _DELETE_BATCH = 1000
 _MISSING = frozenset({"NoSuchKey", "404"})
+# Pauses before retrying a request the store answered with a 5xx, as AWS asks of clients.
+_SERVER_ERROR_BACKOFF_S = (0.05, 0.25)
 
 
 class _Skipped(Exception):
     """A request not made because another of its batch had failed."""
+
+
+def _server_error(err: ClientError) -> bool:
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return isinstance(status, int) and status >= 500
+
+
+def _retrying(fn: Callable[[], T]) -> T:
+    """`fn()`, again after a pause if the store answered with a server error (5xx)."""
+    for pause in _SERVER_ERROR_BACKOFF_S:
+        try:
+            return fn()
+        except ClientError as err:
+            if not _server_error(err):
+                raise
+        time.sleep(pause * random.uniform(0.5, 1.5))
+    return fn()
 
 
 def _digest(text: str) -> str:
@@ -60,12 +81,14 @@ class S3ImageStore:
     def __init__(self, uri: str, endpoint: str | None = None, threads: int = 16,
                  timeout_s: float = 2.5, credentials_file: Path | None = None) -> None:
         self._bucket, self._prefix = parse_uri(uri)
-        # No retries here: a store that stops answering fails a read within about 2 x
-        # timeout_s and a write within 4 x (it waits for "100 Continue", then the answer),
-        # as UNAVAILABLE, which callers retry - every write is idempotent. Our objects are
-        # small (<= ~100 KB): 2.5 s is ample for a store that answers.
+        # No retries by botocore (its standard mode's max_attempts counts retries only): a
+        # store that stops answering fails a read within about timeout_s and a write within
+        # 2 x (it waits for "100 Continue", then the answer), as UNAVAILABLE, which callers
+        # retry - every write is idempotent. Our objects are small (<= ~100 KB): 2.5 s is
+        # ample for a store that answers. A store that answers 5xx (S3's InternalError and
+        # SlowDown) is retried here, briefly.
         config = Config(connect_timeout=timeout_s, read_timeout=timeout_s,
-                        retries={"max_attempts": 1, "mode": "standard"},
+                        retries={"total_max_attempts": 1, "mode": "standard"},
                         max_pool_connections=threads)
         session = botocore.session.Session()
         if credentials_file is not None:
@@ -101,7 +124,7 @@ class S3ImageStore:
             if failed.is_set():
                 raise _Skipped
             try:
-                return fn(item)
+                return _retrying(lambda: fn(item))
             except BaseException:
                 failed.set()
                 raise
@@ -136,7 +159,7 @@ class S3ImageStore:
 
     async def delete(self, collection_key: str, ids: Sequence[str]) -> None:
         if ids:
-            await self._run(self._delete, collection_key, list(ids))
+            await self._run(_retrying, lambda: self._delete(collection_key, list(ids)))
 
     def _delete(self, key: str, ids: list[str]) -> None:
         collection = self._collection(key)
@@ -145,7 +168,7 @@ class S3ImageStore:
                           for entry in kinds.get("CommonPrefixes", []) for image_id in ids)
 
     async def delete_collection(self, collection_key: str) -> None:
-        await self._run(self._delete_collection, collection_key)
+        await self._run(_retrying, lambda: self._delete_collection(collection_key))
 
     def _delete_collection(self, key: str) -> None:
         pages = self._s3.get_paginator("list_objects_v2").paginate(
@@ -173,7 +196,7 @@ class S3ImageStore:
     async def check(self) -> None:
         """Raises unless the bucket answers with these credentials. A read (HeadBucket), not a
         write: a probe object written every health check would cost a PUT request each."""
-        await self._run(lambda: self._s3.head_bucket(Bucket=self._bucket))
+        await self._run(_retrying, lambda: self._s3.head_bucket(Bucket=self._bucket))
 
     async def close(self) -> None:
         # Waiting for requests in flight would block the event loop: wait on a thread.
