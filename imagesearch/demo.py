@@ -5,10 +5,13 @@
 Starts the real entry points (`imagesearch-embedder` with the bundled model, `imagesearch-search`
 with a Milvus Lite file) on free loopback ports, creates a collection, indexes generated images
 with metadata, prints text and image search results, and stops both services with SIGTERM.
+Run from a terminal (or with --serve) it first keeps them running for the search page, which
+the search service serves over HTTP, until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -57,17 +60,23 @@ def make_samples(count: int = 120, seed: int = 2026) -> list[tuple[Path, synthet
     return samples
 
 
-def start(program: str, env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts a service on a free port; its JSON log says which port it got."""
+def start(program: str, env: dict[str, str], log_path: Path,
+          listeners: tuple[str, ...] = ("listening",)
+          ) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """Starts a service on free ports; its JSON log says which ports it got, one address per
+    log message in `listeners`."""
     exe = Path(sys.executable).with_name(program)
     with log_path.open("wb") as log:
         process = subprocess.Popen([str(exe)], env={**os.environ, **env}, stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
+        found = {}
         for line in log_path.read_text().splitlines():
             entry = json.loads(line) if line.startswith("{") else {}
-            if entry.get("msg") == "listening":
-                return process, entry["address"]
+            if entry.get("msg") in listeners:
+                found[entry["msg"]] = entry["address"]
+        if len(found) == len(listeners):
+            return process, [found[name] for name in listeners]
         time.sleep(0.1)
     process.kill()
     raise SystemExit(f"{program} did not start:\n{log_path.read_text()[-2000:]}")
@@ -138,24 +147,45 @@ async def run(address: str, samples: list[tuple[Path, synthetic.Scene]]) -> None
         show('text: "a shape", filtered to colour == "purple"', response.results[0])
 
 
+def wait_for_ctrl_c(page: str) -> None:
+    print(f"\nThe search page: {page} (search, duplicates, classify; Ctrl-C stops the "
+          "services)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep the services running for the search page until Ctrl-C "
+                             "(default: when run from a terminal)")
+    serve = parser.parse_args().serve
+    if serve is None:
+        serve = sys.stdin.isatty() and sys.stdout.isatty()
     samples = make_samples()
     print(f"generated {len(samples)} sample images in {SAMPLES}/")
     log_env = {"EMBEDDER_LOG_FORMAT": "json", "SEARCH_LOG_FORMAT": "json"}
-    embedder, embedder_address = start(
+    embedder, [embedder_address] = start(
         "imagesearch-embedder", {**log_env, "EMBEDDER_PORT": "0"}, DATA / "embedder.log")
     processes = [embedder]
     try:
-        search, search_address = start(
+        search, [search_address, http_address] = start(
             "imagesearch-search",
-            {**log_env, "SEARCH_PORT": "0", "SEARCH_EMBEDDER_TARGET": embedder_address,
-             "SEARCH_MILVUS_URI": str(DATA / "demo.db")}, DATA / "search.log")
+            {**log_env, "SEARCH_PORT": "0", "SEARCH_HTTP_PORT": "0",
+             "SEARCH_EMBEDDER_TARGET": embedder_address,
+             "SEARCH_MILVUS_URI": str(DATA / "demo.db")}, DATA / "search.log",
+            ("listening", "http/json listening"))
         processes.append(search)
         print(f"embedder on {embedder_address}, search service on {search_address} "
               f"(logs in {DATA}/)")
         asyncio.run(wait_serving(embedder_address))
         asyncio.run(wait_serving(search_address))
         asyncio.run(run(search_address, samples))
+        if serve:
+            wait_for_ctrl_c(f"http://127.0.0.1:{http_address.rsplit(':', 1)[1]}/")
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)

@@ -8,6 +8,9 @@ passed on), message limits, errors, access logs and metrics are the gRPC path's 
 implemented twice. The gRPC status becomes the HTTP status (google.rpc.Code's mapping) and
 the body {"code": <gRPC code>, "message": "..."}. IngestImages, a client stream, has no route:
 send batches to AddImages.
+
+It also serves the search page (search_service/web/) at `/`: static files that call the routes
+above from the browser, under a Content-Security-Policy that allows nothing but this origin.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,6 +42,19 @@ HTTP_STATUS = {
     grpc.StatusCode.ABORTED: 409, grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.INTERNAL: 500,
     grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DATA_LOSS: 500,
+}
+# The page's files by path, with their types. Read once, at start-up.
+_PAGE_FILES = {"/": ("index.html", "text/html"), "/web/app.js": ("app.js", "text/javascript"),
+               "/web/app.css": ("app.css", "text/css")}
+# Scripts, styles and calls from this origin only; images also as data: (thumbnails) and blob:
+# (the picked file); no framing (clickjacking), no forms posting elsewhere.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data: blob:; connect-src 'self'; "
+                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
 }
 # JSON carries bytes as base64 (4/3 of their size), and a request names more than its bytes.
 _BODY_SLACK = 64 << 10
@@ -153,6 +170,8 @@ class HttpGateway:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)])
         self._runner: web.AppRunner | None = None
+        self._page = {path: ((resources.files("search_service") / "web" / name).read_bytes(),
+                             content_type) for path, (name, content_type) in _PAGE_FILES.items()}
         self.port = 0
 
     async def start(self) -> int:
@@ -196,8 +215,16 @@ class HttpGateway:
         return error_body(grpc.StatusCode.NOT_FOUND, f"no route {verb} {path[:200]}; the "
                           "routes are the google.api.http options of the protos (docs/api.md)")
 
+    def _page_file(self, path: str) -> web.Response:
+        body, content_type = self._page[path]
+        return web.Response(body=body, content_type=content_type, charset="utf-8",
+                            headers=_PAGE_HEADERS)
+
     async def _handle(self, request: web.Request) -> web.Response:
-        found = self._match(request.method, request.raw_path.split("?", 1)[0])
+        where = request.raw_path.split("?", 1)[0]
+        if where in self._page and request.method in ("GET", "HEAD"):
+            return self._page_file(where)
+        found = self._match(request.method, where)
         if isinstance(found, web.Response):
             return found
         route, path = found
