@@ -6,6 +6,7 @@
     imagesearch duplicates -c trips                  (groups across the whole collection)
     imagesearch duplicates -c trips --image new.jpg  (is this one already there?)
     imagesearch classify unknown/*.jpg -c pets --label-key label
+    imagesearch thumbnails -c trips beach.jpg --out thumbs/   (the kept JPEGs, as files)
     imagesearch --server 127.0.0.1:50051 health      (either service; exit 0 when SERVING)
 
 The server address comes from --server or IMAGESEARCH_SERVER (default 127.0.0.1:50052).
@@ -15,12 +16,14 @@ Tables go to stdout, progress to stderr; --json prints machine-readable output i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -88,6 +91,34 @@ def cmd_images(args: argparse.Namespace, client: SearchClient) -> int:
     emit(args, [{"id": image_id, "metadata": metadata} for image_id, metadata in found],
          [(image_id, json.dumps(metadata) if metadata else "") for image_id, metadata in found],
          ["id", "metadata"])
+    return 0
+
+
+def thumbnail_name(image_id: str) -> str:
+    """<id, percent-encoded>.jpg (ids may hold '/'); a long id is cut and keeps a digest, as
+    file names have at most 255 bytes."""
+    name = quote(image_id, safe="")
+    if len(name) > 200:
+        digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        name = f"{name[:180]}-{digest}"
+    return f"{name}.jpg"
+
+
+def cmd_thumbnails(args: argparse.Namespace, client: SearchClient) -> int:
+    found, missing = client.thumbnails(args.collection, args.ids)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for image_id in args.ids:
+        if image_id in found:
+            path = args.out / thumbnail_name(image_id)
+            path.write_bytes(found[image_id])
+            written.append((image_id, str(path)))
+    emit(args, {"written": [{"id": i, "file": f} for i, f in written], "missing": missing},
+         written, ["id", "file"])
+    if missing:
+        print(f"no thumbnail of {len(missing)} ids (not in '{args.collection}', or added "
+              f"before thumbnails were kept): {', '.join(missing[:10])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -189,6 +220,12 @@ def parser() -> argparse.ArgumentParser:
     images = command("images", "list a collection's images")
     images.add_argument("-c", "--collection", required=True)
     images.set_defaults(run=cmd_images)
+    thumbs = command("thumbnails", "write the thumbnails the service keeps of images")
+    thumbs.add_argument("ids", nargs="+")
+    thumbs.add_argument("-c", "--collection", required=True)
+    thumbs.add_argument("--out", type=Path, default=Path("."),
+                        help="folder for the <id>.jpg files (ids percent-encoded)")
+    thumbs.set_defaults(run=cmd_thumbnails)
     delete = command("delete", "delete images by id")
     delete.add_argument("ids", nargs="+")
     delete.add_argument("-c", "--collection", required=True)

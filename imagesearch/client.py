@@ -40,6 +40,10 @@ __all__ = ["Hit", "IngestIncomplete", "ItemError", "NewItem", "SearchClient", "c
 _OPERATORS = {"=": pb.OPERATOR_EQUAL, "!=": pb.OPERATOR_NOT_EQUAL, "<": pb.OPERATOR_LESS,
               "<=": pb.OPERATOR_LESS_OR_EQUAL, ">": pb.OPERATOR_GREATER,
               ">=": pb.OPERATOR_GREATER_OR_EQUAL}
+# Ids a GetImages/GetThumbnails call takes at most.
+_IDS_PER_CALL = 1000
+
+
 @dataclass(frozen=True)
 class Hit:
     id: str
@@ -212,6 +216,19 @@ class SearchClient:
             yield from page.images
             if not (token := page.next_page_token):
                 return
+
+    def thumbnails(self, collection: str, ids: Sequence[str]) -> tuple[dict[str, bytes],
+                                                                     list[str]]:
+        """The JPEG thumbnails the service keeps of `ids` (at most 256 pixels a side), and
+        the ids it has none of."""
+        found: dict[str, bytes] = {}
+        missing: list[str] = []
+        for start in range(0, len(ids), _IDS_PER_CALL):
+            answer = self._call("GetThumbnails", pb.GetThumbnailsRequest(
+                collection=collection, ids=list(ids[start:start + _IDS_PER_CALL])))
+            found.update((t.id, t.jpeg) for t in answer.thumbnails)
+            missing += answer.missing_ids
+        return found, missing
 
     def delete_images(self, collection: str, ids: Sequence[str]) -> None:
         self._call("DeleteImages", pb.DeleteImagesRequest(collection=collection, ids=list(ids)))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from imagesearch import cli, synthetic
 
@@ -288,3 +289,31 @@ async def test_symlinked_folders_are_indexed_and_broken_links_skipped(search, tm
     assert code == 0 and "indexed 2 of 2 images" in err
     code, _, err = await run(capsys, server.port, "index", str(album), "-c", "linked", "--sync")
     assert code == 0 and "2 already there and unchanged" in err and "removed" not in err
+
+
+async def test_thumbnails_are_written_as_jpegs_named_after_their_ids(search, photo_folder,
+                                                                      tmp_path, capsys):
+    server, _ = search
+    await run(capsys, server.port, "index", str(photo_folder), "-c", "cli-thumbs", "--create")
+    ids = [cli.path_id(p.relative_to(photo_folder).as_posix())
+           for p in sorted(photo_folder.glob("*/*.png"))[:2]]
+    code, out, err = await run(capsys, server.port, "--json", "thumbnails", *ids, "no-such-id",
+                               "-c", "cli-thumbs", "--out", str(tmp_path / "thumbs"))
+    if server.settings.image_location() is None:  # a Milvus server and no store set
+        assert code == 2 and "keeps no thumbnails (SEARCH_IMAGE_STORE is off)" in err
+        return
+    assert code == 1 and "no thumbnail of 1 ids" in err and "no-such-id" in err
+    answer = json.loads(out)
+    assert answer["missing"] == ["no-such-id"]
+    assert [w["id"] for w in answer["written"]] == ids
+    for written in answer["written"]:
+        with Image.open(written["file"]) as thumbnail:  # ids hold '/': one file each still
+            assert thumbnail.format == "JPEG" and max(thumbnail.size) <= 256
+    assert len(list((tmp_path / "thumbs").iterdir())) == 2
+
+
+@pytest.mark.parametrize("image_id", ["a/b.png", "a%2Fb.png", "..", "x" * 1000, "é/😀"])
+def test_thumbnail_file_names_are_one_safe_name_each(image_id):
+    name = cli.thumbnail_name(image_id)
+    assert "/" not in name and name not in (".jpg", "..jpg") and len(name.encode()) < 255
+    assert cli.thumbnail_name(image_id + "y") != name

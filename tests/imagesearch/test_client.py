@@ -185,3 +185,25 @@ async def test_ingest_reports_unsendable_images_and_stores_the_rest(search):
     assert [(f.id, f.code) for f in failed] == [("bad\\udcff", "INVALID_ARGUMENT")]
     assert count == 2
     assert sorted(acks) == [("bad\\udcff", "INVALID_ARGUMENT"), ("ok-1", None), ("ok-2", None)]
+
+
+async def test_thumbnails_of_more_ids_than_one_call_takes(embedder_server, tmp_path):
+    server = SearchServer(search_settings(tmp_path / "thumbs.db", embedder_server.port))
+    await server.start()
+    images = scene_images(3, seed=32)
+
+    def work() -> tuple[dict[str, bytes], list[str]]:
+        with SearchClient(f"127.0.0.1:{server.port}") as client:
+            client.create_collection("client-thumbs")
+            client.ingest("client-thumbs", ((i, d, {}) for i, d, _ in images))
+            unknown = [f"unknown-{n}" for n in range(1500)]
+            return client.thumbnails("client-thumbs", [*unknown[:700], images[1][0],
+                                                       *unknown[700:], images[2][0]])
+
+    try:
+        found, missing = await asyncio.to_thread(work)
+    finally:
+        await server.stop(grace=0)
+    assert sorted(found) == [images[1][0], images[2][0]]
+    assert all(data[:3] == b"\xff\xd8\xff" for data in found.values())  # JPEG
+    assert missing == [f"unknown-{n}" for n in range(1500)]
