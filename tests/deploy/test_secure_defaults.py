@@ -35,8 +35,6 @@ PENDING: dict[str, set[str]] = {
     "test_only_the_search_service_calls_the_embedder_with_its_certificate": {
         "standalone", "cluster"},
     "test_search_reaches_milvus_over_tls": {"standalone", "cluster"},
-    "test_every_call_needs_a_token_from_a_secret": {"standalone", "cluster"},
-    "test_network_policies_admit_only_named_clients": {"standalone", "cluster"},
     "test_no_default_credential_is_shipped": {"standalone", "cluster"},
     "test_no_serving_pod_may_reach_the_internet": {"standalone"},
 }
