@@ -53,7 +53,8 @@ def connect_store(settings: SearchSettings) -> MilvusStore:
     if is_lite(uri):
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return open_store(uri, settings.milvus_credentials(), index_config(settings),
-                      settings.milvus_consistency, settings.milvus_timeout_s)
+                      settings.milvus_consistency, settings.milvus_timeout_s,
+                      settings.milvus_tls_ca_file)
 
 
 def _loopback(host: str) -> str:

@@ -26,6 +26,9 @@ class SearchSettings(ServingSettings):
     """Milvus credentials ("user:password" or an API key); unset for none."""
     milvus_token_file: Path | None = None
     """File holding the Milvus credentials instead (e.g. a mounted Secret); read at start-up."""
+    milvus_tls_ca_file: Path | None = None
+    """CA (PEM) to verify the Milvus server's certificate, for an https:// milvus_uri (Milvus
+    with common.security.tlsMode 1); unset: the system's CAs. Read at start-up."""
     milvus_timeout_s: float = Field(10.0, gt=0)
     """Deadline of each Milvus call (creating or loading a collection: at least 120 s): a
     Milvus that stops answering fails calls with UNAVAILABLE and frees their threads."""
@@ -133,6 +136,13 @@ class SearchSettings(ServingSettings):
     def _one_milvus_token(self) -> SearchSettings:
         if self.milvus_token is not None and self.milvus_token_file is not None:
             raise ValueError("set milvus_token or milvus_token_file, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _milvus_tls_needs_https(self) -> SearchSettings:
+        # pymilvus turns TLS on for https:// only: a CA beside http:// would be ignored.
+        if self.milvus_tls_ca_file is not None and not self.milvus_uri.startswith("https://"):
+            raise ValueError("milvus_tls_ca_file needs an https:// milvus_uri")
         return self
 
     @model_validator(mode="after")

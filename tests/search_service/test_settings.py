@@ -33,6 +33,14 @@ def test_milvus_token_comes_from_a_file_or_the_variable_never_both(tmp_path):
         SearchSettings(milvus_token="k", milvus_token_file=token)
 
 
+def test_a_milvus_ca_is_refused_unless_the_uri_is_https(tmp_path):
+    ca = tmp_path / "ca.crt"
+    with pytest.raises(ValidationError, match="milvus_tls_ca_file needs an https:// milvus_uri"):
+        SearchSettings(milvus_uri="http://milvus:19530", milvus_tls_ca_file=ca)
+    assert SearchSettings(milvus_uri="https://milvus:19530",
+                          milvus_tls_ca_file=ca).milvus_tls_ca_file == ca
+
+
 def test_the_image_store_sits_beside_lite_and_is_chosen_for_a_server(tmp_path):
     assert SearchSettings(milvus_uri="data/x.db").image_location() == Path("data/x.db.images")
     assert SearchSettings(milvus_uri="http://milvus:19530").image_location() is None

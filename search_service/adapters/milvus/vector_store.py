@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,10 +31,12 @@ T = TypeVar("T")
 
 
 def open_store(uri: str, token: str = "", index: IndexConfig | None = None,
-               consistency: str = "Session", timeout_s: float = 10.0) -> MilvusStore:
-    """Opens Milvus Lite (a file path) or a Milvus server (http URI, optionally with the
-    database as its path) and prepares the registry (blocking)."""
-    client: Any = MilvusClient(uri, token=token)
+               consistency: str = "Session", timeout_s: float = 10.0,
+               tls_ca_file: Path | None = None) -> MilvusStore:
+    """Opens Milvus Lite (a file path) or a Milvus server (http or https URI, optionally with
+    the database as its path) and prepares the registry (blocking). An https URI is TLS,
+    verified against `tls_ca_file` when given, else the system's CAs."""
+    client: Any = MilvusClient(uri, token=token, **milvus_tls(tls_ca_file))
     flusher = None
     if is_lite(uri):
         client = SerialWrites(client, uri)
@@ -48,6 +51,12 @@ def open_store(uri: str, token: str = "", index: IndexConfig | None = None,
                         timeout_s, flusher)
     store.ensure_registry()
     return store
+
+
+def milvus_tls(ca_file: Path | None) -> dict[str, str]:
+    """pymilvus' one-way TLS option: `server_pem_path` is the CA (or the self-signed server
+    certificate) it trusts; "" (its default) means the system's CAs."""
+    return {} if ca_file is None else {"server_pem_path": str(ca_file)}
 
 
 def unreachable(err: MilvusException) -> bool:
