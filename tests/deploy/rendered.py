@@ -90,5 +90,15 @@ def container_port(container: Doc, name: str) -> int:
     return int(ports[name])
 
 
+def probe_target(probe: Doc) -> tuple[int, str]:
+    """The port and grpc.health.v1 service a probe checks: the kubelet's own grpc probe, or,
+    where the port speaks TLS, components/tls' exec probe (grpc-probe.py PORT SERVICE NAME)."""
+    if "grpc" in probe:
+        return int(probe["grpc"]["port"]), str(probe["grpc"].get("service", ""))
+    command = probe["exec"]["command"]
+    assert command[:2] == ["python", "/etc/imagesearch/probe/grpc-probe.py"], command
+    return int(command[2]), str(command[3])
+
+
 def selects(selector: Doc, labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())

@@ -20,7 +20,14 @@ from embedder_service.settings import EmbedderSettings
 from imagesearch.serving.grpc_server import LIVENESS
 from search_service.server import SERVICE as SEARCH_SERVICE
 from search_service.settings import SearchSettings
-from tests.deploy.rendered import OVERLAYS, ROOT, Overlay, container_port, selects
+from tests.deploy.rendered import (
+    OVERLAYS,
+    ROOT,
+    Overlay,
+    container_port,
+    probe_target,
+    selects,
+)
 
 # Deployment -> (its settings class, their environment prefix, its gRPC service).
 SERVICES = {
@@ -64,26 +71,27 @@ def test_ports_and_probes_are_the_services_own(overlay, workload, monkeypatch):
     grpc_port = container_port(container, "grpc")
     assert grpc_port == settings.port  # type: ignore[attr-defined]
     assert container_port(container, "metrics") == settings.metrics_port  # type: ignore[attr-defined]
-    if workload == "imagesearch-search":
-        assert container_port(container, "http") == settings.http_port  # type: ignore[attr-defined]
+    # HTTP/JSON where it is on (components/tls turns it off beside a TLS gRPC port).
+    if isinstance(settings, SearchSettings) and settings.http_port is not None:
+        assert container_port(container, "http") == settings.http_port
         service = overlay.get("Service", workload)
-        assert {"name": "http", "port": settings.http_port, "targetPort": "http",  # type: ignore[attr-defined]
+        assert {"name": "http", "port": settings.http_port, "targetPort": "http",
                 "appProtocol": "http"} in service["spec"]["ports"]
     assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == grpc_port, probe
-    assert container["readinessProbe"]["grpc"]["service"] == service_name
-    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS
+        assert probe_target(container[probe])[0] == grpc_port, probe
+    assert probe_target(container["readinessProbe"])[1] == service_name
+    assert probe_target(container["livenessProbe"])[1] == LIVENESS
 
 
 def test_the_embedder_starts_ready_and_search_starts_alive(overlay):
     # The embedder's port opens before the model loads: startup waits for the model. The
     # search service must not wait for the embedder to start, or a cold start deadlocks.
     embedder = overlay.container("imagesearch-embedder")["startupProbe"]
-    assert embedder["grpc"]["service"] == EMBEDDER_SERVICE.full_name
+    assert probe_target(embedder)[1] == EMBEDDER_SERVICE.full_name
     assert embedder["periodSeconds"] * embedder["failureThreshold"] >= 300
     search = overlay.container("imagesearch-search")["startupProbe"]
-    assert search["grpc"]["service"] == LIVENESS
+    assert probe_target(search)[1] == LIVENESS
 
 
 @pytest.mark.parametrize("workload", SERVICES)
@@ -180,7 +188,7 @@ def test_search_points_at_the_overlays_milvus(overlay, monkeypatch):
     settings = settings_from(overlay.environment("imagesearch-search"), SearchSettings,
                              "SEARCH_", monkeypatch)
     uri = urlparse(settings.milvus_uri)
-    assert uri.scheme == "http" and uri.port == 19530
+    assert uri.scheme in ("http", "https") and uri.port == 19530
     milvus_crs = list(overlay.of_kind("Milvus"))
     if milvus_crs:  # the Milvus Operator serves a cluster's proxies as <name>-milvus
         assert [f"{cr['metadata']['name']}-milvus" for cr in milvus_crs] == [uri.hostname]
@@ -202,8 +210,8 @@ def test_network_policies_open_exactly_the_service_ports(overlay, monkeypatch):
             "app.kubernetes.io/name": "imagesearch-search"} for p in r.get("from", []))]
     assert [p["port"] for r in from_search for p in r["ports"]] == [embedder.port]
     policy = overlay.get("NetworkPolicy", "imagesearch-search")["spec"]
-    assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": search.port},
-                                             {"protocol": "TCP", "port": search.http_port}]
+    assert policy["ingress"][0]["ports"] == [
+        {"protocol": "TCP", "port": port} for port in (search.port, search.http_port) if port]
     egress_ports = sorted(p["port"] for r in policy["egress"] for p in r["ports"])
     image_store = urlparse(search.image_store_endpoint or "")
     assert egress_ports == sorted([embedder.port, urlparse(search.milvus_uri).port,
