@@ -31,7 +31,6 @@ PLAINTEXT_PORT_NAMES = {"metrics"}
 # Test -> the overlays that do not pass it yet; each fix removes its entry. Strict: a test that
 # starts passing fails until its entry goes.
 PENDING: dict[str, set[str]] = {
-    "test_no_default_credential_is_shipped": {"standalone", "cluster"},
     "test_no_serving_pod_may_reach_the_internet": {"standalone"},
 }
 
