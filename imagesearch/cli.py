@@ -104,13 +104,29 @@ def thumbnail_name(image_id: str) -> str:
     return f"{name}.jpg"
 
 
+def thumbnail_names(ids: Sequence[str]) -> dict[str, str]:
+    """Each id's file name; where two differ only in case ('Beach.png', 'beach.png'), which
+    macOS's and Windows' file systems do not tell apart, the later one keeps a digest too."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for image_id in dict.fromkeys(ids):
+        name = thumbnail_name(image_id)
+        if name.casefold() in taken:
+            digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            name = f"{name[:-len('.jpg')][:180]}-{digest}.jpg"
+        taken.add(name.casefold())
+        names[image_id] = name
+    return names
+
+
 def cmd_thumbnails(args: argparse.Namespace, client: SearchClient) -> int:
     found, missing = client.thumbnails(args.collection, args.ids)
     args.out.mkdir(parents=True, exist_ok=True)
+    names = thumbnail_names(args.ids)
     written = []
     for image_id in args.ids:
         if image_id in found:
-            path = args.out / thumbnail_name(image_id)
+            path = args.out / names[image_id]
             path.write_bytes(found[image_id])
             written.append((image_id, str(path)))
     emit(args, {"written": [{"id": i, "file": f} for i, f in written], "missing": missing},

@@ -223,9 +223,21 @@ class SearchClient:
         the ids it has none of."""
         found: dict[str, bytes] = {}
         missing: list[str] = []
-        for start in range(0, len(ids), _IDS_PER_CALL):
-            answer = self._call("GetThumbnails", pb.GetThumbnailsRequest(
-                collection=collection, ids=list(ids[start:start + _IDS_PER_CALL])))
+        batches = [list(ids[start:start + _IDS_PER_CALL])
+                   for start in range(0, len(ids), _IDS_PER_CALL)]
+        while batches:
+            batch = batches.pop(0)
+            try:
+                answer = self._call("GetThumbnails", pb.GetThumbnailsRequest(
+                    collection=collection, ids=batch))
+            except grpc.RpcError as err:
+                # The answer would pass the service's message limit (large thumbnails, a
+                # small limit): ask for half as many a call.
+                if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or len(batch) == 1:
+                    raise
+                half = len(batch) // 2
+                batches[:0] = [batch[:half], batch[half:]]
+                continue
             found.update((t.id, t.jpeg) for t in answer.thumbnails)
             missing += answer.missing_ids
         return found, missing

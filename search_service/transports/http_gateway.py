@@ -152,6 +152,24 @@ def _dual_stack(port: int) -> socket.socket:
     return sock
 
 
+def _cross_site(request: web.Request) -> bool:
+    """A call a browser makes for a page of another origin (another site, or another port of
+    this host). The API sends no CORS headers, so such a page cannot read the answer, but a
+    "simple" request (a form, or fetch with text/plain) is still made, and the body is read as
+    JSON whatever its type: without this check any page the user visits could delete images
+    from a service without tokens (CSRF). Browsers say where a call comes from in
+    Sec-Fetch-Site (which a page cannot set) and, older ones, in Origin; curl and other
+    clients send neither, and this page's own calls are same-origin (behind a proxy too)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("cross-site", "same-site")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return origin.split("://", 1)[-1].lower() != host.lower()
+
+
 def _metadata_safe(value: str) -> bool:
     """gRPC metadata values are printable ASCII; anything else fails the call client-side."""
     return value.isascii() and value.isprintable()
@@ -227,6 +245,9 @@ class HttpGateway:
         found = self._match(request.method, where)
         if isinstance(found, web.Response):
             return found
+        if _cross_site(request):
+            return error_body(grpc.StatusCode.PERMISSION_DENIED, "a call from a page of another "
+                              "origin is refused: the API serves no cross-origin callers")
         route, path = found
         try:
             body = await request.read()

@@ -11,6 +11,20 @@ const MATCH_KINDS = {
   MATCH_KIND_SIMILAR: "similar",
 };
 
+// Each search, duplicates run or classification takes a ticket, numbered per tab; an answer
+// that lands after a newer one was asked for in its tab, or after the collection changed, is
+// dropped, so a slow earlier answer never replaces a later one.
+const latest = { search: 0, groups: 0, classify: 0 };
+class Stale extends Error {}
+function current(ticket) {
+  if (latest[ticket.kind] !== ticket.number) throw new Stale();
+}
+// Runs task(ticket); its failure is shown only while it is still the latest of its kind.
+function begin(kind, task) {
+  const ticket = { kind, number: ++latest[kind] };
+  task(ticket).catch((err) => { if (latest[kind] === ticket.number) sayError(err); });
+}
+
 class ApiError extends Error {
   constructor(status, message) {
     super(message);
@@ -21,6 +35,10 @@ class ApiError extends Error {
 async function call(method, path, body) {
   const headers = {};
   const token = $("token").value.trim();
+  // fetch() itself throws on a header outside Latin-1, and gRPC metadata is printable ASCII.
+  if (!/^[\x20-\x7e]*$/.test(token)) {
+    throw new ApiError(401, "the token can hold printable ASCII characters only");
+  }
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
@@ -36,8 +54,9 @@ async function call(method, path, body) {
   return answer;
 }
 
-function collectionPath(suffix) {
-  return `/v1/collections/${encodeURIComponent($("collection").value)}${suffix}`;
+// Relative to the page, which may sit behind a reverse proxy's path prefix.
+function collectionPath(suffix, collection = $("collection").value) {
+  return `v1/collections/${encodeURIComponent(collection)}${suffix}`;
 }
 
 function say(text, isError = false) {
@@ -46,6 +65,7 @@ function say(text, isError = false) {
 }
 
 function sayError(err) {
+  if (err instanceof Stale) return;
   if (err instanceof ApiError && err.status === 401) {
     say(`${err.message}: this service asks for a token; enter it above.`, true);
   } else {
@@ -69,7 +89,7 @@ async function loadCollections() {
   do {
     const query = new URLSearchParams({ page_size: "1000" });
     if (pageToken) query.set("page_token", pageToken);
-    const page = await call("GET", `/v1/collections?${query}`);
+    const page = await call("GET", `v1/collections?${query}`);
     collections.push(...(page.collections || []));
     pageToken = page.nextPageToken || "";
   } while (pageToken);
@@ -116,14 +136,37 @@ function metadataList(metadata) {
   return list;
 }
 
-async function fillThumbnails(container) {
+// The thumbnails of the cards in `container`, from `collection` (the one their ids are of).
+// Without them (a service that keeps none) the results stay results: each card says so.
+async function fillThumbnails(container, collection, ticket) {
   const cards = [...container.querySelectorAll(".card")];
   const ids = [...new Set(cards.map((c) => c.dataset.id))];
   const found = new Map();
+  let missing = "no thumbnail kept";
+  const batches = [];
   for (let at = 0; at < ids.length; at += THUMBNAIL_BATCH) {
-    const answer = await call("POST", collectionPath("/images:thumbnails"),
-      { ids: ids.slice(at, at + THUMBNAIL_BATCH) });
-    for (const thumbnail of answer.thumbnails || []) found.set(thumbnail.id, thumbnail.jpeg);
+    batches.push(ids.slice(at, at + THUMBNAIL_BATCH));
+  }
+  try {
+    while (batches.length) {
+      const batch = batches.shift();
+      let answer;
+      try {
+        answer = await call("POST", collectionPath("/images:thumbnails", collection),
+          { ids: batch });
+      } catch (err) {
+        // 429: the answer would pass the service's message limit; ask for half as many.
+        if (!(err instanceof ApiError && err.status === 429 && batch.length > 1)) throw err;
+        const half = Math.floor(batch.length / 2);
+        batches.unshift(batch.slice(0, half), batch.slice(half));
+        continue;
+      }
+      current(ticket);
+      for (const thumbnail of answer.thumbnails || []) found.set(thumbnail.id, thumbnail.jpeg);
+    }
+  } catch (err) {
+    if (err instanceof Stale || !(err instanceof ApiError)) throw err;
+    missing = `no thumbnail: ${err.message}`;
   }
   for (const node of cards) {
     const jpeg = found.get(node.dataset.id);
@@ -134,7 +177,7 @@ async function fillThumbnails(container) {
       img.src = `data:image/jpeg;base64,${jpeg}`;
       placeholder.replaceWith(img);
     } else {
-      placeholder.textContent = "no thumbnail kept";
+      placeholder.textContent = missing;
     }
   }
 }
@@ -148,9 +191,9 @@ function readBase64(file) {
   });
 }
 
-function onImage(dropId, inputId, handler) {
+function onImage(kind, dropId, inputId, handler) {
   const zone = $(dropId);
-  const run = (file) => { if (file) handler(file).catch(sayError); };
+  const run = (file) => { if (file) begin(kind, (ticket) => handler(ticket, file)); };
   $(inputId).addEventListener("change", (event) => run(event.target.files[0]));
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
@@ -163,10 +206,14 @@ function onImage(dropId, inputId, handler) {
 
 // --- search ------------------------------------------------------------------------------
 
-async function search(query, label) {
+async function search(ticket, makeQuery, label) {
+  const collection = $("collection").value;
   say(`Searching for ${label}…`);
-  const answer = await call("POST", collectionPath(":search"),
+  const query = await makeQuery();
+  current(ticket);
+  const answer = await call("POST", collectionPath(":search", collection),
     { queries: [query], topK: Number($("top-k").value) });
+  current(ticket);
   const result = answer.results[0];
   if (result.status && result.status.code) throw new Error(result.status.message);
   const hits = result.hits || [];
@@ -176,16 +223,18 @@ async function search(query, label) {
     metadataList(hit.metadata),
   ])));
   say(hits.length ? `${hits.length} results for ${label}` : `Nothing found for ${label}`);
-  await fillThumbnails($("results"));
+  await fillThumbnails($("results"), collection, ticket);
 }
 
 // --- duplicates --------------------------------------------------------------------------
 
-async function findGroups() {
+async function findGroups(ticket) {
+  const collection = $("collection").value;
   say("Looking for duplicates across the collection…");
-  const answer = await call("POST", collectionPath(":findDuplicateGroups"), {
+  const answer = await call("POST", collectionPath(":findDuplicateGroups", collection), {
     mode: $("groups-mode").value, minSimilarity: Number($("groups-min").value),
   });
+  current(ticket);
   const groups = answer.groups || [];
   $("groups").replaceChildren(...groups.slice(0, MAX_GROUPS_SHOWN).map((group, index) => {
     const section = element("section", "group");
@@ -198,16 +247,20 @@ async function findGroups() {
   }));
   const shown = groups.length > MAX_GROUPS_SHOWN ? ` (the first ${MAX_GROUPS_SHOWN} shown)` : "";
   say(`${groups.length} groups among ${answer.imagesScanned || 0} images${shown}`);
-  await fillThumbnails($("groups"));
+  await fillThumbnails($("groups"), collection, ticket);
 }
 
 // --- classify ----------------------------------------------------------------------------
 
-async function classify(file) {
+async function classify(ticket, file) {
+  const collection = $("collection").value;
   say(`Classifying ${file.name}…`);
-  const answer = await call("POST", collectionPath(":classify"), {
-    queries: [{ image: await readBase64(file) }], labelKey: $("label-key").value,
+  const image = await readBase64(file);
+  current(ticket);
+  const answer = await call("POST", collectionPath(":classify", collection), {
+    queries: [{ image }], labelKey: $("label-key").value,
   });
+  current(ticket);
   const result = answer.results[0];
   if (result.status && result.status.code) throw new Error(result.status.message);
   const preview = element("img");
@@ -245,22 +298,31 @@ function start() {
     sessionStorage.setItem("token", $("token").value.trim());
     loadCollections().catch(sayError);
   });
-  $("collection").addEventListener("change", describeCollection);
+  $("collection").addEventListener("change", () => {
+    // What was asked of the previous collection is no longer wanted, nor shown.
+    for (const kind of Object.keys(latest)) latest[kind] += 1;
+    for (const id of ["results", "groups", "classification"]) $(id).replaceChildren();
+    say("");
+    describeCollection();
+  });
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.addEventListener("click", () => showTab(tab.dataset.tab));
   }
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("query").value.trim();
-    if (text) search({ text }, `"${text}"`).catch(sayError);
+    if (text) {
+      begin("search", (ticket) => search(ticket, async () => ({ text }), `"${text}"`));
+    }
   });
-  onImage("search-drop", "search-image",
-    async (file) => search({ image: await readBase64(file) }, file.name));
+  onImage("search", "search-drop", "search-image",
+    (ticket, file) => search(ticket, async () => ({ image: await readBase64(file) }),
+      file.name));
   $("groups-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    findGroups().catch(sayError);
+    begin("groups", findGroups);
   });
-  onImage("classify-drop", "classify-image", classify);
+  onImage("classify", "classify-drop", "classify-image", classify);
   loadCollections().catch(sayError);
 }
 

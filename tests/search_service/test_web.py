@@ -97,9 +97,12 @@ async def page(embedder_server: Any, tmp_path: Path) -> AsyncIterator[tuple[str,
 
 
 def wait(driver: Any, condition: Callable[[Any], Any], what: str, timeout: float = 30) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
     try:
-        return WebDriverWait(driver, timeout).until(condition)
+        # A card found just before the page replaced it is stale: look again, do not fail.
+        return WebDriverWait(driver, timeout, ignored_exceptions=(
+            StaleElementReferenceException,)).until(condition)
     except Exception as err:
         status = driver.find_element("id", "status").text
         raise AssertionError(f"waited {timeout} s for {what}; the page says {status!r}") from err
