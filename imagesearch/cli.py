@@ -95,8 +95,8 @@ def cmd_images(args: argparse.Namespace, client: SearchClient) -> int:
 
 
 def thumbnail_name(image_id: str) -> str:
-    """<id, percent-encoded>.jpg (ids may hold '/'); a long id is cut and keeps a digest, as
-    file names have at most 255 bytes."""
+    """<id, percent-encoded>.jpg (all but letters, digits and '_.-~' encoded, so no id names
+    another folder); a long id is cut and keeps a digest, as file names stop at 255 bytes."""
     name = quote(image_id, safe="")
     if len(name) > 200:
         digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
