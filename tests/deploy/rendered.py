@@ -19,6 +19,7 @@ OVERLAYS_DIR = ROOT / "deploy" / "kubernetes" / "overlays"
 OVERLAYS = sorted(p.name for p in OVERLAYS_DIR.iterdir() if p.is_dir())
 
 Doc = dict[str, Any]
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 
 
 def kubectl() -> str:
@@ -59,6 +60,16 @@ class Overlay:
                  if re.fullmatch(rf"{prefix}-[a-z0-9]{{10}}", d["metadata"]["name"])]
         assert len(found) == 1, f"{self.name}: no single ConfigMap {prefix}"
         return found[0]
+
+    def pod_templates(self) -> Iterator[tuple[str, Doc]]:
+        """(workload name, pod template) of every Deployment, StatefulSet, Job and CronJob."""
+        for doc in self.docs:
+            spec = doc.get("spec", {})
+            if doc["kind"] == "CronJob":
+                spec = spec["jobTemplate"]["spec"]
+            elif doc["kind"] not in WORKLOAD_KINDS:
+                continue
+            yield doc["metadata"]["name"], spec["template"]
 
     def pod_spec(self, workload: str) -> Doc:
         for kind in ("Deployment", "StatefulSet"):

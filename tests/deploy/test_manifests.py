@@ -105,23 +105,22 @@ def test_termination_grace_outlasts_the_drain(overlay, workload, monkeypatch):
     assert pod["terminationGracePeriodSeconds"] >= drain + 10
 
 
-@pytest.mark.parametrize("workload", [*SERVICES, "milvus"])
-def test_pods_run_locked_down(overlay, workload):
-    try:
-        pod = overlay.pod_spec(workload)
-    except AssertionError:
-        pytest.skip(f"{overlay.name} runs no {workload} pod of its own")
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    assert pod["automountServiceAccountToken"] is False
-    # Service links would add variables like EMBEDDER_PORT=tcp://10.0.0.1:50051.
-    assert pod["enableServiceLinks"] is False
-    for container in pod["containers"] + pod.get("initContainers", []):
-        context = container["securityContext"]
-        assert context["readOnlyRootFilesystem"] is True
-        assert context["allowPrivilegeEscalation"] is False
-        assert context["capabilities"]["drop"] == ["ALL"]
-        assert "memory" in container["resources"]["limits"]
+def test_pods_run_locked_down(overlay):
+    """Every pod of ours: the services, Milvus standalone, the model export and backup Jobs."""
+    for workload, template in overlay.pod_templates():
+        where = f"{overlay.name}/{workload}"
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert pod["automountServiceAccountToken"] is False, where
+        # Service links would add variables like EMBEDDER_PORT=tcp://10.0.0.1:50051.
+        assert pod["enableServiceLinks"] is False, where
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            assert "memory" in container["resources"]["limits"], where
 
 
 def test_onnx_runtime_threads_fit_the_cpu_limit(overlay, monkeypatch):
@@ -218,10 +217,8 @@ def test_network_policies_open_exactly_the_service_ports(overlay, monkeypatch):
                                    *([image_store.port] if image_store.port else [])])
     deny = overlay.get("NetworkPolicy", "imagesearch-default-deny")["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
-    for kind in ("Deployment", "StatefulSet"):
-        for workload in overlay.of_kind(kind):
-            labels = workload["spec"]["template"]["metadata"]["labels"]
-            assert selects(deny["podSelector"], labels), workload["metadata"]["name"]
+    for workload, template in overlay.pod_templates():
+        assert selects(deny["podSelector"], template["metadata"]["labels"]), workload
 
 
 def test_an_object_store_image_store_is_shared_and_its_keys_come_from_a_secret(overlay,

@@ -28,17 +28,10 @@ EVERYWHERE = {"0.0.0.0/0", "::/0"}
 # Well-known credentials of what we deploy: Milvus' root and the MinIO chart's keys.
 DEFAULT_SECRETS = ("root:Milvus", "minioadmin")
 PLAINTEXT_PORT_NAMES = {"metrics"}
-# Test -> the overlays that do not pass it yet; each fix removes its entry. Strict: a test that
-# starts passing fails until its entry goes.
-PENDING: dict[str, set[str]] = {
-    "test_no_serving_pod_may_reach_the_internet": {"standalone"},
-}
 
 
 @pytest.fixture(params=SECURED)
 def overlay(request: pytest.FixtureRequest) -> Overlay:
-    if request.param in PENDING.get(request.function.__name__, set()):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 18: not yet"))
     return Overlay(request.param)
 
 
