@@ -262,6 +262,27 @@ def test_budgets_autoscalers_and_monitors_find_their_targets(overlay):
             monitor["metadata"]["name"])
 
 
+def test_stateful_sets_are_governed_by_a_headless_service(overlay):
+    """serviceName gives each pod its DNS name; Kubernetes requires that Service headless."""
+    for stateful_set in overlay.of_kind("StatefulSet"):
+        service = overlay.get("Service", stateful_set["spec"]["serviceName"])
+        assert service["spec"].get("clusterIP") == "None", service["metadata"]["name"]
+        labels = stateful_set["spec"]["template"]["metadata"]["labels"]
+        assert selects({"matchLabels": service["spec"]["selector"]}, labels)
+
+
+def test_a_monitor_scrapes_each_pod_once(overlay):
+    """Two Services selected by one ServiceMonitor, both with its port, would double every
+    Milvus or imagesearch series."""
+    services = list(overlay.of_kind("Service"))
+    for monitor in overlay.of_kind("ServiceMonitor"):
+        port = monitor["spec"]["endpoints"][0]["port"]
+        scraped = [s["metadata"]["name"] for s in services
+                   if selects(monitor["spec"]["selector"], s["metadata"].get("labels", {}))
+                   and port in [p["name"] for p in s["spec"]["ports"]]]
+        assert len(scraped) == 1, f"{monitor['metadata']['name']}: {scraped}"
+
+
 def test_custom_metrics_the_autoscaler_uses_are_served_by_the_adapter(overlay):
     rules = yaml.safe_load(ADAPTER_RULES.read_text())["rules"]["custom"]
     served = {rule["name"]["as"] for rule in rules}
