@@ -144,9 +144,40 @@ def test_gpu_pods_run_the_gpu_image_on_gpu_nodes(overlay, monkeypatch):
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in (
         pod["tolerations"])
-    assert settings.trt_cache_dir is not None
+    assert_tensorrt_only_with_its_image_and_cache(container, settings)
+
+
+def assert_tensorrt_only_with_its_image_and_cache(container: dict,
+                                                  settings: EmbedderSettings) -> None:
+    """The GPU image has no TensorRT (components/gpu-tensorrt's image has): its provider, and
+    a cache for its engines, only with that image."""
+    tensorrt = "TensorrtExecutionProvider" in settings.providers
+    assert tensorrt == container["image"].endswith("-tensorrt"), container["image"]
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
-    assert str(settings.trt_cache_dir) in mounts
+    if tensorrt:
+        assert settings.trt_cache_dir is not None and str(settings.trt_cache_dir) in mounts
+    else:
+        assert settings.trt_cache_dir is None
+
+
+def test_the_embedder_scales_on_cpu_without_the_metrics_adapter(overlay):
+    """The HPA scales up on any metric it can read: with prometheus-adapter missing, CPU from
+    metrics-server still adds replicas."""
+    scaler = overlay.get("HorizontalPodAutoscaler", "imagesearch-embedder")["spec"]
+    cpu = [m["resource"]["target"] for m in scaler["metrics"]
+           if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
+    assert cpu and cpu[0]["type"] == "Utilization"
+
+
+def test_gpu_embedders_never_share_a_node_below_one_per_node(overlay):
+    pod = overlay.pod_spec("imagesearch-embedder")
+    if "nvidia.com/gpu" not in overlay.container("imagesearch-embedder")["resources"]["limits"]:
+        pytest.skip(f"{overlay.name}: CPU embedders")
+    (by_node,) = [c for c in pod["topologySpreadConstraints"]
+                  if c["topologyKey"] == "kubernetes.io/hostname"]
+    scaler = overlay.get("HorizontalPodAutoscaler", "imagesearch-embedder")["spec"]
+    assert by_node["whenUnsatisfiable"] == "DoNotSchedule" and by_node["maxSkew"] == 1
+    assert by_node["minDomains"] >= scaler["minReplicas"]
 
 
 def test_search_reaches_the_embedder_through_its_headless_service(overlay, monkeypatch):
