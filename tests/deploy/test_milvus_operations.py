@@ -1,11 +1,15 @@
-"""Running Milvus as the overlays deploy it: coordinator failover, monitoring and alerts."""
+"""Running Milvus as the overlays deploy it: coordinator failover, monitoring and alerts,
+backups."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import PurePosixPath
+from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 from tests.deploy.rendered import OVERLAYS, Doc, Overlay, selects
 
@@ -78,3 +82,59 @@ def test_milvus_has_alerts_wherever_it_is_monitored(overlay):
     alerts = overlay.get("PrometheusRule", "milvus")["spec"]["groups"][0]["rules"]
     assert {"MilvusDown", "MilvusRequestErrors", "MilvusSearchSlow"} <= {
         a["alert"] for a in alerts}
+
+
+def backup_of(overlay: Overlay) -> tuple[Doc, Doc, Doc]:
+    """(the Milvus resource, the backup CronJob's container, its backup.yaml)."""
+    crs = list(overlay.of_kind("Milvus"))
+    if not crs:
+        pytest.skip(f"{overlay.name}: Milvus standalone is backed up by volume snapshots")
+    cron = overlay.get("CronJob", "milvus-backup")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+    config = yaml.safe_load(overlay.get("ConfigMap", volume["configMap"]["name"])["data"][
+        "backup.yaml"])
+    return crs[0], container, config
+
+
+def test_backups_read_the_bucket_milvus_writes_and_reach_it_over_tls(overlay):
+    cr, container, config = backup_of(overlay)
+    assert {k: config["minio"][k] for k in ("bucketName", "rootPath")} == cr["spec"][
+        "config"]["minio"]
+    assert config["minio"]["address"] == f"{cr['metadata']['name']}-minio"
+    assert (config["milvus"]["address"], config["milvus"]["port"]) == (
+        f"{cr['metadata']['name']}-milvus", 19530)
+    assert config["milvus"]["tlsMode"] == cr["spec"]["config"]["common"]["security"]["tlsMode"]
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert str(PurePosixPath(config["milvus"]["caCertPath"]).parent) in mounts
+
+
+def test_backup_credentials_come_from_the_installs_secrets(overlay):
+    cr, container, config = backup_of(overlay)
+    assert "password" not in config["milvus"]
+    assert not {"accessKeyID", "secretAccessKey", "backupAccessKeyID",
+                "backupSecretAccessKey"} & set(config["minio"])
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]}
+    minio = cr["spec"]["dependencies"]["storage"]["inCluster"]["values"]["existingSecret"]
+    assert secrets == {"MILVUS_PASSWORD": "milvus-root", "MINIO_ACCESS_KEY": minio,
+                       "MINIO_SECRET_KEY": minio, "MINIO_BACKUP_ACCESS_KEY": minio,
+                       "MINIO_BACKUP_SECRET_KEY": minio}
+
+
+def test_network_policies_let_backups_reach_milvus_and_minio(overlay):
+    cr, _, config = backup_of(overlay)
+    backup = {"app.kubernetes.io/name": "milvus-backup"}
+    milvus = operator_pod_labels(cr)
+    minio = {"app": "minio", "release": f"{cr['metadata']['name']}-minio"}
+    gc_port = urlparse(config["backup"]["gcPause"]["address"]).port
+    for target, ports in ((milvus, {19530, gc_port}), (minio, {config["minio"]["port"]})):
+        for direction, side, mine, theirs in (("egress", "to", backup, target),
+                                              ("ingress", "from", target, backup)):
+            opened = {p["port"] for policy in overlay.of_kind("NetworkPolicy")
+                      if selects(policy["spec"]["podSelector"], mine)
+                      for rule in policy["spec"].get(direction, [])
+                      if any(selects(peer.get("podSelector", {}), theirs)
+                             and "namespaceSelector" not in peer for peer in rule[side])
+                      for p in rule.get("ports", [])}
+            assert ports <= opened, f"{direction} {target}: {opened}"
