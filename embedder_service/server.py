@@ -44,7 +44,8 @@ def load_embedder(settings: EmbedderSettings, metrics: EmbedderMetrics) -> Embed
     variant = bundle.variant(precision)
     options = RuntimeOptions(
         providers=tuple(settings.providers), require_gpu=settings.require_gpu,
-        intra_op_threads=settings.intra_op_threads, device_id=settings.gpu_device_id,
+        intra_op_threads=settings.intra_op_threads,
+        intra_op_spinning=settings.intra_op_spinning, device_id=settings.gpu_device_id,
         trt_cache_dir=settings.trt_cache_dir, trt_fp16=precision == "fp16")
     m = bundle.manifest
     image_tower = Tower(bundle.path(variant.image), options, _image_profile(m.image.size,

@@ -35,3 +35,13 @@ def test_tls_key_without_certificate_is_refused(tmp_path):
 def test_nonsense_values_are_refused():
     with pytest.raises(ValidationError, match="max_batch_size"):
         EmbedderSettings(max_batch_size=0)
+
+
+@pytest.mark.parametrize(("spinning", "entry"), [(False, "0"), (True, "1")])
+def test_onnx_runtime_threads_spin_only_when_asked(spinning, entry):
+    """Spinning threads hold the cores image decoding needs (off by default)."""
+    from embedder_service.runtime import RuntimeOptions, _session_options
+
+    options = _session_options(RuntimeOptions(intra_op_spinning=spinning))
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    assert EmbedderSettings().intra_op_spinning is False
