@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import ssl
+import tempfile
 from pathlib import Path
 
 import grpc
@@ -57,9 +60,17 @@ def connect_store(settings: SearchSettings) -> MilvusStore:
                       settings.milvus_tls_ca_file)
 
 
-def _loopback(host: str) -> str:
-    """Where this process reaches its own gRPC port: loopback unless bound to one address."""
-    return "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host  # noqa: S104
+def http_tls(settings: SearchSettings) -> ssl.SSLContext | None:
+    """HTTPS for the HTTP/JSON port with the gRPC port's certificate, and its client CA: the
+    same policy on both faces (mutual TLS on one is mutual TLS on the other)."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    if settings.tls_client_ca_file is not None:
+        context.load_verify_locations(settings.tls_client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def open_image_store(location: Path | str | None, endpoint: str | None = None,
@@ -85,6 +96,7 @@ class SearchServer:
         self._images: ImageStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._gateway: HttpGateway | None = None
+        self._socket_dir: str | None = None
 
     @property
     def port(self) -> int:
@@ -102,13 +114,21 @@ class SearchServer:
                                          self._client_tls())
         self._embedder = GrpcEmbedder(self._channel, s.embedder_timeout_s,
                                       s.embedder_credentials(), s.max_message_bytes)
-        await self._host.start(s.port, milvus="lite" if is_lite(s.milvus_uri) else "server")
+        if s.http_port is not None:
+            # The gateway's calls take a Unix socket in a folder only this user can open: no
+            # TLS to terminate twice, and no port another host could reach.
+            self._socket_dir = tempfile.mkdtemp(prefix="imagesearch-")
+        local_socket = f"{self._socket_dir}/grpc.sock" if self._socket_dir else None
+        await self._host.start(s.port, local_socket,
+                               milvus="lite" if is_lite(s.milvus_uri) else "server")
         try:
             if s.http_port is not None:
-                self._gateway = HttpGateway(SERVICE, f"{_loopback(s.host)}:{self.port}", s.host,
-                                            s.http_port, s.max_message_bytes)
+                assert local_socket is not None
+                self._gateway = HttpGateway(SERVICE, f"unix:{local_socket}", s.host,
+                                            s.http_port, s.max_message_bytes, http_tls(s))
                 await self._gateway.start()
-                log.info("http/json listening", extra={"address": f"{s.host}:{self.http_port}"})
+                log.info("http/json listening", extra={"address": f"{s.host}:{self.http_port}",
+                                                       "tls": s.tls_cert_file is not None})
             # A misconfiguration (bad URI, refused version, wrong credentials) fails start-up.
             await self._connect_milvus()
         except BaseException:
@@ -196,6 +216,9 @@ class SearchServer:
         grace_s = self.settings.shutdown_grace_s if grace is None else grace
         await asyncio.gather(self._host.stop(grace_s),
                              *([self._gateway.stop()] if self._gateway is not None else []))
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
         if self._holder.app is not None:
             await self._holder.app.close()
         if self._channel is not None:

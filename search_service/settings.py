@@ -84,8 +84,9 @@ class SearchSettings(ServingSettings):
     """gRPC port; 0 picks a free one (logged at start-up)."""
     http_port: int | None = Field(None, ge=0, le=65535)
     """HTTP/JSON port: the same API at the routes docs/api.md lists, with the same tokens and
-    errors (e.g. 8080); unset: off; 0 picks a free one. Plain HTTP: with TLS on the gRPC port,
-    terminate TLS for it in front (an ingress)."""
+    errors (e.g. 8080), and the search page at /; unset: off; 0 picks a free one. HTTPS with
+    the gRPC port's certificate when tls_cert_file is set (and client certificates required
+    when tls_client_ca_file is)."""
     health_check_interval_s: float = Field(2.0, gt=0)
     """How often the embedder and Milvus are checked for the health status."""
 
@@ -112,16 +113,6 @@ class SearchSettings(ServingSettings):
         if self.milvus_token_file is not None:
             return self.milvus_token_file.read_text().strip()
         return self.milvus_token or ""
-
-    @model_validator(mode="after")
-    def _http_without_tls(self) -> SearchSettings:
-        # The gateway calls the gRPC port over loopback in plaintext; it has no client
-        # certificate for mutual TLS, and its own port would be plaintext beside a TLS one.
-        if self.http_port is not None and self.tls_cert_file is not None:
-            raise ValueError("http_port serves plain HTTP and calls the gRPC port without TLS: "
-                             "with tls_cert_file set, leave http_port unset and terminate TLS "
-                             "for HTTP/JSON in front of the service")
-        return self
 
     @model_validator(mode="after")
     def _object_store_uri(self) -> SearchSettings:

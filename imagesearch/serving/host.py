@@ -40,11 +40,15 @@ class ServiceHost:
         self._metrics_server: Any = None
         self.port = 0
 
-    async def start(self, port: int, **log_fields: object) -> int:
-        """Listens on `port` (0: a free one), NOT_SERVING until set_serving(True)."""
+    async def start(self, port: int, local_socket: str | None = None,
+                    **log_fields: object) -> int:
+        """Listens on `port` (0: a free one), NOT_SERVING until set_serving(True); also on the
+        Unix socket `local_socket`, without TLS, for callers in this process."""
         s = self._settings
         interceptors = s.interceptors(ServerMetrics(self._registry))
         self._server, self.port = grpc_server.create_server(s.server_options(port), interceptors)
+        if local_socket is not None:
+            self._server.add_insecure_port(f"unix:{local_socket}")
         self._server.add_generic_rpc_handlers([generic_handler(self._service, self._servicer)])
         self._health = grpc_server.add_health_and_reflection(self._server,
                                                              [self._service.full_name])

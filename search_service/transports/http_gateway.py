@@ -2,12 +2,13 @@
 in the protobuf JSON mapping (docs/api.md lists them).
 
 A gateway in the service's own process and event loop, the way grpc-gateway and Envoy's
-gRPC-JSON transcoder work: each HTTP request becomes the gRPC call of its route, made over
-loopback to this service's own gRPC port, so tokens and scopes (the Authorization header is
-passed on), message limits, errors, access logs and metrics are the gRPC path's - nothing is
-implemented twice. The gRPC status becomes the HTTP status (google.rpc.Code's mapping) and
-the body {"code": <gRPC code>, "message": "..."}. IngestImages, a client stream, has no route:
-send batches to AddImages.
+gRPC-JSON transcoder work: each HTTP request becomes the gRPC call of its route, made to this
+service's own gRPC server (over a Unix socket only this process's user can open), so tokens
+and scopes (the Authorization header is passed on), message limits, errors, access logs and
+metrics are the gRPC path's - nothing is implemented twice. With TLS on, the port is HTTPS.
+The gRPC status becomes the HTTP status (google.rpc.Code's mapping) and the body
+{"code": <gRPC code>, "message": "..."}. IngestImages, a client stream, has no route: send
+batches to AddImages.
 
 It also serves the search page (search_service/web/) at `/`: static files that call the routes
 above from the browser, under a Content-Security-Policy that allows nothing but this origin.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -179,11 +181,12 @@ class HttpGateway:
     """Serves `service`'s HTTP routes on `host`:`port`, calling the gRPC server at `target`."""
 
     def __init__(self, service: ServiceDescriptor, target: str, host: str, port: int,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, tls: ssl.SSLContext | None = None) -> None:
         self._service = service
         self._routes = list(routes(service))
         self._address = (host, port)
         self._max_bytes = max_message_bytes
+        self._tls = tls
         self._channel = grpc.aio.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)])
@@ -203,9 +206,10 @@ class HttpGateway:
             if bare == "::":
                 # Every address of both families, on one port, as gRPC binds "[::]" (asyncio
                 # would make "::" IPv6-only, or give each family its own port for port 0).
-                await web.SockSite(self._runner, _dual_stack(port)).start()
+                await web.SockSite(self._runner, _dual_stack(port),
+                                   ssl_context=self._tls).start()
             else:
-                await web.TCPSite(self._runner, bare, port).start()
+                await web.TCPSite(self._runner, bare, port, ssl_context=self._tls).start()
         except OSError as err:
             await self._runner.cleanup()
             raise PortUnavailable(f"cannot listen on {host}:{port} for HTTP/JSON "

@@ -71,12 +71,13 @@ def test_ports_and_probes_are_the_services_own(overlay, workload, monkeypatch):
     grpc_port = container_port(container, "grpc")
     assert grpc_port == settings.port  # type: ignore[attr-defined]
     assert container_port(container, "metrics") == settings.metrics_port  # type: ignore[attr-defined]
-    # HTTP/JSON where it is on (components/tls turns it off beside a TLS gRPC port).
+    # HTTP/JSON where it is on: HTTPS where the gRPC port has TLS (components/tls).
     if isinstance(settings, SearchSettings) and settings.http_port is not None:
-        assert container_port(container, "http") == settings.http_port
+        scheme = "https" if settings.tls_cert_file is not None else "http"
+        assert container_port(container, scheme) == settings.http_port
         service = overlay.get("Service", workload)
-        assert {"name": "http", "port": settings.http_port, "targetPort": "http",
-                "appProtocol": "http"} in service["spec"]["ports"]
+        assert {"name": scheme, "port": settings.http_port, "targetPort": scheme,
+                "appProtocol": scheme} in service["spec"]["ports"]
     assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert probe_target(container[probe])[0] == grpc_port, probe

@@ -87,6 +87,10 @@ def milvus_env(overlay: Overlay) -> list[Doc]:
     return list(overlay.container("milvus").get("env", []))
 
 
+# Ports the services serve with TLS whenever tls_cert_file is set (checked above).
+TLS_PORTS = frozenset({"grpc", "https"})
+
+
 def certificate_secrets(overlay: Overlay) -> set[str]:
     return {c["spec"]["secretName"] for c in overlay.of_kind("Certificate")}
 
@@ -104,9 +108,13 @@ def test_every_listener_but_metrics_speaks_tls(overlay):
         assert secret_behind(overlay, workload, settings.tls_cert_file) in certificates
         assert secret_behind(overlay, workload, settings.tls_key_file) in certificates
         plaintext = [p for p in overlay.container(workload)["ports"]
-                     if p["name"] not in PLAINTEXT_PORT_NAMES and p["name"] != "grpc"]
+                     if p["name"] not in PLAINTEXT_PORT_NAMES and p["name"] not in TLS_PORTS]
         assert not plaintext, f"{overlay.name}/{workload}: plaintext ports {plaintext}"
-    assert search(overlay).http_port is None  # plain HTTP/JSON beside TLS gRPC
+    # HTTP/JSON beside TLS gRPC is HTTPS with the same certificate (SearchServer.http_tls).
+    http_port = search(overlay).http_port
+    ports = {p["name"]: p["containerPort"]
+             for p in overlay.container("imagesearch-search")["ports"]}
+    assert http_port is None or ports.get("https") == http_port
     for service in overlay.of_kind("Service"):
         for port in service["spec"]["ports"]:
             if port["name"] not in PLAINTEXT_PORT_NAMES:

@@ -22,6 +22,7 @@ from embedder_service.server import EmbedderServer
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from imagesearch.serving.grpc_server import LIVENESS
+from tests.certs import make_certs
 from tests.conftest import embedder_settings, encode
 
 SERVICE = "imagesearch.embedder.v1.EmbedderService"
@@ -213,23 +214,8 @@ def test_serving_code_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def _make_certs(directory: Path) -> dict[str, Path]:
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    for name, cn in (("server", "localhost"), ("client", "client")):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout",
-            f"{name}.key", "-out", f"{name}.csr")
-        (directory / f"{name}.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
-    return {p.name: p for p in directory.iterdir()}
-
-
 async def test_mutual_tls_accepts_known_clients_only(tmp_path):
-    certs = _make_certs(tmp_path)
+    certs = make_certs(tmp_path)
     server = EmbedderServer(embedder_settings(
         tls_cert_file=certs["server.pem"], tls_key_file=certs["server.key"],
         tls_client_ca_file=certs["ca.pem"]))

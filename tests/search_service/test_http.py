@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,12 +13,11 @@ import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
-from pydantic import ValidationError
 
 from imagesearch.serving.grpc_server import PortUnavailable
 from search_service.server import SERVICE, SearchServer
-from search_service.settings import SearchSettings
 from search_service.transports.http_gateway import HTTP_STATUS, routes
+from tests.certs import make_certs
 from tests.milvus_server import free_port
 from tests.search_fixtures import scene_images, search_settings
 
@@ -137,12 +137,40 @@ async def test_a_body_over_the_message_limit_is_refused_before_any_call(embedder
         await server.stop(grace=0)
 
 
-def test_http_beside_tls_is_refused_at_start_up(tmp_path) -> None:
-    for name in ("cert.pem", "key.pem"):
-        (tmp_path / name).write_text("x")
-    with pytest.raises(ValidationError, match="leave http_port unset"):
-        SearchSettings(http_port=8080, tls_cert_file=tmp_path / "cert.pem",
-                       tls_key_file=tmp_path / "key.pem")
+@pytest.mark.parametrize("mutual", [False, True])
+async def test_with_tls_the_http_port_is_https_under_the_grpc_ports_policy(
+        embedder_server: Any, tmp_path: Any, mutual: bool) -> None:
+    """TLS on the gRPC port makes the HTTP port HTTPS with the same certificate, and mutual
+    TLS there requires client certificates here too; nothing is served in plaintext."""
+    certs = make_certs(tmp_path)
+    server = SearchServer(search_settings(
+        tmp_path / "search.db", embedder_server.port, http_port=0,
+        tls_cert_file=certs["server.pem"], tls_key_file=certs["server.key"],
+        tls_client_ca_file=certs["ca.pem"] if mutual else None))
+    await server.start()
+    base = f"https://localhost:{server.http_port}"
+    trusting = ssl.create_default_context(cafile=certs["ca.pem"])
+    known = ssl.create_default_context(cafile=certs["ca.pem"])
+    known.load_cert_chain(certs["client.pem"], certs["client.key"])
+    try:
+        async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(
+                ssl=known)) as session:
+            await _ok(session.post("/v1/collections", json={"name": "over-tls"}))
+            got = await _ok(session.get("/v1/collections/over-tls"))
+            assert got["collection"]["name"] == "over-tls"
+            async with session.get("/") as page:
+                assert page.status == 200 and page.content_type == "text/html"
+        async with aiohttp.ClientSession() as session:
+            if mutual:  # no client certificate: no connection
+                with pytest.raises(aiohttp.ClientError):
+                    await session.get(f"{base}/v1/collections", ssl=trusting)
+            else:
+                async with session.get(f"{base}/v1/collections", ssl=trusting) as answer:
+                    assert answer.status == 200
+            with pytest.raises(aiohttp.ClientError):  # plaintext is not served
+                await session.get(f"http://127.0.0.1:{server.http_port}/v1/collections")
+    finally:
+        await server.stop(grace=0)
 
 
 def test_every_grpc_status_has_an_http_status() -> None:
