@@ -108,6 +108,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def fingerprint(files: dict[str, FileEntry], image: ImageConfig, text: TextConfig,
+                fp32: Variant) -> str:
+    """Identifies the vector space: the fp32 weights, the tokenizer and the preprocessing.
+
+    Precision variants are left out on purpose: they approximate the same weights, so vectors
+    from an int8 CPU replica and an fp16 GPU replica may share a collection.
+    """
+    identity = {
+        "image_fp32": files[fp32.image].sha256,
+        "text_fp32": files[fp32.text].sha256,
+        "tokenizer": files[text.tokenizer.file].sha256,
+        "image": image.model_dump(mode="json"),
+        "text": text.model_dump(mode="json"),
+    }
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
 def load_bundle(root: Path, *, verify_checksums: bool = True) -> Bundle:
     """Reads and checks a bundle; raises BundleError naming the file and the fault."""
     root = root.expanduser().resolve()
@@ -117,7 +135,23 @@ def load_bundle(root: Path, *, verify_checksums: bool = True) -> Bundle:
     _check_references(root, manifest)
     for name, entry in manifest.files.items():
         _check_file(root / name, entry, verify_checksums)
+    _check_fingerprint(root, manifest)
     return Bundle(root, manifest)
+
+
+def _check_fingerprint(root: Path, manifest: Manifest) -> None:
+    """The fingerprint is derived from the files' checksums, which _check_file verified
+    against the files: a hand-edited fingerprint, or one copied from another model, would
+    label a collection's vector space wrongly (and let two spaces share a collection)."""
+    fp32 = manifest.variants.get("fp32")
+    if fp32 is None:
+        raise BundleError(f"{root / MANIFEST_NAME}: no fp32 variant, from which the "
+                          "fingerprint is derived; export the bundle again")
+    derived = fingerprint(manifest.files, manifest.image, manifest.text, fp32)
+    if manifest.fingerprint != derived:
+        raise BundleError(f"{root / MANIFEST_NAME}: fingerprint {manifest.fingerprint} is not "
+                          f"this bundle's ({derived}): the manifest was edited or mixes two "
+                          "models; export the bundle again")
 
 
 def _read_manifest(path: Path) -> Manifest:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from embedder_service.bundle import (
     Precision,
     TextConfig,
     Variant,
+    fingerprint,
     sha256_file,
 )
 from embedder_service.export import onnx_export, variants
@@ -52,7 +52,8 @@ def export_bundle(
     manifest = Manifest(
         format_version=1, model_name=model_name, architecture=architecture,
         pretrained=pretrained, embedding_dim=embedding_dim, image=image, text=text,
-        variants=built, files=files, fingerprint=fingerprint(files, image, text),
+        variants=built, files=files,
+        fingerprint=fingerprint(files, image, text, built["fp32"]),
     )
     (out_dir / MANIFEST_NAME).write_text(
         json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
@@ -73,20 +74,3 @@ def _derive(out_dir: Path, precision: Precision, image_fp32: Path, text_fp32: Pa
     convert(image_fp32, image_path)
     convert(text_fp32, text_path)
     return Variant(image=image_path.name, text=text_path.name)
-
-
-def fingerprint(files: dict[str, FileEntry], image: ImageConfig, text: TextConfig) -> str:
-    """Identifies the vector space: the fp32 weights, the tokenizer and the preprocessing.
-
-    Precision variants are left out on purpose: they approximate the same weights, so vectors
-    from an int8 CPU replica and an fp16 GPU replica may share a collection.
-    """
-    identity = {
-        "image_fp32": files["image_fp32.onnx"].sha256,
-        "text_fp32": files["text_fp32.onnx"].sha256,
-        "tokenizer": files[text.tokenizer.file].sha256,
-        "image": image.model_dump(mode="json"),
-        "text": text.model_dump(mode="json"),
-    }
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()

@@ -11,8 +11,7 @@ import shutil
 import grpc
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from embedder_service.bundle import FileEntry, Manifest, sha256_file
-from embedder_service.export.bundle_writer import fingerprint
+from embedder_service.bundle import FileEntry, Manifest, fingerprint, sha256_file
 from embedder_service.server import EmbedderServer
 from imagesearch import synthetic
 from imagesearch.embedder.v1 import embedder_pb2 as pb
@@ -43,7 +42,8 @@ def _rewrite_bundle(bundle_dir, tokenizer: Tokenizer) -> None:
                                          "bytes": path.stat().st_size}
     manifest = Manifest.model_validate(raw)
     files = {name: FileEntry.model_validate(entry) for name, entry in raw["files"].items()}
-    raw["fingerprint"] = fingerprint(files, manifest.image, manifest.text)
+    raw["fingerprint"] = fingerprint(files, manifest.image, manifest.text,
+                                     manifest.variants["fp32"])
     (bundle_dir / "manifest.json").write_text(json.dumps(raw))
 
 

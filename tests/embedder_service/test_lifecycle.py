@@ -10,13 +10,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedder_service import server as server_module
+from embedder_service.bundle import sha256_file
 from embedder_service.errors import BundleError, ProviderError
 from embedder_service.server import EmbedderServer
 from imagesearch.embedder.v1 import embedder_pb2 as pb
@@ -181,6 +184,41 @@ def test_truncated_file_is_caught_by_its_size(bundle_copy):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(BundleError, match=r"text_fp32\.onnx: file is 1000 bytes, the manifest"):
         server_module.load_embedder(embedder_settings(bundle=bundle_copy), None)
+
+
+def _edit_manifest(bundle: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _swap_image_weights(bundle: Path) -> Callable[[dict[str, Any]], None]:
+    """Another model's image tower with a correct checksum entry: a mixed bundle."""
+    shutil.copy(bundle / "image_int8.onnx", bundle / "image_fp32.onnx")
+    path = bundle / "image_fp32.onnx"
+    entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return lambda m: m["files"].update({"image_fp32.onnx": entry})
+
+
+@pytest.mark.parametrize("edit", ["fingerprint", "weights", "preprocessing"])
+@pytest.mark.parametrize("verify_checksums", [True, False])
+def test_a_fingerprint_that_is_not_the_bundles_own_is_refused(bundle_copy, edit,
+                                                               verify_checksums):
+    """Served as claimed before: a hand-edited or copied fingerprint labelled vectors of one
+    space as another's, so a collection could mix two."""
+    change: Callable[[dict[str, Any]], None]
+    if edit == "fingerprint":
+        change = lambda m: m.update(fingerprint="sha256:" + "ab" * 32)  # noqa: E731
+    elif edit == "weights":
+        change = _swap_image_weights(bundle_copy)
+    else:
+        change = lambda m: m["image"].update(mean=[0.5, 0.5, 0.5])  # noqa: E731
+    _edit_manifest(bundle_copy, change)
+    with pytest.raises(BundleError, match=r"manifest\.json: fingerprint sha256:[0-9a-f]+ is not "
+                                          r"this bundle's \(sha256:[0-9a-f]+\)"):
+        server_module.load_embedder(embedder_settings(
+            bundle=bundle_copy, verify_checksums=verify_checksums), None)
 
 
 def test_corrupt_graph_without_checksums_is_named_by_onnx_runtime(bundle_copy):
