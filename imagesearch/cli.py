@@ -3,6 +3,8 @@
     imagesearch index photos/ --collection trips --create [--sync]
     imagesearch search "a dog catching a frisbee" -c trips
     imagesearch search --image query.jpg -c trips --json
+    imagesearch search "a beach" --minus "at night" --like b12.jpg -c trips
+    imagesearch search "a beach" --relevant b12.jpg --irrelevant n7.jpg -c trips
     imagesearch duplicates -c trips                  (groups across the whole collection)
     imagesearch duplicates -c trips --image new.jpg  (is this one already there?)
     imagesearch classify unknown/*.jpg -c pets --label-key label
@@ -28,20 +30,26 @@ from urllib.parse import quote
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from imagesearch import cli_query
 from imagesearch.cli_index import CommandError, cmd_index, id_path, path_id
 from imagesearch.cli_output import emit, hits_out
-from imagesearch.client import IngestIncomplete, SearchClient
+from imagesearch.client import IngestIncomplete, Part, SearchClient
 from imagesearch.metadata import from_value
 
 __all__ = ["id_path", "main", "parser", "path_id"]
 
 def cmd_search(args: argparse.Namespace, client: SearchClient) -> int:
-    if (args.text is None) == (args.image is None):
-        raise SystemExit("give either a text query or --image FILE")
-    image = args.image.read_bytes() if args.image else None
-    hits_out(args, client.search(args.collection, text=args.text, image=image,
-                                 top_k=args.top_k, filters=args.filter,
-                                 min_similarity=args.min_similarity))
+    given, parts = cli_query.main_part(args), cli_query.parts(args)
+    if given is None and not parts:
+        raise SystemExit("give a text query, --image FILE, --id ID, or parts (--plus, --minus, "
+                         "--like, --unlike, --part)")
+    if given is not None and (parts or given.weight != 1.0):
+        parts, given = [given, *parts], None
+    single = given or Part()
+    hits_out(args, client.search(
+        args.collection, text=single.text, image=single.image, image_id=single.image_id,
+        parts=parts, feedback=cli_query.feedback(args), top_k=args.top_k,
+        filters=args.filter, min_similarity=args.min_similarity))
     return 0
 
 
@@ -207,15 +215,18 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("--sync", action="store_true",
                        help="also delete images indexed from this folder whose files are gone")
     index.set_defaults(run=cmd_index)
-    search = command("search", "search by text or by an image file")
+    search = command("search", "search by text, an image file, an indexed image, or a "
+                     "weighted sum of them")
     search.add_argument("text", nargs="?")
     search.add_argument("--image", type=Path)
+    search.add_argument("--id", help="an indexed image's id")
     search.add_argument("-c", "--collection", required=True)
     search.add_argument("-k", "--top-k", type=int, default=10)
     search.add_argument("--filter", action="append", default=[],
                         help="KEY=VALUE, or != < <= > >= (repeatable); = and != on a number "
                         "or true/false also match it stored as text")
     search.add_argument("--min-similarity", type=float)
+    cli_query.add_options(search)
     search.set_defaults(run=cmd_search)
     dups = command("duplicates", "near-duplicate groups, or copies of one image")
     dups.add_argument("-c", "--collection", required=True)

@@ -31,11 +31,13 @@ from imagesearch.ingest_stream import (
     code_name,
 )
 from imagesearch.metadata import Scalar, from_value, to_value
+from imagesearch.queries import Feedback, Part
+from imagesearch.queries import query as make_query
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
 
-__all__ = ["Hit", "IngestIncomplete", "ItemError", "NewItem", "SearchClient", "code_name",
-           "parse_condition"]
+__all__ = ["Feedback", "Hit", "IngestIncomplete", "ItemError", "NewItem", "Part", "SearchClient",
+           "code_name", "parse_condition"]
 
 _OPERATORS = {"=": pb.OPERATOR_EQUAL, "!=": pb.OPERATOR_NOT_EQUAL, "<": pb.OPERATOR_LESS,
               "<=": pb.OPERATOR_LESS_OR_EQUAL, ">": pb.OPERATOR_GREATER,
@@ -250,9 +252,13 @@ class SearchClient:
 
     def search(self, collection: str, *, text: str | None = None, image: bytes | None = None,
                image_id: str | None = None, top_k: int = 10,
-               filters: Sequence[str] = (), min_similarity: float | None = None) -> list[Hit]:
-        query = pb.Query(text=text) if text is not None else (
-            pb.Query(image=image) if image is not None else pb.Query(image_id=image_id or ""))
+               filters: Sequence[str] = (), min_similarity: float | None = None,
+               parts: Sequence[Part] = (), feedback: Feedback | None = None) -> list[Hit]:
+        """By text, image bytes or an indexed image's id; with `parts`, by the weighted sum of
+        those parts and the one of text, image or image_id given (weight 1); `feedback`
+        refines the query by judged examples (see imagesearch.queries)."""
+        query = make_query(text=text, image=image, image_id=image_id, parts=parts,
+                           feedback=feedback)
         request = pb.SearchRequest(collection=collection, queries=[query], top_k=top_k,
                                    filter=[parse_condition(f) for f in filters])
         if min_similarity is not None:
@@ -264,9 +270,11 @@ class SearchClient:
 
     def find_duplicates(self, collection: str, *, image: bytes | None = None,
                         image_id: str | None = None, min_similarity: float = 0.0,
-                        max_results: int = 10, similar: bool = False) -> list[Hit]:
-        """Copies of the image (the service's default), or with `similar` look-alikes."""
-        query = pb.Query(image=image) if image is not None else pb.Query(image_id=image_id or "")
+                        max_results: int = 10, similar: bool = False,
+                        parts: Sequence[Part] = ()) -> list[Hit]:
+        """Copies of the image (the service's default), or with `similar` look-alikes; with
+        image and image_id `parts`, look-alikes of their weighted sum."""
+        query = make_query(image=image, image_id=image_id, parts=parts)
         request = pb.FindDuplicatesRequest(collection=collection, query=query,
                                            min_similarity=min_similarity,
                                            max_results=max_results, mode=_mode(similar))

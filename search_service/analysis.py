@@ -8,7 +8,19 @@ from collections.abc import Sequence
 from imagesearch.errors import InvalidArgument
 from search_service import validation as check
 from search_service.core import SearchCore, without
-from search_service.domain import Classification, Condition, Hit, LabelScore, Op, Outcome, Query
+from search_service.domain import (
+    Classification,
+    Condition,
+    Hit,
+    LabelScore,
+    Op,
+    Outcome,
+    Query,
+    refused,
+)
+
+_NO_FEEDBACK = ("feedback refines Search queries only; to classify by examples, make them "
+                "image_id parts of a compound query")
 
 
 def _vote(hits: list[Hit], label_key: str, max_labels: int) -> list[LabelScore]:
@@ -34,15 +46,19 @@ async def classify(core: SearchCore, name: str, queries: Sequence[Query], label_
     if not 0 <= max_labels <= 1000:
         raise InvalidArgument(f"max_labels must be 0 (all) to 1000; got {max_labels}")
     record = await core.collection(name)
-    vectors = await core.query_vectors(record, queries, remaining)
+    vectors = [refused(_NO_FEEDBACK) if query.feedback is not None else vector
+               for query, vector in zip(queries, await core.query_vectors(
+                   record, queries, remaining), strict=True)]
     labelled = (Condition(label_key, Op.EXISTS),)
-    found = await core.nearest(record, vectors, neighbours + 1, labelled)
+    own = max(len(query.own_ids) for query in queries)
+    found = await core.nearest(record, vectors, neighbours + own, labelled)
     results = []
     for query, vector, hits in zip(queries, vectors, found, strict=True):
         if isinstance(vector, Outcome):
             results.append(Classification([], vector))
             continue
-        # An indexed image never votes for itself (leave-one-out).
-        voters = without(hits, query.image_id, neighbours)
+        # An indexed image never votes for itself (leave-one-out), nor do the indexed
+        # images a compound query is made of.
+        voters = without(hits, query.own_ids, neighbours)
         results.append(Classification(_vote(voters, label_key, max_labels)))
     return results

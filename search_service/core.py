@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagesearch.errors import FailedPrecondition, InvalidArgument
-from search_service import copy_index
+from search_service import compose, copy_index
 from search_service import validation as check
 from search_service.domain import (
     DONE,
@@ -273,9 +273,13 @@ class SearchCore:
         check.check_similarity(min_similarity)
         record = await self.collection(name)
         vectors = await self.query_vectors(record, queries, remaining)
-        hits = await self.nearest(record, vectors, limit, filters, min_similarity)
-        return [QueryResult([], v) if isinstance(v, Outcome) else QueryResult(h)
-                for v, h in zip(vectors, hits, strict=True)]
+        # Feedback examples left out of the hits: ask for that many more, then drop them.
+        excluded = [q.feedback.excluded if q.feedback else frozenset() for q in queries]
+        hits = await self.nearest(record, vectors, limit + max(map(len, excluded)), filters,
+                                  min_similarity)
+        return [QueryResult([], v) if isinstance(v, Outcome)
+                else QueryResult([h for h in found if h.external_id not in out][:limit])
+                for v, found, out in zip(vectors, hits, excluded, strict=True)]
 
     async def nearest(self, record: CollectionRecord, vectors: Sequence[Embedding], top_k: int,
                       conditions: tuple[Condition, ...] = (),
@@ -292,9 +296,19 @@ class SearchCore:
 
     async def query_vectors(self, record: CollectionRecord, queries: Sequence[Query],
                             remaining: float | None) -> list[Embedding]:
-        """Each query's unit vector, or the outcome saying why it has none."""
-        out: list[Embedding] = [refused("query is empty: set text, image, image_id or "
-                                        "vector")] * len(queries)
+        """Each query's unit vector, or the outcome saying why it has none. The atoms of
+        every query - parts of compound queries and feedback examples too - are embedded
+        together: one embedder call per kind, one store read for every indexed image."""
+        plans = [compose.plan(query) for query in queries]
+        atoms = [atom for p in plans if isinstance(p, compose.Plan) for atom in p.atoms]
+        vectors = iter(await self._atom_vectors(record, atoms, remaining))
+        return [p if isinstance(p, Outcome)
+                else p.fold([next(vectors) for _ in p.atoms], record.name) for p in plans]
+
+    async def _atom_vectors(self, record: CollectionRecord, queries: Sequence[Query],
+                            remaining: float | None) -> list[Embedding]:
+        """Each single-kind query's unit vector, or the outcome saying why it has none."""
+        out: list[Embedding] = [refused(compose.EMPTY)] * len(queries)
         for kind in ("text", "image"):
             picked = [i for i, q in enumerate(queries) if getattr(q, kind) is not None]
             if picked:
@@ -338,9 +352,9 @@ class SearchCore:
                 "Search it with the original model, or re-index into a new collection")
 
 
-def without(hits: list[Hit], external_id: str | None, limit: int) -> list[Hit]:
-    """The first `limit` hits other than the image `external_id` (a query's own)."""
-    return [h for h in hits if h.external_id != external_id][:limit]
+def without(hits: list[Hit], own: frozenset[str], limit: int) -> list[Hit]:
+    """The first `limit` hits other than the images `own` (a query's own)."""
+    return [h for h in hits if h.external_id not in own][:limit]
 
 
 def _raw_vector(vector: np.ndarray, dimension: int) -> Embedding:

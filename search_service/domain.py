@@ -158,12 +158,51 @@ class Condition:
 
 @dataclass(frozen=True)
 class Query:
-    """Exactly one of the fields is set."""
+    """Exactly one of text, image, image_id, vector and parts is set. Parts make a compound
+    query (their weighted sum); feedback refines a Search query (search_service.compose)."""
 
     text: str | None = None
     image: bytes | None = None
     image_id: str | None = None
     vector: np.ndarray | None = None
+    parts: tuple[Part, ...] | None = None
+    feedback: Feedback | None = None
+
+    @property
+    def own_ids(self) -> frozenset[str]:
+        """The indexed images this query is made of (its image_id, or its image_id parts):
+        what duplicates and classification leave out of its answer."""
+        if self.parts is None:
+            return frozenset({self.image_id}) if self.image_id is not None else frozenset()
+        return frozenset(p.query.image_id for p in self.parts if p.query.image_id is not None)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One term of a compound query: a query of one kind (no parts, no feedback) and its
+    weight."""
+
+    query: Query
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Relevance feedback on a query (Rocchio); None weights take the defaults."""
+
+    positive_ids: tuple[str, ...] = ()
+    negative_ids: tuple[str, ...] = ()
+    query_weight: float | None = None
+    positive_weight: float | None = None
+    negative_weight: float | None = None
+    exclude_positives: bool = False
+    include_negatives: bool = False
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        """The examples left out of the hits."""
+        return frozenset((self.positive_ids if self.exclude_positives else ())
+                         + (() if self.include_negatives else self.negative_ids))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from imagesearch.copies import index, verify
 from imagesearch.copies import signal as signals
 from imagesearch.copies.signal import CopySignal
 from imagesearch.errors import FailedPrecondition, InvalidArgument, NotFound
-from search_service import copy_index
+from search_service import compose, copy_index
 from search_service import validation as check
 from search_service.core import CopyRecord, SearchCore, without
 from search_service.domain import (
@@ -60,8 +60,14 @@ async def find_duplicates(core: SearchCore, name: str, query: Query, min_similar
     service (mode None), a query without a copy signal (an image added before the service
     kept them, or an embedder older than them) is answered as SIMILAR, and says so."""
     limit = check.check_bounded("max_results", max_results, 1, 1000, 10)
+    if query.feedback is not None:
+        raise InvalidArgument("feedback refines Search queries only; FindDuplicates looks for "
+                              "one image (or a compound query of images)")
+    if query.parts is not None:
+        return await _compound(core, name, query, min_similarity, limit, remaining, mode)
     if query.image is None and query.image_id is None:
-        raise InvalidArgument("query must be an image or the id of an indexed image")
+        raise InvalidArgument("query must be an image, the id of an indexed image, or a "
+                              "compound query of those")
     chosen = _mode(core, mode)
     record = await core.collection(name)
     if chosen is DuplicateMode.SIMILAR:
@@ -77,7 +83,7 @@ async def find_duplicates(core: SearchCore, name: str, query: Query, min_similar
         raise FailedPrecondition(_no_signal(query))
     candidates = min(max(COPY_CANDIDATES, 2 * limit), MAX_COPY_CANDIDATES)
     (hits,) = await core.nearest(record, [vector], candidates + 1, (), floor)
-    hits = without(hits, query.image_id, candidates)
+    hits = without(hits, query.own_ids, candidates)
     hits += await _indexed(core, record, signal, vector, hits, query.image_id, floor)
     hits.sort(key=lambda h: -h.similarity)
     records = await core.copy_records(record, [h.external_id for h in hits])
@@ -100,12 +106,31 @@ async def _indexed(core: SearchCore, record: CollectionRecord, signal: CopySigna
     return [hit for hit in found if hit.similarity >= floor]
 
 
+async def _compound(core: SearchCore, name: str, query: Query, min_similarity: float,
+                    limit: int, remaining: float | None, mode: DuplicateMode | None
+                    ) -> Duplicates:
+    """A weighted sum of images, answered by similarity: copies are verified against one
+    picture, and a sum of pictures is none."""
+    if mode is DuplicateMode.COPIES:
+        raise InvalidArgument("DUPLICATE_MODE_COPIES verifies copies of one picture, and a "
+                              "compound query is a sum of several: ask for "
+                              "DUPLICATE_MODE_SIMILAR, or leave mode unset")
+    for n, part in enumerate(query.parts or (), 1):
+        if part.query.image is None and part.query.image_id is None:
+            raise InvalidArgument(f"FindDuplicates takes image and image_id parts only; part "
+                                  f"{n} is a {compose.kind(part.query) or 'empty part'}")
+    record = await core.collection(name)
+    (vector,) = await core.query_vectors(record, [query], remaining)
+    return await _similar(core, record, _vector(vector), query, min_similarity, limit)
+
+
 async def _similar(core: SearchCore, record: CollectionRecord, vector: np.ndarray,
                    query: Query, min_similarity: float, limit: int) -> Duplicates:
     threshold = _threshold(min_similarity)
-    (hits,) = await core.nearest(record, [vector], limit + 1, (), threshold)
+    own = query.own_ids
+    (hits,) = await core.nearest(record, [vector], limit + len(own), (), threshold)
     return Duplicates([replace(h, match=MatchKind.SIMILAR)
-                       for h in without(hits, query.image_id, limit)], DuplicateMode.SIMILAR)
+                       for h in without(hits, own, limit)], DuplicateMode.SIMILAR)
 
 
 def _mode(core: SearchCore, mode: DuplicateMode | None) -> DuplicateMode:
@@ -219,7 +244,7 @@ async def duplicate_groups(core: SearchCore, name: str, min_similarity: float,
         vectors = [image.vector for image in page if image.vector is not None]
         hits = await core.nearest(record, vectors, k + 1, (), threshold)
         pairs = [(image.external_id, hit) for image, found in zip(page, hits, strict=True)
-                 for hit in without(found, image.external_id, k)]
+                 for hit in without(found, frozenset({image.external_id}), k)]
         if copies:
             pairs += await _index_pairs(core, record, page, pairs, threshold)
             missing = await cache.load(core, record, {i for p in pairs for i in (p[0],

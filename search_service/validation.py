@@ -39,6 +39,11 @@ MAX_DESCRIPTION = 1024
 MAX_CONDITIONS = 32
 MAX_VALUES = 256
 MAX_PAGE = 1000
+# Compound queries and relevance feedback (search_service.compose).
+MAX_PARTS = 16
+MAX_PART_WEIGHT = 100.0
+MAX_EXAMPLES = 64
+MAX_FEEDBACK_WEIGHT = 10.0
 
 
 def check_collection_name(name: str) -> str:
@@ -125,6 +130,37 @@ def check_bounded(name: str, value: int, low: int, high: int, default: int) -> i
     if value and not low <= value <= high:
         raise InvalidArgument(f"{name} must be {low} to {high}; got {value}")
     return value or default
+
+
+def check_part_weight(weight: float) -> float:
+    if not (math.isfinite(weight) and weight != 0 and abs(weight) <= MAX_PART_WEIGHT):
+        raise InvalidArgument(f"weight {weight} is invalid: give a non-zero number in "
+                              f"[-{MAX_PART_WEIGHT:g}, {MAX_PART_WEIGHT:g}]")
+    return weight
+
+
+def check_feedback_weight(name: str, weight: float | None, default: float) -> float:
+    """A Rocchio coefficient; None means the default."""
+    if weight is None:
+        return default
+    if not 0 <= weight <= MAX_FEEDBACK_WEIGHT:  # NaN fails too
+        raise InvalidArgument(f"feedback {name} must be in [0, {MAX_FEEDBACK_WEIGHT:g}]; got "
+                              f"{weight}")
+    return weight
+
+
+def check_examples(positive: Sequence[str], negative: Sequence[str]) -> None:
+    """Feedback examples: at most MAX_EXAMPLES a side, valid ids, none on both sides."""
+    for side, ids in (("positive", positive), ("negative", negative)):
+        if len(ids) > MAX_EXAMPLES:
+            raise InvalidArgument(f"feedback has {len(ids)} {side} examples; the limit is "
+                                  f"{MAX_EXAMPLES}")
+        for external_id in ids:
+            check_external_id(external_id)
+    both = sorted(set(positive) & set(negative))
+    if both:
+        raise InvalidArgument(f"feedback gives {', '.join(repr(i[:80]) for i in both[:5])} "
+                              "both as a positive and as a negative example")
 
 
 def check_filter_value(value: Scalar) -> Scalar:

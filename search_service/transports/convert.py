@@ -3,6 +3,7 @@ values. Outcome problems become canonical status code numbers here and nowhere e
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -17,11 +18,13 @@ from search_service.domain import (
     Collection,
     Condition,
     DuplicateMode,
+    Feedback,
     Hit,
     MatchKind,
     NewImage,
     Op,
     Outcome,
+    Part,
     Query,
     QueryResult,
     Scalar,
@@ -60,6 +63,13 @@ def condition_in(condition: pb.Condition) -> Condition:
 
 
 def query_in(query: pb.Query) -> Query:
+    feedback = feedback_in(query.feedback) if query.HasField("feedback") else None
+    if query.WhichOneof("kind") == "compound":
+        return Query(parts=tuple(part_in(p) for p in query.compound.parts), feedback=feedback)
+    return replace(_atom_in(query), feedback=feedback)
+
+
+def _atom_in(query: pb.Query | pb.QueryPart) -> Query:
     kind = query.WhichOneof("kind")
     if kind == "text":
         return Query(text=query.text)
@@ -70,6 +80,19 @@ def query_in(query: pb.Query) -> Query:
     if kind == "vector":
         return Query(vector=np.asarray(query.vector.values, dtype=np.float32))
     return Query()
+
+
+def part_in(part: pb.QueryPart) -> Part:
+    return Part(_atom_in(part), part.weight if part.HasField("weight") else 1.0)
+
+
+def feedback_in(feedback: pb.Feedback) -> Feedback:
+    def optional(name: str) -> float | None:
+        return getattr(feedback, name) if feedback.HasField(name) else None
+    return Feedback(tuple(feedback.positive_ids), tuple(feedback.negative_ids),
+                    optional("query_weight"), optional("positive_weight"),
+                    optional("negative_weight"), feedback.exclude_positives,
+                    feedback.include_negatives)
 
 
 def collection_out(collection: Collection) -> pb.Collection:

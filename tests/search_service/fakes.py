@@ -100,6 +100,7 @@ class FakeStore:
 
     async def get(self, collection: CollectionRecord, ids: Sequence[str],
                   with_vectors: bool = False) -> list[StoredImage]:
+        self.calls.append(f"get:{len(ids)}")
         rows = self._rows(collection)
         return [self._out(rows[i], with_vectors) for i in ids if i in rows]
 

@@ -90,7 +90,7 @@ async def test_duplicate_requests_are_validated(search, duplicates):
     _, stub = search
     for request, details in [
         (pb.FindDuplicatesRequest(collection="dups", query=pb.Query(text="a red star")),
-         "query must be an image or the id of an indexed image"),
+         "query must be an image, the id of an indexed image, or a compound query of those"),
         (pb.FindDuplicatesRequest(collection="dups", query=pb.Query(image=b"junk")),
          "bytes are not an image"),
         (pb.FindDuplicatesRequest(collection="dups", query=pb.Query(image_id="g0-original"),

@@ -45,10 +45,25 @@ metadata = st.dictionaries(texts, values, max_size=5)
 conditions = st.lists(st.builds(pb.Condition, key=texts, operator=st.integers(-1, 12),
                                 values=st.lists(values, max_size=4)), max_size=4)
 vectors = st.lists(st.floats(width=32), max_size=40).map(lambda v: pb.Vector(values=v))
-queries = st.lists(st.one_of(
+atoms = st.one_of(
     st.builds(pb.Query, text=texts), st.builds(pb.Query, image_id=texts),
     st.builds(pb.Query, vector=vectors), st.builds(pb.Query, image=st.binary(max_size=64)),
-    st.just(pb.Query())), max_size=5)
+    st.just(pb.Query()))
+parts = st.one_of(
+    st.builds(pb.QueryPart, text=texts), st.builds(pb.QueryPart, image_id=ids),
+    st.builds(pb.QueryPart, vector=vectors), st.builds(pb.QueryPart, image_id=ids,
+                                                       weight=st.floats(width=32)),
+    st.builds(pb.QueryPart, text=texts, weight=st.floats(width=32)), st.just(pb.QueryPart()))
+feedback = st.builds(pb.Feedback, positive_ids=st.lists(ids, max_size=4),
+                     negative_ids=st.lists(ids, max_size=4),
+                     query_weight=st.floats(width=32), positive_weight=st.floats(width=32),
+                     exclude_positives=st.booleans(), include_negatives=st.booleans())
+compounds = st.builds(lambda p: pb.Query(compound=pb.CompoundQuery(parts=p)),
+                      st.lists(parts, max_size=18))
+with_feedback = st.builds(lambda q, f: pb.Query(**{
+    q.WhichOneof("kind"): getattr(q, q.WhichOneof("kind"))}, feedback=f) if q.WhichOneof(
+        "kind") else pb.Query(feedback=f), atoms | compounds, feedback)
+queries = st.lists(atoms | compounds | with_feedback, max_size=5)
 limits = st.integers(-5, 5) | st.integers(-(2 ** 31), 2 ** 31 - 1)
 similarity = st.floats(width=32)
 

@@ -106,7 +106,7 @@ async def test_vector_query_and_bad_queries_fail_only_themselves(search, shapes)
     assert missing.status.code == grpc.StatusCode.NOT_FOUND.value[0]
     assert missing.status.message == "image 'no-such-image' is not in collection 'shapes'"
     assert short.status.message == "vector has 2 values; the collection's dimension is 64"
-    assert empty.status.message == "query is empty: set text, image, image_id or vector"
+    assert empty.status.message == "query is empty: set text, image, image_id, vector or compound"
 
 
 async def test_filters_and_min_similarity(search, shapes):

@@ -299,16 +299,58 @@ class Condition(_message.Message):
     def __init__(self, key: _Optional[str] = ..., operator: _Optional[_Union[Operator, str]] = ..., values: _Optional[_Iterable[_Union[MetadataValue, _Mapping]]] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("text", "image", "image_id", "vector")
+    __slots__ = ("text", "image", "image_id", "vector", "compound", "feedback")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    COMPOUND_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     image_id: str
     vector: Vector
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
+    compound: CompoundQuery
+    feedback: Feedback
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., compound: _Optional[_Union[CompoundQuery, _Mapping]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ...) -> None: ...
+
+class CompoundQuery(_message.Message):
+    __slots__ = ("parts",)
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    parts: _containers.RepeatedCompositeFieldContainer[QueryPart]
+    def __init__(self, parts: _Optional[_Iterable[_Union[QueryPart, _Mapping]]] = ...) -> None: ...
+
+class QueryPart(_message.Message):
+    __slots__ = ("text", "image", "image_id", "vector", "weight")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    image: bytes
+    image_id: str
+    vector: Vector
+    weight: float
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Feedback(_message.Message):
+    __slots__ = ("positive_ids", "negative_ids", "query_weight", "positive_weight", "negative_weight", "exclude_positives", "include_negatives")
+    POSITIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    positive_ids: _containers.RepeatedScalarFieldContainer[str]
+    negative_ids: _containers.RepeatedScalarFieldContainer[str]
+    query_weight: float
+    positive_weight: float
+    negative_weight: float
+    exclude_positives: bool
+    include_negatives: bool
+    def __init__(self, positive_ids: _Optional[_Iterable[str]] = ..., negative_ids: _Optional[_Iterable[str]] = ..., query_weight: _Optional[float] = ..., positive_weight: _Optional[float] = ..., negative_weight: _Optional[float] = ..., exclude_positives: _Optional[bool] = ..., include_negatives: _Optional[bool] = ...) -> None: ...
 
 class Vector(_message.Message):
     __slots__ = ("values",)

@@ -218,10 +218,11 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """Nearest images for one or more queries (text, image bytes, an indexed image, or a vector).
+        """Nearest images for one or more queries (text, image bytes, an indexed image, a vector, or
+        a weighted sum of these), each optionally refined by relevance feedback.
         Errors: NOT_FOUND (collection), FAILED_PRECONDITION (model), INVALID_ARGUMENT (top_k,
         filter); a bad query fails only its own result (its status: INVALID_ARGUMENT, or
-        NOT_FOUND for an unknown image_id).
+        NOT_FOUND for an unknown image_id, compound part or feedback example).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
