@@ -49,7 +49,8 @@ def cmd_search(args: argparse.Namespace, client: SearchClient) -> int:
     hits_out(args, client.search(
         args.collection, text=single.text, image=single.image, image_id=single.image_id,
         parts=parts, feedback=cli_query.feedback(args), top_k=args.top_k,
-        filters=args.filter, min_similarity=args.min_similarity))
+        filters=args.filter, min_similarity=args.min_similarity,
+        cutoff_gap=args.cutoff == "gap"))
     return 0
 
 
@@ -226,6 +227,9 @@ def parser() -> argparse.ArgumentParser:
                         help="KEY=VALUE, or != < <= > >= (repeatable); = and != on a number "
                         "or true/false also match it stored as text")
     search.add_argument("--min-similarity", type=float)
+    search.add_argument("--cutoff", choices=["none", "gap"], default="none",
+                        help="gap: only the hits before the largest drop in similarity "
+                        "(set -k to the most you would want)")
     cli_query.add_options(search)
     search.set_defaults(run=cmd_search)
     dups = command("duplicates", "near-duplicate groups, or copies of one image")

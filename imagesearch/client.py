@@ -253,14 +253,18 @@ class SearchClient:
     def search(self, collection: str, *, text: str | None = None, image: bytes | None = None,
                image_id: str | None = None, top_k: int = 10,
                filters: Sequence[str] = (), min_similarity: float | None = None,
-               parts: Sequence[Part] = (), feedback: Feedback | None = None) -> list[Hit]:
+               parts: Sequence[Part] = (), feedback: Feedback | None = None,
+               cutoff_gap: bool = False) -> list[Hit]:
         """By text, image bytes or an indexed image's id; with `parts`, by the weighted sum of
         those parts and the one of text, image or image_id given (weight 1); `feedback`
-        refines the query by judged examples (see imagesearch.queries)."""
+        refines the query by judged examples (see imagesearch.queries); `cutoff_gap` keeps
+        only the hits before the largest drop in similarity within top_k."""
         query = make_query(text=text, image=image, image_id=image_id, parts=parts,
                            feedback=feedback)
         request = pb.SearchRequest(collection=collection, queries=[query], top_k=top_k,
-                                   filter=[parse_condition(f) for f in filters])
+                                   filter=[parse_condition(f) for f in filters],
+                                   cutoff=pb.CUTOFF_LARGEST_GAP if cutoff_gap
+                                   else pb.CUTOFF_UNSPECIFIED)
         if min_similarity is not None:
             request.min_similarity = min_similarity
         (result,) = self._call("Search", request).results

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from search_service import analysis, duplicates, ingest
 from search_service.core import SearchCore
+from search_service.cutoff import Cutoff
 from search_service.domain import (
     Classification,
     Collection,
@@ -71,9 +72,10 @@ class SearchApp:
 
     async def search(self, name: str, queries: Sequence[Query], top_k: int,
                      min_similarity: float, conditions: Sequence[Condition],
-                     remaining: float | None = None) -> list[QueryResult]:
+                     remaining: float | None = None,
+                     cut: Cutoff = Cutoff.NONE) -> list[QueryResult]:
         return await self.core.search(name, queries, top_k, min_similarity, conditions,
-                                      remaining)
+                                      remaining, cut)
 
     async def find_duplicates(self, name: str, query: Query, min_similarity: float,
                               max_results: int, remaining: float | None = None,

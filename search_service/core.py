@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagesearch.errors import FailedPrecondition, InvalidArgument
-from search_service import compose, copy_index
+from search_service import compose, copy_index, cutoff
 from search_service import validation as check
 from search_service.domain import (
     DONE,
@@ -267,7 +267,8 @@ class SearchCore:
 
     async def search(self, name: str, queries: Sequence[Query], top_k: int,
                      min_similarity: float, conditions: Sequence[Condition],
-                     remaining: float | None = None) -> list[QueryResult]:
+                     remaining: float | None = None,
+                     cut: cutoff.Cutoff = cutoff.Cutoff.NONE) -> list[QueryResult]:
         check.check_count("queries", len(queries), check.MAX_QUERIES)
         limit, filters = check.check_top_k(top_k), check.check_conditions(conditions)
         check.check_similarity(min_similarity)
@@ -278,7 +279,8 @@ class SearchCore:
         hits = await self.nearest(record, vectors, limit + max(map(len, excluded)), filters,
                                   min_similarity)
         return [QueryResult([], v) if isinstance(v, Outcome)
-                else QueryResult([h for h in found if h.external_id not in out][:limit])
+                else QueryResult(cutoff.apply(cut, [h for h in found
+                                                    if h.external_id not in out][:limit]))
                 for v, found, out in zip(vectors, hits, excluded, strict=True)]
 
     async def nearest(self, record: CollectionRecord, vectors: Sequence[Embedding], top_k: int,

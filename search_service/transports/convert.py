@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.errors import InvalidArgument
 from imagesearch.metadata import from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
+from search_service.cutoff import Cutoff
 from search_service.domain import (
     Classification,
     Collection,
@@ -121,6 +122,16 @@ _MODES: dict[int, DuplicateMode] = {pb.DUPLICATE_MODE_COPIES: DuplicateMode.COPI
                                     pb.DUPLICATE_MODE_SIMILAR: DuplicateMode.SIMILAR}
 _MATCHES = {MatchKind.EXACT: pb.MATCH_KIND_EXACT, MatchKind.COPY: pb.MATCH_KIND_COPY,
             MatchKind.SIMILAR: pb.MATCH_KIND_SIMILAR}
+
+
+_CUTOFFS: dict[int, Cutoff] = {pb.CUTOFF_UNSPECIFIED: Cutoff.NONE,
+                               pb.CUTOFF_NONE: Cutoff.NONE, pb.CUTOFF_LARGEST_GAP: Cutoff.GAP}
+
+
+def cutoff_in(cutoff: int) -> Cutoff:
+    if cutoff not in _CUTOFFS:
+        raise InvalidArgument(f"cutoff {cutoff} is not a Cutoff (NONE 1, LARGEST_GAP 2)")
+    return _CUTOFFS[cutoff]
 
 
 def mode_in(mode: int) -> DuplicateMode | None:

@@ -143,7 +143,8 @@ class SearchServicer:
         minimum = request.min_similarity if request.HasField("min_similarity") else -1.0
         results = await self._app.search(
             request.collection, [query_in(q) for q in request.queries], request.top_k, minimum,
-            [condition_in(c) for c in request.filter], _remaining(context))
+            [condition_in(c) for c in request.filter], _remaining(context),
+            out.cutoff_in(request.cutoff))
         return self._sized(pb.SearchResponse(results=[out.result_out(r) for r in results]))
 
     @requires(Level.READ, "collection")

@@ -96,6 +96,9 @@ async def test_the_cli_takes_parts_weights_and_feedback_as_options(search, scene
     code, hits, _ = await cli_run(capsys, server.port, "--like", blue[0], "--relevant", blue[1],
                                   "--exclude-relevant", "-k", "3")
     assert code == 0 and hits[0]["id"] == blue[0] and blue[1] not in {h["id"] for h in hits}
+    code, hits, _ = await cli_run(capsys, server.port, "a blue star", "--cutoff", "gap",
+                                  "-k", "50")
+    assert code == 0 and 1 <= len(hits) < 50
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -24,6 +24,12 @@ class Operator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATOR_NOT_IN: _ClassVar[Operator]
     OPERATOR_EXISTS: _ClassVar[Operator]
 
+class Cutoff(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CUTOFF_UNSPECIFIED: _ClassVar[Cutoff]
+    CUTOFF_NONE: _ClassVar[Cutoff]
+    CUTOFF_LARGEST_GAP: _ClassVar[Cutoff]
+
 class DuplicateMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DUPLICATE_MODE_UNSPECIFIED: _ClassVar[DuplicateMode]
@@ -46,6 +52,9 @@ OPERATOR_GREATER_OR_EQUAL: Operator
 OPERATOR_IN: Operator
 OPERATOR_NOT_IN: Operator
 OPERATOR_EXISTS: Operator
+CUTOFF_UNSPECIFIED: Cutoff
+CUTOFF_NONE: Cutoff
+CUTOFF_LARGEST_GAP: Cutoff
 DUPLICATE_MODE_UNSPECIFIED: DuplicateMode
 DUPLICATE_MODE_COPIES: DuplicateMode
 DUPLICATE_MODE_SIMILAR: DuplicateMode
@@ -359,18 +368,20 @@ class Vector(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "top_k", "min_similarity", "filter")
+    __slots__ = ("collection", "queries", "top_k", "min_similarity", "filter", "cutoff")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    CUTOFF_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     top_k: int
     min_similarity: float
     filter: _containers.RepeatedCompositeFieldContainer[Condition]
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., top_k: _Optional[int] = ..., min_similarity: _Optional[float] = ..., filter: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ...) -> None: ...
+    cutoff: Cutoff
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., top_k: _Optional[int] = ..., min_similarity: _Optional[float] = ..., filter: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., cutoff: _Optional[_Union[Cutoff, str]] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "similarity", "metadata", "match", "evidence")
