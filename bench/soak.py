@@ -53,7 +53,11 @@ class Stats:
 
 def rss_mb(service: Service) -> float:
     assert service.process is not None
-    for line in Path(f"/proc/{service.process.pid}/status").read_text().splitlines():
+    return _rss_mb(service.process.pid)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -106,6 +110,13 @@ class Worker(threading.Thread):
             self.stored -= set(gone)
 
 
+def search_rss_mb(stack: Stack, workdir: Path) -> float:
+    """The search service's RSS, and its Lite child's where it has one."""
+    child = workdir / "search.db.pid"
+    extra = _rss_mb(int(child.read_text())) if child.exists() else 0.0
+    return rss_mb(stack.search) + extra
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values or [0])[0]
 
@@ -117,11 +128,16 @@ def main() -> int:
     parser.add_argument("--interval-s", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--report", type=Path)
+    parser.add_argument("--lite-child", action="store_true",
+                        help="Milvus Lite in a child process of the search service "
+                             "(bench/lite_child_search.py); RSS adds the child's")
     args = parser.parse_args()
     images = [data for _, data, _ in scene_images(24, seed=args.seed)]
     rows, mismatches, total_errors = [], 0, 0
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         stack = Stack(Path(tmp), "lite")
+        if args.lite_child:
+            stack.search.module = "bench.lite_child_search"
         stack.start()
         client = SearchClient(stack.search.address, timeout_s=60)
         try:
@@ -141,7 +157,7 @@ def main() -> int:
                 row = (f"| {(time.monotonic() - started) / 60:.1f} | {calls / args.interval_s:.1f}"
                        f" | {percentile(every, 50) * 1000:.0f} | {percentile(every, 95) * 1000:.0f}"
                        + "".join(f" | {percentile(taken[op], 50) * 1000:.0f}" for op in OPS)
-                       + f" | {len(errors)} | {rss_mb(stack.search):.0f}"
+                       + f" | {len(errors)} | {search_rss_mb(stack, Path(tmp)):.0f}"
                        f" | {rss_mb(stack.embedder):.0f} |")
                 rows.append(row)
                 print(row, *errors[:3], flush=True)
