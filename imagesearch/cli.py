@@ -8,6 +8,7 @@
     imagesearch duplicates -c trips                  (groups across the whole collection)
     imagesearch duplicates -c trips --image new.jpg  (is this one already there?)
     imagesearch classify unknown/*.jpg -c pets --label-key label
+    imagesearch class-names add cat dog -c pets; imagesearch classify x.jpg --by names -c pets
     imagesearch thumbnails -c trips beach.jpg --out thumbs/   (the kept JPEGs, as files)
     imagesearch --server 127.0.0.1:50051 health      (either service; exit 0 when SERVING)
 
@@ -30,7 +31,7 @@ from urllib.parse import quote
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imagesearch import cli_query
+from imagesearch import cli_classes, cli_query
 from imagesearch.cli_index import CommandError, cmd_index, id_path, path_id
 from imagesearch.cli_output import emit, hits_out
 from imagesearch.client import IngestIncomplete, Part, SearchClient
@@ -70,7 +71,8 @@ def cmd_duplicates(args: argparse.Namespace, client: SearchClient) -> int:
 
 def cmd_classify(args: argparse.Namespace, client: SearchClient) -> int:
     results = client.classify(args.collection, [f.read_bytes() for f in args.files],
-                              args.label_key, args.k)
+                              args.label_key, args.k, source=args.by,
+                              names_weight=args.names_weight)
     emit(args, [{"file": str(f), "labels": [{"label": lab, "confidence": round(c, 6),
                                              "votes": v} for lab, c, v in labels]}
                 for f, labels in zip(args.files, results, strict=True)],
@@ -241,12 +243,14 @@ def parser() -> argparse.ArgumentParser:
     dups.add_argument("--threshold", type=float, default=0.0,
                       help="--similar: the similarity (0: 0.95); copies: only candidates above")
     dups.set_defaults(run=cmd_duplicates)
-    classify = command("classify", "label images by their nearest neighbours")
+    classify = command("classify", "label images by their nearest neighbours or class names")
     classify.add_argument("files", type=Path, nargs="+")
     classify.add_argument("-c", "--collection", required=True)
     classify.add_argument("--label-key", default="label")
     classify.add_argument("-k", type=int, default=10)
+    cli_classes.add_classify_options(classify)
     classify.set_defaults(run=cmd_classify)
+    cli_classes.add_command(command)
     command("collections", "list collections").set_defaults(run=cmd_collections)
     images = command("images", "list a collection's images")
     images.add_argument("-c", "--collection", required=True)

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from imagesearch.channels import ChannelConfig, ClientTls, create_channel
+from imagesearch.client_classes import Classifying
 from imagesearch.ingest_stream import (
     IngestIncomplete,
     ItemError,
@@ -100,7 +101,7 @@ def _or_empty(value: Scalar | None) -> Scalar:
     return "" if value is None else value
 
 
-class SearchClient:
+class SearchClient(Classifying):
     def __init__(self, target: str, timeout_s: float = 60.0, *,
                  ca_file: Path | None = None, token: str | None = None,
                  keepalive_s: float = 20.0, keepalive_timeout_s: float = 10.0) -> None:
@@ -292,9 +293,3 @@ class SearchClient:
         response = self._call("FindDuplicateGroups", request)
         return [(list(g.ids), g.min_similarity) for g in response.groups]
 
-    def classify(self, collection: str, images: Sequence[bytes], label_key: str,
-                 k: int = 10) -> list[list[tuple[str, float, int]]]:
-        request = pb.ClassifyRequest(collection=collection, label_key=label_key, k=k,
-                                     queries=[pb.Query(image=d) for d in images])
-        results = self._call("Classify", request).results
-        return [[(s.label, s.confidence, s.votes) for s in r.labels] for r in results]

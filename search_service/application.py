@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from search_service import analysis, duplicates, ingest
+from search_service import analysis, class_names, duplicates, ingest
 from search_service.core import SearchCore
 from search_service.cutoff import Cutoff
 from search_service.domain import (
     Classification,
+    ClassSource,
     Collection,
     Condition,
     DuplicateGroups,
@@ -89,6 +90,19 @@ class SearchApp:
                                                mode)
 
     async def classify(self, name: str, queries: Sequence[Query], label_key: str, k: int,
-                       max_labels: int, remaining: float | None = None) -> list[Classification]:
+                       max_labels: int, remaining: float | None = None,
+                       source: ClassSource = ClassSource.LABELLED,
+                       names_weight: float | None = None) -> list[Classification]:
         return await analysis.classify(self.core, name, queries, label_key, k, max_labels,
-                                       remaining)
+                                       remaining, source, names_weight)
+
+    async def add_class_names(self, name: str, names: Sequence[str],
+                              remaining: float | None = None) -> int:
+        return await class_names.add(self.core, name, names, remaining)
+
+    async def list_class_names(self, name: str, size: int, token: str
+                               ) -> tuple[list[str], str]:
+        return await class_names.listed(self.core, name, size, token)
+
+    async def delete_class_names(self, name: str, names: Sequence[str]) -> None:
+        await class_names.delete(self.core, name, names)

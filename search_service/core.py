@@ -345,6 +345,13 @@ class SearchCore:
             out[i] = vector if vector is not None else refused(
                 f"image {external_id!r} is not in collection {record.name!r}", Problem.NOT_FOUND)
 
+    async def embed_texts(self, record: CollectionRecord, texts: Sequence[str],
+                          remaining: float | None) -> list[Embedding]:
+        """Texts' vectors in the collection's space (the embedder's model checked first)."""
+        fingerprint, embedded = await self._embedder.embed_texts(texts, remaining)
+        self._check_model(record, fingerprint)
+        return embedded
+
     @staticmethod
     def _check_model(record: CollectionRecord, fingerprint: str) -> None:
         if fingerprint != record.model.fingerprint:

@@ -232,6 +232,14 @@ class DuplicateGroups:
     unverified: int = 0  # images without a copy signal (COPIES)
 
 
+class ClassSource(enum.Enum):
+    """What Classify's labels come from."""
+
+    LABELLED = "labelled"  # a vote of the nearest labelled images (k-NN)
+    NAMES = "names"  # the nearest of the collection's class names (zero-shot)
+    BOTH = "both"  # the two mixed (Tip-Adapter's idea: the names' prior, the images' cache)
+
+
 @dataclass(frozen=True)
 class LabelScore:
     label: str

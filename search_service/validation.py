@@ -44,6 +44,10 @@ MAX_PARTS = 16
 MAX_PART_WEIGHT = 100.0
 MAX_EXAMPLES = 64
 MAX_FEEDBACK_WEIGHT = 10.0
+# Class names (zero-shot Classify): per call, per name, and per collection.
+MAX_CLASS_NAMES_PER_CALL = 1000
+MAX_CLASS_NAME = 200
+MAX_CLASS_NAMES = 100_000
 
 
 def check_collection_name(name: str) -> str:
@@ -161,6 +165,32 @@ def check_examples(positive: Sequence[str], negative: Sequence[str]) -> None:
     if both:
         raise InvalidArgument(f"feedback gives {', '.join(repr(i[:80]) for i in both[:5])} "
                               "both as a positive and as a negative example")
+
+
+def check_class_names(names: Sequence[str]) -> list[str]:
+    """1 to MAX_CLASS_NAMES_PER_CALL distinct names, each 1 to MAX_CLASS_NAME characters of
+    printable text with no space at either end (a name is the label Classify answers with, so
+    "cat" and "cat " must not become two classes)."""
+    check_count("class names", len(names), MAX_CLASS_NAMES_PER_CALL)
+    for position, name in enumerate(names):
+        if not 1 <= len(name) <= MAX_CLASS_NAME:
+            raise InvalidArgument(f"class name {position} must be 1 to {MAX_CLASS_NAME} "
+                                  f"characters; got {len(name)}")
+        if name != name.strip() or not name.isprintable() or not _encodable(name):
+            raise InvalidArgument(f"class name {position} ({name[:40]!r}) must be printable "
+                                  "text with no space at either end")
+    if len(set(names)) != len(names):
+        raise InvalidArgument("class names must be distinct")
+    return list(names)
+
+
+def check_names_weight(weight: float | None, default: float) -> float:
+    """The share of the class names' scores in a mix with the labelled images' vote."""
+    if weight is None:
+        return default
+    if not 0 <= weight <= 1:  # NaN fails too
+        raise InvalidArgument(f"names_weight must be in [0, 1]; got {weight}")
+    return weight
 
 
 def check_filter_value(value: Scalar) -> Scalar:

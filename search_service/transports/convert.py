@@ -16,6 +16,7 @@ from imagesearch.search.v1 import search_pb2 as pb
 from search_service.cutoff import Cutoff
 from search_service.domain import (
     Classification,
+    ClassSource,
     Collection,
     Condition,
     DuplicateMode,
@@ -140,6 +141,19 @@ def mode_in(mode: int) -> DuplicateMode | None:
     if mode not in _MODES:
         raise InvalidArgument(f"mode {mode} is not a DuplicateMode (COPIES 1, SIMILAR 2)")
     return _MODES[mode]
+
+
+_SOURCES: dict[int, ClassSource] = {pb.CLASS_SOURCE_UNSPECIFIED: ClassSource.LABELLED,
+                                   pb.CLASS_SOURCE_LABELLED_IMAGES: ClassSource.LABELLED,
+                                   pb.CLASS_SOURCE_NAMES: ClassSource.NAMES,
+                                   pb.CLASS_SOURCE_BOTH: ClassSource.BOTH}
+
+
+def source_in(source: int) -> ClassSource:
+    if source not in _SOURCES:
+        raise InvalidArgument(f"source {source} is not a ClassSource (LABELLED_IMAGES 1, "
+                              "NAMES 2, BOTH 3)")
+    return _SOURCES[source]
 
 
 def mode_out(mode: DuplicateMode) -> pb.DuplicateMode:

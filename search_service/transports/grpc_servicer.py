@@ -175,5 +175,26 @@ class SearchServicer:
                        context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         results = await self._app.classify(
             request.collection, [query_in(q) for q in request.queries], request.label_key,
-            request.k, request.max_labels, _remaining(context))
+            request.k, request.max_labels, _remaining(context), out.source_in(request.source),
+            request.names_weight if request.HasField("names_weight") else None)
         return pb.ClassifyResponse(results=[out.classification_out(r) for r in results])
+
+    @requires(Level.WRITE, "collection")
+    async def AddClassNames(self, request: pb.AddClassNamesRequest,
+                            context: grpc.aio.ServicerContext) -> pb.AddClassNamesResponse:
+        held = await self._app.add_class_names(request.collection, list(request.names),
+                                               _remaining(context))
+        return pb.AddClassNamesResponse(class_name_count=held)
+
+    @requires(Level.READ, "collection")
+    async def ListClassNames(self, request: pb.ListClassNamesRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListClassNamesResponse:
+        names, token = await self._app.list_class_names(request.collection, request.page_size,
+                                                        request.page_token)
+        return pb.ListClassNamesResponse(names=names, next_page_token=token)
+
+    @requires(Level.WRITE, "collection")
+    async def DeleteClassNames(self, request: pb.DeleteClassNamesRequest,
+                               context: grpc.aio.ServicerContext) -> pb.DeleteClassNamesResponse:
+        await self._app.delete_class_names(request.collection, list(request.names))
+        return pb.DeleteClassNamesResponse()

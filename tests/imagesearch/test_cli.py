@@ -317,3 +317,28 @@ def test_thumbnail_file_names_are_one_safe_name_each(image_id):
     name = cli.thumbnail_name(image_id)
     assert "/" not in name and name not in (".jpg", "..jpg") and len(name.encode()) < 255
     assert cli.thumbnail_name(image_id + "y") != name
+
+
+async def test_class_names_classify_images_with_no_labelled_neighbour(search, photo_folder,
+                                                                       tmp_path, capsys):
+    server, _ = search
+    await run(capsys, server.port, "index", str(photo_folder), "-c", "named", "--create")
+    (tmp_path / "names.txt").write_text("\n".join(synthetic.SHAPES[2:]) + "\n\n")
+    code, out, _ = await run(capsys, server.port, "--json", "class-names", "add", "circle",
+                             "square", "--file", str(tmp_path / "names.txt"), "-c", "named")
+    assert code == 0 and json.loads(out) == {"class_name_count": len(synthetic.SHAPES)}
+    code, out, _ = await run(capsys, server.port, "--json", "class-names", "list", "-c", "named")
+    assert sorted(json.loads(out)) == sorted(synthetic.SHAPES)
+    files = sorted(photo_folder.glob("*/*.png"))[:6]
+    code, out, _ = await run(capsys, server.port, "--json", "classify", *map(str, files),
+                             "-c", "named", "--by", "names")
+    found = [r["labels"][0]["label"] for r in json.loads(out)]
+    assert code == 0 and sum(f == file.parent.name
+                                 for f, file in zip(found, files, strict=True)) >= 5
+    code, _, _ = await run(capsys, server.port, "class-names", "delete", "circle", "-c", "named")
+    code, out, _ = await run(capsys, server.port, "--json", "class-names", "list", "-c", "named")
+    assert "circle" not in json.loads(out)
+    code, _, err = await run(capsys, server.port, "classify", str(files[0]), "-c", "named",
+                             "--by", "both", "--names-weight", "3")
+    assert code == 2 and err.strip() == ("error: INVALID_ARGUMENT: names_weight must be in "
+                                         "[0, 1]; got 3.0")

@@ -42,6 +42,13 @@ class MatchKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MATCH_KIND_EXACT: _ClassVar[MatchKind]
     MATCH_KIND_COPY: _ClassVar[MatchKind]
     MATCH_KIND_SIMILAR: _ClassVar[MatchKind]
+
+class ClassSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLASS_SOURCE_UNSPECIFIED: _ClassVar[ClassSource]
+    CLASS_SOURCE_LABELLED_IMAGES: _ClassVar[ClassSource]
+    CLASS_SOURCE_NAMES: _ClassVar[ClassSource]
+    CLASS_SOURCE_BOTH: _ClassVar[ClassSource]
 OPERATOR_UNSPECIFIED: Operator
 OPERATOR_EQUAL: Operator
 OPERATOR_NOT_EQUAL: Operator
@@ -62,6 +69,10 @@ MATCH_KIND_UNSPECIFIED: MatchKind
 MATCH_KIND_EXACT: MatchKind
 MATCH_KIND_COPY: MatchKind
 MATCH_KIND_SIMILAR: MatchKind
+CLASS_SOURCE_UNSPECIFIED: ClassSource
+CLASS_SOURCE_LABELLED_IMAGES: ClassSource
+CLASS_SOURCE_NAMES: ClassSource
+CLASS_SOURCE_BOTH: ClassSource
 
 class MetadataValue(_message.Message):
     __slots__ = ("string_value", "int_value", "double_value", "bool_value")
@@ -487,18 +498,66 @@ class FindDuplicateGroupsResponse(_message.Message):
     def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., images_scanned: _Optional[int] = ..., mode: _Optional[_Union[DuplicateMode, str]] = ..., images_unverified: _Optional[int] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("collection", "queries", "label_key", "k", "max_labels")
+    __slots__ = ("collection", "queries", "label_key", "k", "max_labels", "source", "names_weight")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     LABEL_KEY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MAX_LABELS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NAMES_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     label_key: str
     k: int
     max_labels: int
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., label_key: _Optional[str] = ..., k: _Optional[int] = ..., max_labels: _Optional[int] = ...) -> None: ...
+    source: ClassSource
+    names_weight: float
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., label_key: _Optional[str] = ..., k: _Optional[int] = ..., max_labels: _Optional[int] = ..., source: _Optional[_Union[ClassSource, str]] = ..., names_weight: _Optional[float] = ...) -> None: ...
+
+class AddClassNamesRequest(_message.Message):
+    __slots__ = ("collection", "names")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AddClassNamesResponse(_message.Message):
+    __slots__ = ("class_name_count",)
+    CLASS_NAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    class_name_count: int
+    def __init__(self, class_name_count: _Optional[int] = ...) -> None: ...
+
+class ListClassNamesRequest(_message.Message):
+    __slots__ = ("collection", "page_size", "page_token")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page_size: int
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListClassNamesResponse(_message.Message):
+    __slots__ = ("names", "next_page_token")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteClassNamesRequest(_message.Message):
+    __slots__ = ("collection", "names")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteClassNamesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "confidence", "votes")

@@ -116,6 +116,21 @@ class SearchServiceStub:
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
+        self.AddClassNames = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/AddClassNames',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.AddClassNamesRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.AddClassNamesResponse.FromString,
+                _registered_method=True)
+        self.ListClassNames = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/ListClassNames',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListClassNamesRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListClassNamesResponse.FromString,
+                _registered_method=True)
+        self.DeleteClassNames = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/DeleteClassNames',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -245,8 +260,37 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Classify(self, request, context):
-        """Labels queries by a similarity-weighted vote of their k nearest labelled images: any
-        number of classes, no training step; adding labelled images changes answers at once.
+        """Labels queries by a similarity-weighted vote of their k nearest labelled images, by the
+        nearest of the collection's class names (zero-shot: no labelled image needed), or by both
+        mixed (see ClassSource): any number of classes, no training step; adding labelled images
+        or class names changes answers at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddClassNames(self, request, context):
+        """Keeps class names for zero-shot Classify: each becomes the normalised mean of the text
+        embeddings of a few prompts ("a photo of a {}", "a {}", ...), stored beside the
+        collection (deleted with it) and searched through a vector index, so up to 100,000 names
+        cost a query no scan. Adding a name again is harmless.
+        Errors: NOT_FOUND (collection), INVALID_ARGUMENT (names), RESOURCE_EXHAUSTED (the
+        collection would hold more than 100,000 names: nothing is added), FAILED_PRECONDITION
+        (model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClassNames(self, request, context):
+        """The collection's class names, a page at a time (a stable order, not alphabetical).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteClassNames(self, request, context):
+        """Forgets class names; names not kept are ignored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -324,6 +368,21 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyRequest.FromString,
                     response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyResponse.SerializeToString,
+            ),
+            'AddClassNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddClassNames,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.AddClassNamesRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.AddClassNamesResponse.SerializeToString,
+            ),
+            'ListClassNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClassNames,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListClassNamesRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListClassNamesResponse.SerializeToString,
+            ),
+            'DeleteClassNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteClassNames,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -716,6 +775,87 @@ class SearchService:
             '/imagesearch.search.v1.SearchService/Classify',
             imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyRequest.SerializeToString,
             imagesearch_dot_search_dot_v1_dot_search__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddClassNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/AddClassNames',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.AddClassNamesRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.AddClassNamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClassNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/ListClassNames',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ListClassNamesRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ListClassNamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteClassNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/DeleteClassNames',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesResponse.FromString,
             options,
             channel_credentials,
             insecure,
