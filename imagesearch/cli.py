@@ -31,7 +31,7 @@ from urllib.parse import quote
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imagesearch import cli_classes, cli_query
+from imagesearch import cli_classes, cli_feedback, cli_query
 from imagesearch.cli_index import CommandError, cmd_index, id_path, path_id
 from imagesearch.cli_output import emit, hits_out
 from imagesearch.client import IngestIncomplete, Part, SearchClient
@@ -251,6 +251,7 @@ def parser() -> argparse.ArgumentParser:
     cli_classes.add_classify_options(classify)
     classify.set_defaults(run=cmd_classify)
     cli_classes.add_command(command)
+    cli_feedback.add_command(command)
     command("collections", "list collections").set_defaults(run=cmd_collections)
     images = command("images", "list a collection's images")
     images.add_argument("-c", "--collection", required=True)

@@ -23,6 +23,7 @@ import grpc
 
 from imagesearch.channels import ChannelConfig, ClientTls, create_channel
 from imagesearch.client_classes import Classifying
+from imagesearch.client_feedback import RecordingFeedback
 from imagesearch.ingest_stream import (
     IngestIncomplete,
     ItemError,
@@ -101,7 +102,7 @@ def _or_empty(value: Scalar | None) -> Scalar:
     return "" if value is None else value
 
 
-class SearchClient(Classifying):
+class SearchClient(Classifying, RecordingFeedback):
     def __init__(self, target: str, timeout_s: float = 60.0, *,
                  ca_file: Path | None = None, token: str | None = None,
                  keepalive_s: float = 20.0, keepalive_timeout_s: float = 10.0) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from search_service import analysis, class_names, duplicates, ingest
+from search_service import analysis, class_names, duplicates, feedback, ingest
 from search_service.core import SearchCore
 from search_service.cutoff import Cutoff
 from search_service.domain import (
@@ -18,6 +18,7 @@ from search_service.domain import (
     DuplicateGroups,
     DuplicateMode,
     Duplicates,
+    FeedbackRecord,
     NewImage,
     Outcome,
     Query,
@@ -106,3 +107,16 @@ class SearchApp:
 
     async def delete_class_names(self, name: str, names: Sequence[str]) -> None:
         await class_names.delete(self.core, name, names)
+
+    async def record_feedback(self, name: str, query: Query, relevant: Sequence[str],
+                              not_relevant: Sequence[str], remaining: float | None = None
+                              ) -> tuple[list[str], int]:
+        return await feedback.record(self.core, name, query, relevant, not_relevant, remaining)
+
+    async def list_feedback(self, name: str, size: int, token: str, include_vectors: bool
+                            ) -> tuple[list[FeedbackRecord], str]:
+        return await feedback.listed(self.core, name, size, token, include_vectors)
+
+    async def delete_feedback(self, name: str, ids: Sequence[str], image_ids: Sequence[str],
+                              everything: bool) -> None:
+        await feedback.delete(self.core, name, ids, image_ids, everything)

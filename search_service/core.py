@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagesearch.errors import FailedPrecondition, InvalidArgument
-from search_service import compose, copy_index, cutoff
+from search_service import compose, copy_index, cutoff, feedback_space
 from search_service import validation as check
 from search_service.domain import (
     DONE,
@@ -262,6 +262,7 @@ class SearchCore:
         if self.images is not None:
             await copy_index.delete(self.store, record, wanted)
             await self.images.delete(record.key, wanted)
+        await feedback_space.forget_images(self.store, record, wanted)
 
     # Queries -----------------------------------------------------------------------------
 

@@ -206,6 +206,19 @@ class Feedback:
 
 
 @dataclass(frozen=True)
+class FeedbackRecord:
+    """One recorded relevance judgement (search_service.feedback)."""
+
+    id: str
+    image_id: str
+    relevant: bool
+    query_kind: str
+    query_description: str
+    recorded_at_ms: int
+    query_vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class QueryResult:
     hits: list[Hit]
     outcome: Outcome = DONE

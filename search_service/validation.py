@@ -12,6 +12,7 @@ import json
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from imagesearch.errors import InvalidArgument
@@ -48,6 +49,11 @@ MAX_FEEDBACK_WEIGHT = 10.0
 MAX_CLASS_NAMES_PER_CALL = 1000
 MAX_CLASS_NAME = 200
 MAX_CLASS_NAMES = 100_000
+# Relevance judgements kept per collection (RecordFeedback), and ids per call.
+MAX_FEEDBACK = 100_000
+MAX_JUDGEMENTS = 1000
+# A feedback id: the judged image's id, '/', 32 hex digits (search_service.feedback_space).
+MAX_FEEDBACK_ID = MAX_EXTERNAL_ID + 33
 
 
 def check_collection_name(name: str) -> str:
@@ -182,6 +188,31 @@ def check_class_names(names: Sequence[str]) -> list[str]:
     if len(set(names)) != len(names):
         raise InvalidArgument("class names must be distinct")
     return list(names)
+
+
+def check_judgements(relevant: Sequence[str], not_relevant: Sequence[str]) -> list[str]:
+    """1 to MAX_JUDGEMENTS valid image ids in all, none twice (so none on both sides): one
+    image has one judgement per query. Returns them, relevant first."""
+    judged = [*relevant, *not_relevant]
+    check_count("judged image ids", len(judged), MAX_JUDGEMENTS)
+    for external_id in judged:
+        check_external_id(external_id)
+    twice = sorted(i for i, n in Counter(judged).items() if n > 1)
+    if twice:
+        raise InvalidArgument(f"images {', '.join(repr(i[:80]) for i in twice[:5])} are judged "
+                              "more than once: give each image once, relevant or not")
+    return judged
+
+
+def check_feedback_ids(ids: Sequence[str]) -> list[str]:
+    check_count("feedback ids", len(ids), MAX_JUDGEMENTS)
+    for feedback_id in ids:
+        image_id, slash, digest = feedback_id.rpartition("/")
+        if not slash or len(digest) != 32 or not feedback_id.isprintable():
+            raise InvalidArgument(f"feedback id {feedback_id[:80]!r} is invalid: pass a "
+                                  "FeedbackRecord.id unchanged")
+        check_external_id(image_id)
+    return list(ids)
 
 
 def check_names_weight(weight: float | None, default: float) -> float:

@@ -21,6 +21,7 @@ from search_service.domain import (
     Condition,
     DuplicateMode,
     Feedback,
+    FeedbackRecord,
     Hit,
     MatchKind,
     NewImage,
@@ -106,6 +107,17 @@ def collection_out(collection: Collection) -> pb.Collection:
         create_time=created, model=pb.EmbeddingModel(
             name=record.model.model_name, fingerprint=record.model.fingerprint,
             dimension=record.model.dimension))
+
+
+def feedback_out(record: FeedbackRecord) -> pb.FeedbackRecord:
+    recorded = Timestamp()
+    recorded.FromMilliseconds(record.recorded_at_ms)
+    out = pb.FeedbackRecord(id=record.id, image_id=record.image_id, relevant=record.relevant,
+                            query_kind=record.query_kind,
+                            query_description=record.query_description, record_time=recorded)
+    if record.query_vector is not None:
+        out.query_vector[:] = record.query_vector.tolist()
+    return out
 
 
 def _metadata_out(metadata: dict[str, Any]) -> dict[str, pb.MetadataValue]:

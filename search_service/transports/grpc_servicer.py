@@ -198,3 +198,26 @@ class SearchServicer:
                                context: grpc.aio.ServicerContext) -> pb.DeleteClassNamesResponse:
         await self._app.delete_class_names(request.collection, list(request.names))
         return pb.DeleteClassNamesResponse()
+
+    @requires(Level.WRITE, "collection")
+    async def RecordFeedback(self, request: pb.RecordFeedbackRequest,
+                             context: grpc.aio.ServicerContext) -> pb.RecordFeedbackResponse:
+        ids, held = await self._app.record_feedback(
+            request.collection, query_in(request.query), list(request.relevant_ids),
+            list(request.not_relevant_ids), _remaining(context))
+        return pb.RecordFeedbackResponse(feedback_ids=ids, feedback_count=held)
+
+    @requires(Level.READ, "collection")
+    async def ListFeedback(self, request: pb.ListFeedbackRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListFeedbackResponse:
+        page, token = await self._app.list_feedback(request.collection, request.page_size,
+                                                    request.page_token, request.include_vectors)
+        return pb.ListFeedbackResponse(feedback=[out.feedback_out(r) for r in page],
+                                       next_page_token=token)
+
+    @requires(Level.WRITE, "collection")
+    async def DeleteFeedback(self, request: pb.DeleteFeedbackRequest,
+                             context: grpc.aio.ServicerContext) -> pb.DeleteFeedbackResponse:
+        await self._app.delete_feedback(request.collection, list(request.ids),
+                                        list(request.image_ids), request.all)
+        return pb.DeleteFeedbackResponse()

@@ -559,6 +559,80 @@ class DeleteClassNamesResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class RecordFeedbackRequest(_message.Message):
+    __slots__ = ("collection", "query", "relevant_ids", "not_relevant_ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    RELEVANT_IDS_FIELD_NUMBER: _ClassVar[int]
+    NOT_RELEVANT_IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    query: Query
+    relevant_ids: _containers.RepeatedScalarFieldContainer[str]
+    not_relevant_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., relevant_ids: _Optional[_Iterable[str]] = ..., not_relevant_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecordFeedbackResponse(_message.Message):
+    __slots__ = ("feedback_ids", "feedback_count")
+    FEEDBACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    feedback_ids: _containers.RepeatedScalarFieldContainer[str]
+    feedback_count: int
+    def __init__(self, feedback_ids: _Optional[_Iterable[str]] = ..., feedback_count: _Optional[int] = ...) -> None: ...
+
+class FeedbackRecord(_message.Message):
+    __slots__ = ("id", "image_id", "relevant", "query_kind", "query_description", "query_vector", "record_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEVANT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_KIND_FIELD_NUMBER: _ClassVar[int]
+    QUERY_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    RECORD_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    image_id: str
+    relevant: bool
+    query_kind: str
+    query_description: str
+    query_vector: _containers.RepeatedScalarFieldContainer[float]
+    record_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., image_id: _Optional[str] = ..., relevant: _Optional[bool] = ..., query_kind: _Optional[str] = ..., query_description: _Optional[str] = ..., query_vector: _Optional[_Iterable[float]] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListFeedbackRequest(_message.Message):
+    __slots__ = ("collection", "page_size", "page_token", "include_vectors")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page_size: int
+    page_token: str
+    include_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class ListFeedbackResponse(_message.Message):
+    __slots__ = ("feedback", "next_page_token")
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    feedback: _containers.RepeatedCompositeFieldContainer[FeedbackRecord]
+    next_page_token: str
+    def __init__(self, feedback: _Optional[_Iterable[_Union[FeedbackRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteFeedbackRequest(_message.Message):
+    __slots__ = ("collection", "ids", "image_ids", "all")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., image_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class DeleteFeedbackResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class LabelScore(_message.Message):
     __slots__ = ("label", "confidence", "votes")
     LABEL_FIELD_NUMBER: _ClassVar[int]

@@ -131,6 +131,21 @@ class SearchServiceStub:
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesResponse.FromString,
                 _registered_method=True)
+        self.RecordFeedback = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/RecordFeedback',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.RecordFeedbackRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.RecordFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ListFeedback = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/ListFeedback',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListFeedbackRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListFeedbackResponse.FromString,
+                _registered_method=True)
+        self.DeleteFeedback = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/DeleteFeedback',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -296,6 +311,36 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordFeedback(self, request, context):
+        """Records relevance feedback as data: for one query, which indexed images were relevant to
+        it and which were not. Each judgement is kept beside the collection (deleted with it) with
+        the query's vector and a description of the query; judging the same image for the same
+        query vector again replaces the earlier judgement. Deleting an image (DeleteImages)
+        deletes the feedback naming it. Errors: NOT_FOUND (collection, or judged images not in it:
+        nothing is recorded and every missing id is named), INVALID_ARGUMENT (query, ids),
+        RESOURCE_EXHAUSTED (the collection would hold more than 100,000 judgements: nothing is
+        recorded), FAILED_PRECONDITION (model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFeedback(self, request, context):
+        """The collection's recorded feedback, a page at a time, grouped by judged image (in a stable
+        order): with include_vectors, everything needed to export it and record it again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFeedback(self, request, context):
+        """Deletes recorded feedback by feedback id, by judged image id, or all of it (exactly one of
+        the three); ids not recorded are ignored. Errors: NOT_FOUND (collection), INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -383,6 +428,21 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.DeleteClassNames,
                     request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesRequest.FromString,
                     response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesResponse.SerializeToString,
+            ),
+            'RecordFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFeedback,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.RecordFeedbackRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.RecordFeedbackResponse.SerializeToString,
+            ),
+            'ListFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFeedback,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListFeedbackRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListFeedbackResponse.SerializeToString,
+            ),
+            'DeleteFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFeedback,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -856,6 +916,87 @@ class SearchService:
             '/imagesearch.search.v1.SearchService/DeleteClassNames',
             imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesRequest.SerializeToString,
             imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteClassNamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/RecordFeedback',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.RecordFeedbackRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.RecordFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/ListFeedback',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ListFeedbackRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ListFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/DeleteFeedback',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
