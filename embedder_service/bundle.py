@@ -8,6 +8,12 @@ Layout (written by embedder_service.export, read here):
     text_fp32.onnx       input_ids int64 [N, L] -> embedding float32 [N, D], L <= context_length
     image_int8.onnx ...  optional precision variants with the same inputs and outputs
 
+A bundle may carry extra text towers over the same image space (`text_towers`: e.g. a
+multilingual tower distilled from the English one), each with its own graphs, tokenizer, context
+length and the languages (BCP 47) it serves. They are left out of the fingerprint on purpose: the
+fingerprint names the vector space, which the image tower and the default text tower define, and
+a tower added later maps into that same space (no collection needs re-indexing).
+
 Every file is listed in the manifest with its size and SHA-256, so a partial copy or a corrupt
 file is caught at start-up with a message naming it.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +63,23 @@ class TextConfig(_Strict):
     tokenizer: TokenizerConfig
 
 
+# A BCP 47 tag as a bundle declares it: a language subtag, optionally with script or region
+# subtags ("de", "zh", "zh-Hant", "pt-BR"); matched case-insensitively.
+LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+DEFAULT_TOWER = "default"
+
+
+class ExtraTextTower(_Strict):
+    """A text tower beside the default one, mapping texts into the same embedding space."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    languages: tuple[str, ...] = Field(min_length=1)
+    text: TextConfig
+    # Graph per precision; fp32 is required and serves a precision the tower lacks (the
+    # tower is small next to the image tower, so running it in fp32 costs little).
+    variants: dict[Precision, str]
+
+
 class FileEntry(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
@@ -77,6 +101,9 @@ class Manifest(_Strict):
     variants: dict[Precision, Variant]
     files: dict[str, FileEntry]
     fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    # Languages the default text tower serves (BCP 47); outside the fingerprint (see the top).
+    text_languages: tuple[str, ...] = ("en",)
+    text_towers: tuple[ExtraTextTower, ...] = ()
 
 
 class Bundle:
@@ -98,6 +125,11 @@ class Bundle:
                 f"{self.root / MANIFEST_NAME}: no {precision} variant in this bundle "
                 f"(it has: {have})"
             ) from None
+
+
+    def tower_graph(self, tower: ExtraTextTower, precision: Precision) -> Path:
+        """The tower's graph for `precision`, or its fp32 graph when it has no such variant."""
+        return self.root / tower.variants.get(precision, tower.variants["fp32"])
 
 
 def sha256_file(path: Path) -> str:
@@ -133,6 +165,7 @@ def load_bundle(root: Path, *, verify_checksums: bool = True) -> Bundle:
         raise BundleError(f"{root}: model bundle directory does not exist")
     manifest = _read_manifest(root / MANIFEST_NAME)
     _check_references(root, manifest)
+    _check_towers(root, manifest)
     for name, entry in manifest.files.items():
         _check_file(root / name, entry, verify_checksums)
     _check_fingerprint(root, manifest)
@@ -175,10 +208,34 @@ def _read_manifest(path: Path) -> Manifest:
         raise BundleError(f"{path}: manifest is invalid: {problems}") from None
 
 
+def _check_towers(root: Path, manifest: Manifest) -> None:
+    """Tower names are unique and each language has one tower, so routing is unambiguous."""
+    names = [DEFAULT_TOWER, *(tower.name for tower in manifest.text_towers)]
+    if len(set(names)) != len(names):
+        raise BundleError(f"{root / MANIFEST_NAME}: text tower names {names} are not unique "
+                          f"({DEFAULT_TOWER!r} is the default tower's)")
+    languages = [lang.lower() for lang in manifest.text_languages]
+    for tower in manifest.text_towers:
+        if "fp32" not in tower.variants:
+            raise BundleError(f"{root / MANIFEST_NAME}: text tower {tower.name!r} has no fp32 "
+                              "graph")
+        languages.extend(lang.lower() for lang in tower.languages)
+    for lang in manifest.text_languages + tuple(
+            lang for tower in manifest.text_towers for lang in tower.languages):
+        if not re.match(LANGUAGE_TAG, lang):
+            raise BundleError(f"{root / MANIFEST_NAME}: {lang!r} is not a BCP 47 language tag")
+    twice = sorted({lang for lang in languages if languages.count(lang) > 1})
+    if twice:
+        raise BundleError(f"{root / MANIFEST_NAME}: languages {twice} are served by more than "
+                          "one text tower")
+
+
 def _check_references(root: Path, manifest: Manifest) -> None:
     referenced = {manifest.text.tokenizer.file}
     for variant in manifest.variants.values():
         referenced.update((variant.image, variant.text))
+    for tower in manifest.text_towers:
+        referenced.update((tower.text.tokenizer.file, *tower.variants.values()))
     for name in sorted(referenced | set(manifest.files)):
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise BundleError(f"{root / MANIFEST_NAME}: file name {name!r} leaves the bundle")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
@@ -14,8 +14,10 @@ import numpy as np
 from embedder_service.batcher import BatchObserver, DynamicBatcher
 from embedder_service.bundle import Bundle, Precision
 from embedder_service.errors import BatchTooLarge, EmptyBatch, ModelNotReady
+from embedder_service.languages import LanguageRouter, Route
 from embedder_service.preprocess import ImagePreprocessor, ImageRejected, Rejection
 from embedder_service.runtime import Tower
+from embedder_service.text_towers import TextModel, TextTowerInfo
 from embedder_service.tokenizer import TextTokenizer, TokenizedText
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ class Outcome:
     token_count: int = 0
     copy_signal: bytes | None = None  # encoded (imagesearch.copies.signal), when asked for
     thumbnail: bytes | None = None  # JPEG, when asked for
+    text_tower: str = ""  # the text tower that embedded a text
+    language: str = ""  # the language tag that tower was chosen for ("" for the default)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class ModelDescription:
     providers: list[str]
     precision: Precision
     max_batch_size: int
+    text_towers: list[TextTowerInfo]
 
 
 class Embedder:
@@ -96,18 +101,19 @@ class Embedder:
         self,
         bundle: Bundle,
         precision: Precision,
-        towers: tuple[Tower, Tower],
+        image_tower: Tower,
+        text_models: list[TextModel],
         preprocessor: ImagePreprocessor,
-        tokenizer: TextTokenizer,
         *,
         batching: BatchingOptions,
         limits: RequestLimits,
         decode_threads: int,
         observer: BatchObserver | None = None,
     ) -> None:
-        self._image_tower, self._text_tower = towers
+        self._image_tower = image_tower
+        self._texts = text_models  # the default tower first
+        self._router = LanguageRouter([model.languages for model in text_models])
         self._preprocess = preprocessor
-        self._tokenizer = tokenizer
         self._batching = batching
         self.limits = limits
         self.image_limits = preprocessor.limits
@@ -117,31 +123,33 @@ class Embedder:
             context_length=bundle.manifest.text.context_length,
             providers=self._image_tower.providers, precision=precision,
             max_batch_size=batching.max_batch_size,
+            text_towers=[model.info for model in text_models],
         )
         # Decoding and tokenising are CPU-bound and release the GIL in Pillow/Rust; they get a
         # pool of their own so they never wait behind model calls (and never block the loop).
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._observer = observer
         self._image_batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
-        self._text_batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
+
+    def _batchers(self) -> list[DynamicBatcher[np.ndarray, np.ndarray]]:
+        batchers = [self._image_batcher, *(model.batcher for model in self._texts)]
+        return [b for b in batchers if b is not None]
 
     @property
     def queue_depth(self) -> int:
-        batchers = (self._image_batcher, self._text_batcher)
-        return sum(b.queue_depth for b in batchers if b is not None)
+        return sum(b.queue_depth for b in self._batchers())
 
     def longest_model_call_s(self) -> float:
         """How long the oldest model call running now has been at it (0 when none runs)."""
-        batchers = (self._image_batcher, self._text_batcher)
-        return max((b.longest_call_s() for b in batchers if b is not None), default=0.0)
+        return max((b.longest_call_s() for b in self._batchers()), default=0.0)
 
     def warm_up(self) -> None:
-        """Runs both towers at the smallest and largest batch (blocking; call off the loop)."""
+        """Runs every tower at the smallest and largest batch (blocking; call off the loop)."""
         size, dim = self.description.image_size, self.description.embedding_dim
         for batch in sorted({1, self._batching.max_batch_size}):
             pixels = np.zeros((batch, 3, size, size), dtype=np.float32)
-            ids = self._tokenizer.pad([t.ids for t in self._tokenizer.encode_batch(["a"] * batch)])
-            for output in (self._image_tower.run(pixels), self._text_tower.run(ids)):
+            texts = [model.warm_up(batch) for model in self._texts]
+            for output in (self._image_tower.run(pixels), *texts):
                 if output.shape != (batch, dim):
                     raise ModelNotReady(f"model produced shape {output.shape}, expected "
                                         f"{(batch, dim)}")
@@ -151,23 +159,18 @@ class Embedder:
         self._image_batcher = DynamicBatcher(
             "image", self._run_images, max_batch_size=b.max_batch_size, max_delay_s=b.max_delay_s,
             max_inflight=b.max_inflight, max_queue=b.max_queue, observer=self._observer)
-        self._text_batcher = DynamicBatcher(
-            "text", self._run_texts, max_batch_size=b.max_batch_size, max_delay_s=b.max_delay_s,
-            max_inflight=b.max_inflight, max_queue=b.max_queue, observer=self._observer)
         self._image_batcher.start()
-        self._text_batcher.start()
+        for model in self._texts:
+            model.start(b.max_batch_size, b.max_delay_s, b.max_inflight, b.max_queue,
+                        self._observer)
 
     async def close(self) -> None:
-        for batcher in (self._image_batcher, self._text_batcher):
-            if batcher is not None:
-                await batcher.close()
+        for batcher in self._batchers():
+            await batcher.close()
         self._decode_pool.shutdown(wait=True)
 
     def _run_images(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
         return list(self._image_tower.run(np.stack(pixels)))
-
-    def _run_texts(self, ids: list[np.ndarray]) -> list[np.ndarray]:
-        return list(self._text_tower.run(self._tokenizer.pad(ids)))
 
     def check_batch(self, count: int, kind: str) -> None:
         if count == 0:
@@ -203,17 +206,31 @@ class Embedder:
         return Outcome(outcome.embedding, copy_signal=prepared.copy_signal,
                        thumbnail=prepared.thumbnail)
 
-    async def embed_texts(self, texts: Sequence[str]) -> list[Outcome]:
+    async def embed_texts(self, texts: Sequence[str],
+                          languages: Sequence[str] | None = None) -> list[Outcome]:
+        """Embeds each text with the tower its language tag ("", a BCP 47 tag or "auto")
+        routes it to; a tag no tower serves fails the whole call (UnknownLanguage)."""
         self.check_batch(len(texts), "texts")
-        batcher = self._require(self._text_batcher)
-        failures = [self._text_failure(text) for text in texts]
-        valid = [text for text, failure in zip(texts, failures, strict=True) if failure is None]
-        loop = asyncio.get_running_loop()
-        encoded = iter(await loop.run_in_executor(
-            self._decode_pool, self._tokenizer.encode_batch, valid) if valid else [])
-        pending = [self._embed_text(batcher, next(encoded)) if failure is None
-                   else _failed(failure) for failure in failures]
-        return list(await asyncio.gather(*pending))
+        tags = languages if languages is not None else [""] * len(texts)
+        routes = [self._router.route(tag, text) for tag, text in zip(tags, texts, strict=True)]
+        pending: dict[int, Awaitable[Outcome]] = {
+            i: _failed(failure) for i, text in enumerate(texts)
+            if (failure := self._text_failure(text)) is not None}
+        for index, model in enumerate(self._texts):
+            mine = [i for i, route in enumerate(routes) if route.tower == index
+                    and i not in pending]
+            if mine:
+                pending.update(await self._embed_with(model, texts, routes, mine))
+        return list(await asyncio.gather(*(pending[i] for i in range(len(texts)))))
+
+    async def _embed_with(self, model: TextModel, texts: Sequence[str], routes: list[Route],
+                          mine: list[int]) -> dict[int, Awaitable[Outcome]]:
+        """Tokenises the tower's texts in one call; each then joins the tower's batches."""
+        batcher = self._require(model.batcher)
+        encoded = await asyncio.get_running_loop().run_in_executor(
+            self._decode_pool, model.tokenizer.encode_batch, [texts[i] for i in mine])
+        return {i: self._embed_text(batcher, tokens, model.name, routes[i].language)
+                for i, tokens in zip(mine, encoded, strict=True)}
 
     def _text_failure(self, text: str) -> ItemFailure | None:
         if TextTokenizer.is_blank(text):
@@ -226,9 +243,10 @@ class Embedder:
         return None
 
     async def _embed_text(self, batcher: DynamicBatcher[np.ndarray, np.ndarray],
-                          tokens: TokenizedText) -> Outcome:
+                          tokens: TokenizedText, tower: str, language: str) -> Outcome:
         outcome = await self._embed(batcher, tokens.ids)
-        return Outcome(outcome.embedding, outcome.failure, tokens.truncated, len(tokens.ids))
+        return Outcome(outcome.embedding, outcome.failure, tokens.truncated, len(tokens.ids),
+                       text_tower=tower, language=language)
 
     async def _embed(self, batcher: DynamicBatcher[np.ndarray, np.ndarray],
                      payload: np.ndarray) -> Outcome:

@@ -13,7 +13,7 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from embedder_service.bundle import Bundle, Precision, load_bundle
+from embedder_service.bundle import DEFAULT_TOWER, Bundle, Precision, load_bundle
 from embedder_service.core import BatchingOptions, Embedder, RequestLimits
 from embedder_service.errors import BundleError, ProviderError
 from embedder_service.metrics import EmbedderMetrics
@@ -21,6 +21,7 @@ from embedder_service.preprocess import ImageLimits, ImagePreprocessor
 from embedder_service.runtime import GPU_PROVIDERS, RuntimeOptions, Tower, select_providers
 from embedder_service.servicer import EmbedderHolder, EmbedderServicer
 from embedder_service.settings import EmbedderSettings
+from embedder_service.text_towers import TextModel
 from embedder_service.tokenizer import TextTokenizer
 from embedder_service.watchdog import StallWatchdog
 from imagesearch.embedder.v1 import embedder_pb2
@@ -50,23 +51,40 @@ def load_embedder(settings: EmbedderSettings, metrics: EmbedderMetrics) -> Embed
     m = bundle.manifest
     image_tower = Tower(bundle.path(variant.image), options, _image_profile(m.image.size,
                                                                            settings.max_batch_size))
-    text_tower = Tower(bundle.path(variant.text), options, _text_profile(m.text.context_length,
-                                                                        settings.max_batch_size))
+    text_models = _text_models(bundle, precision, options, settings.max_batch_size)
     if precision == "fp16" and image_tower.provider not in GPU_PROVIDERS:
         raise ProviderError("fp16 graphs need a GPU (ONNX Runtime's CPU provider cannot run "
                             "them); serve fp32 or int8 on CPU")
     embedder = Embedder(
-        bundle, precision, (image_tower, text_tower),
+        bundle, precision, image_tower, text_models,
         ImagePreprocessor(m.image, ImageLimits(settings.max_image_bytes, settings.max_image_pixels,
                                                settings.min_image_side),
                           jpeg_draft=settings.jpeg_draft),
-        TextTokenizer(bundle.path(m.text.tokenizer.file), m.text.tokenizer, m.text.context_length),
         batching=BatchingOptions(settings.max_batch_size, settings.max_queue_delay_ms / 1000,
                                  settings.max_inflight_batches, settings.max_queued_items),
         limits=RequestLimits(settings.max_items_per_request, settings.max_text_chars),
         decode_threads=settings.decode_threads, observer=metrics)
     embedder.warm_up()
     return embedder
+
+
+def _text_models(bundle: Bundle, precision: Precision, options: RuntimeOptions,
+                 max_batch: int) -> list[TextModel]:
+    """The default text tower first, then the bundle's extra towers in manifest order."""
+    m = bundle.manifest
+    default = TextModel(
+        DEFAULT_TOWER, m.text_languages,
+        Tower(bundle.path(bundle.variant(precision).text), options,
+              _text_profile(m.text.context_length, max_batch)),
+        TextTokenizer(bundle.path(m.text.tokenizer.file), m.text.tokenizer,
+                      m.text.context_length))
+    extra = [TextModel(
+        tower.name, tower.languages,
+        Tower(bundle.tower_graph(tower, precision), options,
+              _text_profile(tower.text.context_length, max_batch)),
+        TextTokenizer(bundle.path(tower.text.tokenizer.file), tower.text.tokenizer,
+                      tower.text.context_length)) for tower in m.text_towers]
+    return [default, *extra]
 
 
 def _image_profile(size: int, batch: int) -> tuple[str, str, str]:

@@ -130,7 +130,8 @@ def _thumbnail_side(side: int) -> int:
 
 
 def text_result(outcome: Outcome) -> pb.TextResult:
-    result = pb.TextResult(truncated=outcome.truncated, token_count=outcome.token_count)
+    result = pb.TextResult(truncated=outcome.truncated, token_count=outcome.token_count,
+                           text_tower=outcome.text_tower, language=outcome.language)
     _fill(result, outcome)
     return result
 
@@ -168,7 +169,9 @@ class EmbedderServicer:
     async def EmbedTexts(self, request: pb.EmbedTextsRequest,
                          context: grpc.aio.ServicerContext) -> pb.EmbedTextsResponse:
         embedder = self._source.get()
-        outcomes = await embedder.embed_texts([item.text for item in request.texts])
+        outcomes = await embedder.embed_texts(
+            [item.text for item in request.texts],
+            [item.language or request.language for item in request.texts])
         return pb.EmbedTextsResponse(results=[text_result(o) for o in outcomes],
                                      model_fingerprint=embedder.description.fingerprint)
 
@@ -200,4 +203,7 @@ class EmbedderServicer:
                 min_image_side=preprocess_limits.min_side,
                 max_message_bytes=self._max_message_bytes),
             copy_signal_format=signals.FORMAT,
+            text_towers=[pb.TextTower(name=t.name, languages=t.languages,
+                                      context_length=t.context_length, is_default=t.is_default)
+                         for t in d.text_towers],
         ))

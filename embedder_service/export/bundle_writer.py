@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from tokenizers import Tokenizer
 
 from embedder_service.bundle import (
     MANIFEST_NAME,
+    ExtraTextTower,
     FileEntry,
     ImageConfig,
     Manifest,
@@ -74,3 +76,34 @@ def _derive(out_dir: Path, precision: Precision, image_fp32: Path, text_fp32: Pa
     convert(image_fp32, image_path)
     convert(text_fp32, text_path)
     return Variant(image=image_path.name, text=text_path.name)
+
+
+def add_text_tower(bundle_dir: Path, tower: ExtraTextTower, tokenizer: Tokenizer,
+                   graphs: dict[Precision, Path]) -> Manifest:
+    """Adds (or replaces) an extra text tower in an existing bundle, leaving the rest as is.
+
+    `graphs` are ONNX files anywhere; they are copied in under the names `tower.variants`
+    gives. The fingerprint does not change: the tower maps into the bundle's existing space.
+    """
+    manifest = Manifest.model_validate_json((bundle_dir / MANIFEST_NAME).read_text("utf-8"))
+    old = next((t for t in manifest.text_towers if t.name == tower.name), None)
+    files = dict(manifest.files)
+    for name in _tower_files(old) if old is not None else []:
+        files.pop(name, None)
+        (bundle_dir / name).unlink(missing_ok=True)
+    _save_tokenizer(tokenizer, bundle_dir / tower.text.tokenizer.file)
+    for precision, source in graphs.items():
+        shutil.copyfile(source, bundle_dir / tower.variants[precision])
+    for name in _tower_files(tower):
+        path = bundle_dir / name
+        files[name] = FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
+    towers = (*(t for t in manifest.text_towers if t.name != tower.name), tower)
+    updated = manifest.model_copy(update={"files": dict(sorted(files.items())),
+                                          "text_towers": towers})
+    (bundle_dir / MANIFEST_NAME).write_text(
+        json.dumps(updated.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    return updated
+
+
+def _tower_files(tower: ExtraTextTower) -> list[str]:
+    return [tower.text.tokenizer.file, *tower.variants.values()]

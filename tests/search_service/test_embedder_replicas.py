@@ -156,7 +156,7 @@ async def test_replica_that_reports_not_serving_gets_no_new_calls(tmp_path, monk
         await embedder.start()
     # Replica 1's text tower hangs: its watchdog reports NOT_SERVING, its connection is fine.
     release = threading.Event()
-    tower = embedders[1].holder.embedder._text_tower
+    tower = embedders[1].holder.embedder._texts[0].tower  # the default text tower
     real_run = tower.run
     tower.run = lambda ids: (release.wait(30), real_run(ids))[1]
     try:

@@ -91,28 +91,36 @@ class EmbedImagesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class TextInput(_message.Message):
-    __slots__ = ("text",)
+    __slots__ = ("text", "language")
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+    language: str
+    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
 
 class TextResult(_message.Message):
-    __slots__ = ("embedding", "error", "truncated", "token_count")
+    __slots__ = ("embedding", "error", "truncated", "token_count", "text_tower", "language")
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_TOWER_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     embedding: Embedding
     error: ItemError
     truncated: bool
     token_count: int
-    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., truncated: _Optional[bool] = ..., token_count: _Optional[int] = ...) -> None: ...
+    text_tower: str
+    language: str
+    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., truncated: _Optional[bool] = ..., token_count: _Optional[int] = ..., text_tower: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
 
 class EmbedTextsRequest(_message.Message):
-    __slots__ = ("texts",)
+    __slots__ = ("texts", "language")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedCompositeFieldContainer[TextInput]
-    def __init__(self, texts: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ...) -> None: ...
+    language: str
+    def __init__(self, texts: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., language: _Optional[str] = ...) -> None: ...
 
 class EmbedTextsResponse(_message.Message):
     __slots__ = ("results", "model_fingerprint")
@@ -166,8 +174,20 @@ class Limits(_message.Message):
     max_message_bytes: int
     def __init__(self, max_items_per_request: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., min_image_side: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
+class TextTower(_message.Message):
+    __slots__ = ("name", "languages", "context_length", "is_default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    languages: _containers.RepeatedScalarFieldContainer[str]
+    context_length: int
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., languages: _Optional[_Iterable[str]] = ..., context_length: _Optional[int] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
 class ModelInfo(_message.Message):
-    __slots__ = ("model_name", "fingerprint", "embedding_dim", "image_size", "context_length", "execution_provider", "execution_providers", "precision", "max_batch_size", "limits", "copy_signal_format")
+    __slots__ = ("model_name", "fingerprint", "embedding_dim", "image_size", "context_length", "execution_provider", "execution_providers", "precision", "max_batch_size", "limits", "copy_signal_format", "text_towers")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +199,7 @@ class ModelInfo(_message.Message):
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     COPY_SIGNAL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_TOWERS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     fingerprint: str
     embedding_dim: int
@@ -190,7 +211,8 @@ class ModelInfo(_message.Message):
     max_batch_size: int
     limits: Limits
     copy_signal_format: str
-    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., execution_provider: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., copy_signal_format: _Optional[str] = ...) -> None: ...
+    text_towers: _containers.RepeatedCompositeFieldContainer[TextTower]
+    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., execution_provider: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., copy_signal_format: _Optional[str] = ..., text_towers: _Optional[_Iterable[_Union[TextTower, _Mapping]]] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
     __slots__ = ("model",)
