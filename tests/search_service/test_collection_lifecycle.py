@@ -13,6 +13,7 @@ import pytest
 from pymilvus import MilvusClient
 
 from imagesearch.search.v1 import search_pb2 as pb
+from search_service.adapters.milvus import catalog
 from search_service.adapters.milvus.config import is_lite
 from search_service.adapters.milvus.schema import vectors_collection, vectors_schema
 from search_service.adapters.milvus.vector_store import open_store
@@ -62,6 +63,26 @@ def test_concurrent_creates_through_two_stores_let_exactly_one_succeed(milvus_ba
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_space_its_creator_left_without_an_index_is_finished_not_fatal(milvus_backend,
+                                                                        monkeypatch):
+    """A replica that stopped between creating a space's collection and its index (or one
+    still creating it, seen by another: the race a loaded CI run hit) left a collection that
+    cannot be loaded. The next store waits for the index, then builds it itself."""
+    monkeypatch.setattr(catalog, "_CREATOR_WAIT_S", 0.5)
+    uri = milvus_backend.new_uri()
+    first = open_store(uri)
+    traits = first._catalog._traits
+    first._client.create_collection(vectors_collection(MODEL),
+                                    schema=vectors_schema(MODEL, traits.partition_key))
+    first.close()
+    store = open_store(uri)
+    try:
+        made = store.create_collection("half-made", MODEL)
+        assert store.get_collection("half-made").key == made.key
+    finally:
+        store.close()
 
 
 async def test_a_collection_deleted_during_adds_comes_back_empty(search):

@@ -4,6 +4,7 @@ server restart), each with the layout its tenants' rows are kept in (layout.py).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from pymilvus import MilvusClient
@@ -19,6 +20,9 @@ from search_service.adapters.milvus.schema import (
     vectors_schema,
 )
 from search_service.domain import CollectionRecord, ModelSpace
+
+# How long a collection another replica is creating may take to appear with its index.
+_CREATOR_WAIT_S = 30.0
 
 
 class Catalog:
@@ -108,26 +112,47 @@ class Catalog:
         with self._creating:  # two creators in this process must not both create it
             if not self._client.has_collection(name, timeout=self._timeout_s):
                 self._create_vectors(name, model)
+            elif name not in self._loaded and not self._wait_until_indexed(name):
+                # Its creator stopped between the collection and its index: finish its work.
+                self._add_index(name, VECTOR_FIELD, self._index)
         self.load(name)
 
     def _create_vectors(self, name: str, model: ModelSpace) -> None:
         try:
             self._create(name, vectors_schema(model, self._traits.partition_key), VECTOR_FIELD,
                          self._index)
-        except (MilvusException, FileExistsError):
-            # Another replica (or another client of this Lite file) created it meanwhile.
+        except (MilvusException, FileExistsError) as err:
+            # Another replica (or another client of this Lite file) is creating it: its
+            # collection, then its index, appear in turn (Lite's folder before its entry).
+            if self._wait_until_indexed(name):
+                return
             if not self._client.has_collection(name, timeout=self._timeout_s):
-                raise
+                raise err
+            self._add_index(name, VECTOR_FIELD, self._index)
+
+    def _wait_until_indexed(self, name: str) -> bool:
+        """Whether `name` exists with its index, waiting as long as a creator may take."""
+        deadline = time.monotonic() + _CREATOR_WAIT_S
+        while True:
+            if (self._client.has_collection(name, timeout=self._timeout_s)
+                    and self._client.list_indexes(name, timeout=self._timeout_s)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def _create(self, name: str, schema: Any, vector_field: str, index: IndexConfig) -> None:
+        self._client.create_collection(name, schema=schema, consistency_level=self._consistency,
+                                       timeout=self._load_timeout_s)
+        self._add_index(name, vector_field, index)
+        self._client.load_collection(name, timeout=self._load_timeout_s)
+
+    def _add_index(self, name: str, vector_field: str, index: IndexConfig) -> None:
         params = self._client.prepare_index_params()
         params.add_index(vector_field, index_type=index.index_type, metric_type="COSINE",
                          params=index.build_params)
-        self._client.create_collection(name, schema=schema, consistency_level=self._consistency,
-                                       timeout=self._load_timeout_s)
         self._client.create_index(name, params, timeout=self._load_timeout_s,
                                   sync=self._traits.waits_for_index)
-        self._client.load_collection(name, timeout=self._load_timeout_s)
 
     def load(self, name: str) -> None:
         # A reopened Milvus Lite file (or a restarted server) has its collections released.
