@@ -51,7 +51,7 @@ def cmd_search(args: argparse.Namespace, client: SearchClient) -> int:
         args.collection, text=single.text, image=single.image, image_id=single.image_id,
         parts=parts, feedback=cli_query.feedback(args), top_k=args.top_k,
         filters=args.filter, min_similarity=args.min_similarity,
-        cutoff_gap=args.cutoff == "gap"))
+        cutoff_gap=args.cutoff == "gap", language=single.language))
     return 0
 
 

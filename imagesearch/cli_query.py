@@ -13,6 +13,7 @@ no expression to parse.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from imagesearch.queries import Feedback, Part
@@ -21,6 +22,10 @@ _PART_KINDS = ("text", "image", "id")
 
 
 def add_options(search: argparse.ArgumentParser) -> None:
+    search.add_argument("--language", default="", metavar="TAG",
+                        help="the language of the query's texts (BCP 47: de, zh, ar, ...; "
+                             "'auto' detects non-Latin scripts), which picks the model's "
+                             "text tower")
     parts = search.add_argument_group("compound query (a weighted sum of parts)")
     parts.add_argument("--weight", type=float, default=1.0,
                        help="weight of the text, --image or --id given (default 1)")
@@ -51,10 +56,12 @@ def add_options(search: argparse.ArgumentParser) -> None:
 
 def parts(args: argparse.Namespace) -> list[Part]:
     """The parts the options name, beyond the main text, --image or --id."""
-    made = [Part(text=t) for t in args.plus] + [Part(text=t, weight=-1.0) for t in args.minus]
+    language = args.language
+    made = [Part(text=t, language=language) for t in args.plus]
+    made += [Part(text=t, weight=-1.0, language=language) for t in args.minus]
     made += [Part(image_id=i) for i in args.like]
     made += [Part(image_id=i, weight=-1.0) for i in args.unlike]
-    return made + [_part(*given) for given in args.part]
+    return made + [with_language(_part(*given), language) for given in args.part]
 
 
 def _part(weight: str, kind: str, value: str) -> Part:
@@ -70,13 +77,17 @@ def _part(weight: str, kind: str, value: str) -> Part:
                                                                         weight=number)
 
 
+def with_language(part: Part, language: str) -> Part:
+    return replace(part, language=language) if part.text is not None else part
+
+
 def main_part(args: argparse.Namespace) -> Part | None:
     """The text, --image or --id given, with --weight (None: none given)."""
     given = [v is not None for v in (args.text, args.image, args.id)]
     if sum(given) > 1:
         raise SystemExit("give at most one of a text query, --image FILE and --id ID")
     if args.text is not None:
-        return Part(text=args.text, weight=args.weight)
+        return Part(text=args.text, weight=args.weight, language=args.language)
     if args.image is not None:
         return Part(image=args.image.read_bytes(), weight=args.weight)
     return Part(image_id=args.id, weight=args.weight) if args.id is not None else None

@@ -256,13 +256,14 @@ class SearchClient(Classifying, RecordingFeedback):
                image_id: str | None = None, top_k: int = 10,
                filters: Sequence[str] = (), min_similarity: float | None = None,
                parts: Sequence[Part] = (), feedback: Feedback | None = None,
-               cutoff_gap: bool = False) -> list[Hit]:
+               cutoff_gap: bool = False, language: str = "") -> list[Hit]:
         """By text, image bytes or an indexed image's id; with `parts`, by the weighted sum of
         those parts and the one of text, image or image_id given (weight 1); `feedback`
         refines the query by judged examples (see imagesearch.queries); `cutoff_gap` keeps
-        only the hits before the largest drop in similarity within top_k."""
+        only the hits before the largest drop in similarity within top_k. `language`: the
+        text's (BCP 47, or "auto"), which picks the model's text tower."""
         query = make_query(text=text, image=image, image_id=image_id, parts=parts,
-                           feedback=feedback)
+                           feedback=feedback, language=language)
         request = pb.SearchRequest(collection=collection, queries=[query], top_k=top_k,
                                    filter=[parse_condition(f) for f in filters],
                                    cutoff=pb.CUTOFF_LARGEST_GAP if cutoff_gap

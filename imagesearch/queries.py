@@ -25,6 +25,7 @@ class Part:
     image_id: str | None = None
     vector: Sequence[float] | None = None
     weight: float = 1.0
+    language: str = ""  # of text: a BCP 47 tag, "auto", or "" for the default tower
 
     def message(self) -> pb.QueryPart:
         given = [k for k in ("text", "image", "image_id", "vector")
@@ -32,7 +33,7 @@ class Part:
         if len(given) != 1:
             raise ValueError("a Part takes exactly one of text, image, image_id and vector; "
                              f"got {', '.join(given) or 'none'}")
-        part = pb.QueryPart(weight=self.weight)
+        part = pb.QueryPart(weight=self.weight, language=self.language)
         if self.vector is not None:
             part.vector.values[:] = list(self.vector)
         else:
@@ -64,17 +65,19 @@ class Feedback:
 
 
 def query(*, text: str | None = None, image: bytes | None = None, image_id: str | None = None,
-          parts: Sequence[Part] = (), feedback: Feedback | None = None) -> pb.Query:
+          parts: Sequence[Part] = (), feedback: Feedback | None = None,
+          language: str = "") -> pb.Query:
     """A query of one kind, or - with parts - the compound of them and of the one kind given
-    (weight 1), refined by `feedback` when given."""
-    given = Part(text, image, image_id) if (text, image, image_id) != (None,) * 3 else None
+    (weight 1), refined by `feedback` when given; `language` is `text`'s."""
+    given = (Part(text, image, image_id, language=language if text is not None else "")
+             if (text, image, image_id) != (None,) * 3 else None)
     if parts:
         made = pb.Query(compound=pb.CompoundQuery(parts=[
             p.message() for p in ([given] if given else []) + list(parts)]))
     elif given is not None:
         part = given.message()
         kind = part.WhichOneof("kind")
-        made = pb.Query(**{kind: getattr(part, kind)})
+        made = pb.Query(**{kind: getattr(part, kind)}, language=part.language)
     else:
         raise ValueError("give a text, an image, an image id or parts to search by")
     if feedback is not None:

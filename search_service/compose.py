@@ -110,6 +110,10 @@ def plan(query: Query) -> Plan | Outcome:
         return refused(EMPTY)
     else:
         own = (query,)
+    try:
+        _check_language(query)
+    except InvalidArgument as err:
+        return refused(str(err))
     examples: tuple[Query, ...] = ()
     if query.feedback is not None:
         examples = tuple(Query(image_id=i) for i in query.feedback.positive_ids
@@ -128,6 +132,15 @@ def _feedback_weights(feedback: Feedback | None) -> tuple[float, float, float]:
                                         NEGATIVE_WEIGHT))
 
 
+def _check_language(query: Query) -> None:
+    if not query.language:
+        return
+    if query.text is None:
+        raise InvalidArgument("language is for text: set it on a text query, or on the text "
+                              "parts of a compound query")
+    check.check_language(query.language)
+
+
 def _parts_problem(query: Query) -> str | None:
     assert query.parts is not None
     count = len(query.parts)
@@ -142,6 +155,7 @@ def _parts_problem(query: Query) -> str | None:
                                       "never a compound query or feedback")
             if kind(part.query) is None:
                 raise InvalidArgument("part is empty: set text, image, image_id or vector")
+            _check_language(part.query)
         except InvalidArgument as err:
             problems.append(f"part {n}: {err}")
     return "; ".join(problems) or None

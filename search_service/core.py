@@ -274,15 +274,17 @@ class SearchCore:
         limit, filters = check.check_top_k(top_k), check.check_conditions(conditions)
         check.check_similarity(min_similarity)
         record = await self.collection(name)
-        vectors = await self.query_vectors(record, queries, remaining)
+        towers: list[tuple[str, ...]] = []
+        vectors = await self.query_vectors(record, queries, remaining, towers)
         # Feedback examples left out of the hits: ask for that many more, then drop them.
         excluded = [q.feedback.excluded if q.feedback else frozenset() for q in queries]
         hits = await self.nearest(record, vectors, limit + max(map(len, excluded)), filters,
                                   min_similarity)
         return [QueryResult([], v) if isinstance(v, Outcome)
                 else QueryResult(cutoff.apply(cut, [h for h in found
-                                                    if h.external_id not in out][:limit]))
-                for v, found, out in zip(vectors, hits, excluded, strict=True)]
+                                                    if h.external_id not in out][:limit]),
+                                 text_towers=used)
+                for v, found, out, used in zip(vectors, hits, excluded, towers, strict=True)]
 
     async def nearest(self, record: CollectionRecord, vectors: Sequence[Embedding], top_k: int,
                       conditions: tuple[Condition, ...] = (),
@@ -298,35 +300,74 @@ class SearchCore:
         return out
 
     async def query_vectors(self, record: CollectionRecord, queries: Sequence[Query],
-                            remaining: float | None) -> list[Embedding]:
+                            remaining: float | None,
+                            towers: list[tuple[str, ...]] | None = None) -> list[Embedding]:
         """Each query's unit vector, or the outcome saying why it has none. The atoms of
         every query - parts of compound queries and feedback examples too - are embedded
         together: one embedder call per kind, one store read for every indexed image."""
         plans = [compose.plan(query) for query in queries]
         atoms = [atom for p in plans if isinstance(p, compose.Plan) for atom in p.atoms]
-        vectors = iter(await self._atom_vectors(record, atoms, remaining))
-        return [p if isinstance(p, Outcome)
-                else p.fold([next(vectors) for _ in p.atoms], record.name) for p in plans]
+        atom_towers = [""] * len(atoms)
+        vectors = iter(await self._atom_vectors(record, atoms, remaining, atom_towers))
+        used = iter(atom_towers)
+        folded: list[Embedding] = []
+        for p in plans:
+            if isinstance(p, Outcome):
+                folded.append(p)
+                if towers is not None:
+                    towers.append(())
+                continue
+            folded.append(p.fold([next(vectors) for _ in p.atoms], record.name))
+            if towers is not None:
+                towers.append(tuple(t for t in (next(used) for _ in p.atoms) if t))
+            else:
+                for _ in p.atoms:
+                    next(used)
+        return folded
 
     async def _atom_vectors(self, record: CollectionRecord, queries: Sequence[Query],
-                            remaining: float | None) -> list[Embedding]:
-        """Each single-kind query's unit vector, or the outcome saying why it has none."""
+                            remaining: float | None,
+                            towers: list[str] | None = None) -> list[Embedding]:
+        """Each single-kind query's unit vector, or the outcome saying why it has none;
+        `towers` gets the text tower of each text query ("" for the others)."""
         out: list[Embedding] = [refused(compose.EMPTY)] * len(queries)
-        for kind in ("text", "image"):
-            picked = [i for i, q in enumerate(queries) if getattr(q, kind) is not None]
-            if picked:
-                embed = (self._embedder.embed_texts if kind == "text"
-                         else self._embedder.embed_images)
-                fingerprint, embedded = await embed(
-                    [getattr(queries[i], kind) for i in picked], remaining)
-                self._check_model(record, fingerprint)
-                for i, embedding in zip(picked, embedded, strict=True):
-                    out[i] = embedding
+        picked = [i for i, q in enumerate(queries) if q.image is not None]
+        if picked:
+            fingerprint, embedded = await self._embedder.embed_images(
+                [queries[i].image for i in picked], remaining)  # type: ignore[misc]
+            self._check_model(record, fingerprint)
+            for i, embedding in zip(picked, embedded, strict=True):
+                out[i] = embedding
+        await self._texts(record, queries, out, towers, remaining)
         await self._stored_vectors(record, queries, out)
         for i, query in enumerate(queries):
             if query.vector is not None:
                 out[i] = _raw_vector(query.vector, record.model.dimension)
         return out
+
+    async def _texts(self, record: CollectionRecord, queries: Sequence[Query],
+                     out: list[Embedding], towers: list[str] | None,
+                     remaining: float | None) -> None:
+        """The text queries' vectors, one embedder call per language: a language no tower
+        serves fails its own queries, not the others'."""
+        by_language: dict[str, list[int]] = {}
+        for i, query in enumerate(queries):
+            if query.text is not None:
+                by_language.setdefault(query.language, []).append(i)
+        for language, picked in by_language.items():
+            texts = [queries[i].text or "" for i in picked]
+            try:
+                fingerprint, embedded, used = await self._embedder.embed_texts_in(
+                    texts, language, remaining)
+            except InvalidArgument as err:
+                for i in picked:
+                    out[i] = refused(str(err))
+                continue
+            self._check_model(record, fingerprint)
+            for i, embedding, tower in zip(picked, embedded, used, strict=True):
+                out[i] = embedding
+                if towers is not None:
+                    towers[i] = tower
 
     async def _stored_vectors(self, record: CollectionRecord, queries: Sequence[Query],
                               out: list[Embedding]) -> None:

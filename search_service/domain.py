@@ -167,6 +167,7 @@ class Query:
     vector: np.ndarray | None = None
     parts: tuple[Part, ...] | None = None
     feedback: Feedback | None = None
+    language: str = ""  # of `text`: a BCP 47 tag, "auto", or "" for the default tower
 
     @property
     def own_ids(self) -> frozenset[str]:
@@ -222,6 +223,7 @@ class FeedbackRecord:
 class QueryResult:
     hits: list[Hit]
     outcome: Outcome = DONE
+    text_towers: tuple[str, ...] = ()  # the embedder's towers that embedded its texts
 
 
 @dataclass(frozen=True)

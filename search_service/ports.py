@@ -97,6 +97,13 @@ class Embedder(Protocol):
     async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
                           ) -> tuple[str, list[Embedding]]: ...
 
+    async def embed_texts_in(self, texts: Sequence[str], language: str,
+                             remaining: float | None = None
+                             ) -> tuple[str, list[Embedding], list[str]]:
+        """As embed_texts, with the text tower `language` picks ("" the default; a BCP 47
+        tag; "auto": detected from the script), and the tower that embedded each text.
+        InvalidArgument, naming the languages served, for one no tower serves."""
+
 
 class ImageStore(Protocol):
     """Bytes kept per image beside the index, by kind - copy signals today; thumbnails and

@@ -291,3 +291,14 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_LANGUAGE = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8}){0,7}")
+
+
+def check_language(language: str) -> str:
+    """A BCP 47 tag's shape (the embedder says whether it serves it), or "auto"."""
+    if language == "auto" or (len(language) <= 35 and _LANGUAGE.fullmatch(language)):
+        return language
+    raise InvalidArgument(f"language {language[:40]!r} is not a BCP 47 tag (e.g. \"de\", "
+                          "\"zh-Hans\") or \"auto\"")

@@ -23,7 +23,7 @@ from imagesearch.copies.signal import FORMAT as COPY_SIGNAL_FORMAT
 from imagesearch.copies.signal import MAX_ENCODED_BYTES as MAX_SIGNAL_BYTES
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
-from imagesearch.errors import ResourceExhausted
+from imagesearch.errors import InvalidArgument, ResourceExhausted
 from search_service.domain import Embedding, Kept, ModelSpace, Outcome, Problem
 from search_service.errors import EmbedderFailed, EmbedderUnavailable
 
@@ -102,6 +102,16 @@ class GrpcEmbedder:
                 texts=[pb.TextInput(text=t) for t in chunk]), texts, remaining)
         return fingerprint, [_embedded(r) for r in results]
 
+    async def embed_texts_in(self, texts: Sequence[str], language: str,
+                             remaining: float | None = None
+                             ) -> tuple[str, list[Embedding], list[str]]:
+        fingerprint, results = await self._embed(
+            self._stub.EmbedTexts, lambda chunk: pb.EmbedTextsRequest(
+                texts=[pb.TextInput(text=t) for t in chunk], language=language),
+            texts, remaining)
+        towers = [r.text_tower if isinstance(r, pb.TextResult) else "" for r in results]
+        return fingerprint, [_embedded(r) for r in results], towers
+
     async def _embed(self, method: Any, build: Callable[[Sequence[Any]], Any],
                      items: Sequence[Any], remaining: float | None, answer_bytes: int = 0,
                      ) -> tuple[str, list[_Result]]:
@@ -161,6 +171,10 @@ class GrpcEmbedder:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.INVALID_ARGUMENT and "per request" in err.details():
                 raise _LimitChanged from err
+            if (err.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    and err.details().startswith("no text tower serves language")):
+                # The caller's language tag: the embedder's message names those it serves.
+                raise InvalidArgument(err.details()) from err
             raise _translated(err) from err
 
 

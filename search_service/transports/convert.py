@@ -68,21 +68,23 @@ def condition_in(condition: pb.Condition) -> Condition:
 def query_in(query: pb.Query) -> Query:
     feedback = feedback_in(query.feedback) if query.HasField("feedback") else None
     if query.WhichOneof("kind") == "compound":
-        return Query(parts=tuple(part_in(p) for p in query.compound.parts), feedback=feedback)
+        return Query(parts=tuple(part_in(p) for p in query.compound.parts), feedback=feedback,
+                     language=query.language)
     return replace(_atom_in(query), feedback=feedback)
 
 
 def _atom_in(query: pb.Query | pb.QueryPart) -> Query:
     kind = query.WhichOneof("kind")
     if kind == "text":
-        return Query(text=query.text)
+        return Query(text=query.text, language=query.language)
     if kind == "image":
-        return Query(image=query.image)
+        return Query(image=query.image, language=query.language)
     if kind == "image_id":
-        return Query(image_id=query.image_id)
+        return Query(image_id=query.image_id, language=query.language)
     if kind == "vector":
-        return Query(vector=np.asarray(query.vector.values, dtype=np.float32))
-    return Query()
+        return Query(vector=np.asarray(query.vector.values, dtype=np.float32),
+                     language=query.language)
+    return Query(language=query.language)
 
 
 def part_in(part: pb.QueryPart) -> Part:
@@ -195,7 +197,7 @@ def status_out(outcome: Outcome) -> pb.ItemStatus:
 
 def result_out(result: QueryResult) -> pb.QueryResult:
     return pb.QueryResult(hits=[hit_out(h) for h in result.hits],
-                          status=status_out(result.outcome))
+                          status=status_out(result.outcome), text_towers=result.text_towers)
 
 
 def classification_out(result: Classification) -> pb.Classification:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from imagesearch.errors import InvalidArgument
 from search_service.domain import (
     CollectionRecord,
     Condition,
@@ -178,3 +179,13 @@ class FakeEmbedder:
         await self.model()
         self.calls.append(("texts", len(texts)))
         return self.serving.fingerprint, [unit("text:" + t) for t in texts]
+
+    async def embed_texts_in(self, texts: Sequence[str], language: str,
+                             remaining: float | None = None
+                             ) -> tuple[str, list[Embedding], list[str]]:
+        """One tower, "default", serving English; "auto" and "" use it too."""
+        if language not in ("", "auto", "en"):
+            raise InvalidArgument(f"no text tower serves language {language!r}; this model "
+                                  "serves en")
+        fingerprint, embedded = await self.embed_texts(texts, remaining)
+        return fingerprint, embedded, ["default"] * len(texts)

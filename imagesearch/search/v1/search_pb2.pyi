@@ -319,20 +319,22 @@ class Condition(_message.Message):
     def __init__(self, key: _Optional[str] = ..., operator: _Optional[_Union[Operator, str]] = ..., values: _Optional[_Iterable[_Union[MetadataValue, _Mapping]]] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("text", "image", "image_id", "vector", "compound", "feedback")
+    __slots__ = ("text", "image", "image_id", "vector", "compound", "feedback", "language")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     COMPOUND_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     image_id: str
     vector: Vector
     compound: CompoundQuery
     feedback: Feedback
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., compound: _Optional[_Union[CompoundQuery, _Mapping]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ...) -> None: ...
+    language: str
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., compound: _Optional[_Union[CompoundQuery, _Mapping]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ..., language: _Optional[str] = ...) -> None: ...
 
 class CompoundQuery(_message.Message):
     __slots__ = ("parts",)
@@ -341,18 +343,20 @@ class CompoundQuery(_message.Message):
     def __init__(self, parts: _Optional[_Iterable[_Union[QueryPart, _Mapping]]] = ...) -> None: ...
 
 class QueryPart(_message.Message):
-    __slots__ = ("text", "image", "image_id", "vector", "weight")
+    __slots__ = ("text", "image", "image_id", "vector", "weight", "language")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     image_id: str
     vector: Vector
     weight: float
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
+    language: str
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., weight: _Optional[float] = ..., language: _Optional[str] = ...) -> None: ...
 
 class Feedback(_message.Message):
     __slots__ = ("positive_ids", "negative_ids", "query_weight", "positive_weight", "negative_weight", "exclude_positives", "include_negatives")
@@ -428,12 +432,14 @@ class CopyEvidence(_message.Message):
     def __init__(self, hash_distance: _Optional[int] = ..., mirrored: _Optional[bool] = ..., inliers: _Optional[int] = ..., correlation: _Optional[float] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("hits", "status")
+    __slots__ = ("hits", "status", "text_towers")
     HITS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_TOWERS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     status: ItemStatus
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ...) -> None: ...
+    text_towers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., text_towers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results",)
