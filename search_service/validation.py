@@ -54,6 +54,9 @@ MAX_FEEDBACK = 100_000
 MAX_JUDGEMENTS = 1000
 # A feedback id: the judged image's id, '/', 32 hex digits (search_service.feedback_space).
 MAX_FEEDBACK_ID = MAX_EXTERNAL_ID + 33
+# A feedback row's id is kept where an image's id is (1024 UTF-8 bytes in Milvus, with 33 more
+# for the '/' and digest): an image whose id is wider than this cannot be judged.
+MAX_JUDGED_ID_BYTES = 1024 - 33
 
 
 def check_collection_name(name: str) -> str:
@@ -197,6 +200,11 @@ def check_judgements(relevant: Sequence[str], not_relevant: Sequence[str]) -> li
     check_count("judged image ids", len(judged), MAX_JUDGEMENTS)
     for external_id in judged:
         check_external_id(external_id)
+        if len(external_id.encode("utf-8")) > MAX_JUDGED_ID_BYTES:
+            raise InvalidArgument(
+                f"image id {external_id[:80]!r} is too long to be judged: feedback is kept "
+                f"for ids of at most {MAX_JUDGED_ID_BYTES} UTF-8 bytes; got "
+                f"{len(external_id.encode('utf-8'))}")
     twice = sorted(i for i, n in Counter(judged).items() if n > 1)
     if twice:
         raise InvalidArgument(f"images {', '.join(repr(i[:80]) for i in twice[:5])} are judged "
