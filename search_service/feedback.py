@@ -50,6 +50,14 @@ async def record(core: SearchCore, collection: str, query: Query, relevant: Sequ
             f"pass the limit of {check.MAX_FEEDBACK}: delete some first")
     await core.store.upsert(space.of(target), ids, np.stack([vector] * len(ids)),
                             _metadata(query, judged, len(relevant)))
+    # Again after the write: a DeleteImages that ran since the check found no row to clean up.
+    gone = set(judged) - {image.external_id
+                                   for image in await core.store.get(target, judged)}
+    if gone:
+        await core.store.delete(space.of(target), [space.row_id(i, vector) for i in gone])
+        raise NotFound(f"images {', '.join(repr(i[:80]) for i in sorted(gone)[:10])} were "
+                       f"deleted from collection {target.name!r} while being judged: their "
+                       "judgements were not kept (those of the others were)")
     return ids, total + new
 
 

@@ -118,3 +118,33 @@ async def test_bad_feedback_ids_are_invalid_argument(tenants, bad):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await tenants.DeleteFeedback(pb.DeleteFeedbackRequest(collection=A, ids=[bad]))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_judgement_racing_the_deletion_of_its_image_is_not_left_behind():
+    """RecordFeedback checks its images, then writes: a DeleteImages landing in between
+    deleted the image and found no feedback to clean up, and the judgement of an image the
+    collection no longer holds stayed for good."""
+    from imagesearch.errors import NotFound
+    from search_service import feedback_space
+    from search_service.application import SearchApp
+    from search_service.core import SearchCore
+    from search_service.domain import NewImage, Query
+    from tests.search_service.fakes import FakeEmbedder, FakeStore
+
+    store = FakeStore()
+    app = SearchApp(SearchCore(store, FakeEmbedder()))
+    await app.create_collection("c", "")
+    await app.add_images("c", [NewImage(i, i.encode(), {}) for i in ("a", "b")])
+    upsert, raced = store.upsert, []
+
+    async def racing(record, ids, vectors, metadata):
+        if record.model.model_name.startswith("feedback") and not raced:
+            raced.append(True)
+            await app.delete_images("c", ["a"])
+        return await upsert(record, ids, vectors, metadata)
+
+    store.upsert = racing  # type: ignore[method-assign]
+    with pytest.raises(NotFound):
+        await app.record_feedback("c", Query(text="sea"), ["a"], ["b"])
+    page, _ = await app.list_feedback("c", 100, "", False)
+    assert [feedback_space.image_of(r.id) for r in page] == ["b"]
