@@ -179,7 +179,7 @@ def check_examples(positive: Sequence[str], negative: Sequence[str]) -> None:
 def check_class_names(names: Sequence[str]) -> list[str]:
     """1 to MAX_CLASS_NAMES_PER_CALL distinct names, each 1 to MAX_CLASS_NAME characters of
     printable text with no space at either end (a name is the label Classify answers with, so
-    "cat" and "cat " must not become two classes)."""
+    "cat" and "cat " must not become two classes); returned in Unicode NFC."""
     check_count("class names", len(names), MAX_CLASS_NAMES_PER_CALL)
     for position, name in enumerate(names):
         if not 1 <= len(name) <= MAX_CLASS_NAME:
@@ -188,9 +188,12 @@ def check_class_names(names: Sequence[str]) -> list[str]:
         if name != name.strip() or not name.isprintable() or not _encodable(name):
             raise InvalidArgument(f"class name {position} ({name[:40]!r}) must be printable "
                                   "text with no space at either end")
-    if len(set(names)) != len(names):
-        raise InvalidArgument("class names must be distinct")
-    return list(names)
+    # NFC: "café" typed precomposed or with a combining accent is one label, one class.
+    normalised = [unicodedata.normalize("NFC", name) for name in names]
+    if len(set(normalised)) != len(normalised):
+        raise InvalidArgument("class names must be distinct (also once Unicode-normalised, "
+                              "NFC)")
+    return normalised
 
 
 def check_judgements(relevant: Sequence[str], not_relevant: Sequence[str]) -> list[str]:
