@@ -148,3 +148,26 @@ async def test_a_judgement_racing_the_deletion_of_its_image_is_not_left_behind()
         await app.record_feedback("c", Query(text="sea"), ["a"], ["b"])
     page, _ = await app.list_feedback("c", 100, "", False)
     assert [feedback_space.image_of(r.id) for r in page] == ["b"]
+
+
+def forged(after: str) -> str:
+    import base64
+    import json
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+
+
+@pytest.mark.parametrize("after", ['" or collection != "', "\\", "x" * 5000, "\t", "",
+                                   "\U0001F600" * 300])
+async def test_forged_page_tokens_read_only_the_collections_own_rows(tenants, after):
+    stub = tenants
+    await stub.RecordFeedback(record(A, pb.Query(text="forged"), ["x"]))
+    await stub.AddClassNames(pb.AddClassNamesRequest(collection=A, names=["forged"]))
+    for call, request in ((stub.ListFeedback, pb.ListFeedbackRequest),
+                          (stub.ListClassNames, pb.ListClassNamesRequest)):
+        try:
+            page = await call(request(collection=B, page_token=forged(after)))
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+            assert "page_token" in err.details()
+        else:
+            assert "forged" not in str(page)
