@@ -54,3 +54,33 @@ async def test_a_tenant_cannot_see_or_delete_anothers_names(app):
     with pytest.raises(FailedPrecondition):
         await app.classify("b", [Query(text="AC/DC")], "", 10, 3,
                            source=ClassSource.NAMES)
+
+
+async def test_over_http_the_path_names_the_collection_not_the_body(embedder_server, tmp_path):
+    """A proxy that authorises by URL path must see the collection the call acts on."""
+    import aiohttp
+
+    from search_service.server import SearchServer
+    from tests.search_fixtures import search_settings
+
+    server = SearchServer(search_settings(tmp_path / "search.db", embedder_server.port,
+                                          http_port=0))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.http_port}") as http:
+            for name in ("pa", "pb"):
+                await (await http.post("/v1/collections", json={"name": name})).json()
+                await http.post(f"/v1/collections/{name}/classNames", json={"names": ["dog"]})
+            deleted = await http.post("/v1/collections/pa/classNames:delete",
+                                      json={"collection": "pb", "names": ["dog"]})
+            listed = await (await http.get("/v1/collections/pb/classNames")).json()
+            sneaky = await (await http.get("/v1/collections/pa/classNames?collection=pb")).json()
+            nan = await http.post("/v1/collections/pa:search", json={"queries": [{
+                "compound": {"parts": [{"text": "dog", "weight": "NaN"}]}}]})
+            nan_body = await nan.json()
+    finally:
+        await server.stop(grace=0)
+    assert deleted.status in (200, 400)
+    assert listed.get("names") == ["dog"]
+    assert sneaky.get("names", []) in ([], ["dog"])
+    assert nan.status in (200, 400) and "Traceback" not in str(nan_body), nan_body
