@@ -4,7 +4,6 @@ fakes: any weights and vectors give a unit vector's hits or a refusal, never an 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
