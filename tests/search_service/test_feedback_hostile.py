@@ -167,7 +167,9 @@ async def test_forged_page_tokens_read_only_the_collections_own_rows(tenants, af
         try:
             page = await call(request(collection=B, page_token=forged(after)))
         except grpc.aio.AioRpcError as err:
-            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
-            assert "page_token" in err.details()
+            refused = (err.code(), "page_token" in (err.details() or ""))
+            page = None
         else:
+            refused = (grpc.StatusCode.INVALID_ARGUMENT, True)
             assert "forged" not in str(page)
+        assert refused == (grpc.StatusCode.INVALID_ARGUMENT, True)
