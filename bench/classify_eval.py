@@ -17,15 +17,10 @@ import random
 import tempfile
 from pathlib import Path
 
-import grpc
-
-from embedder_service.server import EmbedderServer
-from embedder_service.settings import BUNDLED_MODEL, EmbedderSettings
+from bench.stack import search_stack
 from imagesearch import synthetic
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
-from search_service.server import SearchServer
-from search_service.settings import SearchSettings
 from tests.conftest import encode
 
 CLASSES = [f"{c} {s}" for c in synthetic.COLOURS for s in synthetic.SHAPES]
@@ -95,20 +90,8 @@ async def evaluate(stub: search_pb2_grpc.SearchServiceStub, count: int, shots: l
 
 
 async def run(count: int, shots: list[int], folder: Path) -> list[tuple[int, dict[str, float]]]:
-    embedder = EmbedderServer(EmbedderSettings(bundle=BUNDLED_MODEL, port=0,
-                                               log_level="WARNING",
-                                               providers=["CPUExecutionProvider"]))
-    await embedder.start()
-    search = SearchServer(SearchSettings(milvus_uri=str(folder / "classify.db"),
-                                         embedder_target=f"127.0.0.1:{embedder.port}", port=0,
-                                         log_level="WARNING", embedder_timeout_s=120.0))
-    await search.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{search.port}") as channel:
-            return await evaluate(search_pb2_grpc.SearchServiceStub(channel), count, shots)
-    finally:
-        await search.stop(grace=1)
-        await embedder.stop(grace=1)
+    async with search_stack(folder / "classify.db") as stub:
+        return await evaluate(stub, count, shots)
 
 
 def table(rows: list[tuple[int, dict[str, float]]], count: int, shots: list[int]) -> str:

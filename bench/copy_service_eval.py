@@ -27,15 +27,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import grpc
-
 from bench import copy_data
-from embedder_service.server import EmbedderServer
-from embedder_service.settings import BUNDLED_MODEL, EmbedderSettings
+from bench.stack import search_stack
+from embedder_service.settings import BUNDLED_MODEL
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
-from search_service.server import SearchServer
-from search_service.settings import SearchSettings
 
 MODES = {"copies": pb.DUPLICATE_MODE_COPIES, "similar": pb.DUPLICATE_MODE_SIMILAR}
 
@@ -46,21 +42,9 @@ def family(image_id: str) -> str:
 
 async def run(bundle: Path, distractors: int, threshold: float, folder: Path,
               verbose: bool) -> None:
-    embedder = EmbedderServer(EmbedderSettings(bundle=bundle, port=0, log_level="WARNING",
-                                               providers=["CPUExecutionProvider"]))
-    await embedder.start()
-    search = SearchServer(SearchSettings(
-        milvus_uri=str(folder / "eval.db"), embedder_target=f"127.0.0.1:{embedder.port}",
-        port=0, log_level="WARNING", image_store=str(folder / "images"),
-        embedder_timeout_s=120.0))
-    await search.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{search.port}") as channel:
-            await evaluate(search_pb2_grpc.SearchServiceStub(channel), distractors, threshold,
-                           verbose)
-    finally:
-        await search.stop(grace=1)
-        await embedder.stop(grace=1)
+    async with search_stack(folder / "eval.db", bundle,
+                            image_store=str(folder / "images")) as stub:
+        await evaluate(stub, distractors, threshold, verbose)
 
 
 async def evaluate(stub: search_pb2_grpc.SearchServiceStub, distractors: int,

@@ -20,15 +20,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-
-from embedder_service.server import EmbedderServer
-from embedder_service.settings import BUNDLED_MODEL, EmbedderSettings
+from bench.stack import search_stack
 from imagesearch import synthetic
 from imagesearch.search.v1 import search_pb2 as pb
 from imagesearch.search.v1 import search_pb2_grpc
-from search_service.server import SearchServer
-from search_service.settings import SearchSettings
 from tests.conftest import encode
 
 THRESHOLDS = [round(0.30 + 0.05 * n, 2) for n in range(14)]  # 0.30 .. 0.95
@@ -84,20 +79,8 @@ async def _search(stub: search_pb2_grpc.SearchServiceStub, queries: list[pb.Quer
 
 
 async def run(count: int, top_k: int, folder: Path) -> list[tuple[str, tuple]]:
-    embedder = EmbedderServer(EmbedderSettings(bundle=BUNDLED_MODEL, port=0,
-                                               log_level="WARNING",
-                                               providers=["CPUExecutionProvider"]))
-    await embedder.start()
-    search = SearchServer(SearchSettings(milvus_uri=str(folder / "cutoff.db"),
-                                         embedder_target=f"127.0.0.1:{embedder.port}", port=0,
-                                         log_level="WARNING", embedder_timeout_s=120.0))
-    await search.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{search.port}") as channel:
-            return await evaluate(search_pb2_grpc.SearchServiceStub(channel), count, top_k)
-    finally:
-        await search.stop(grace=1)
-        await embedder.stop(grace=1)
+    async with search_stack(folder / "cutoff.db") as stub:
+        return await evaluate(stub, count, top_k)
 
 
 def table(rows: list[tuple[str, tuple]], count: int, top_k: int) -> str:
