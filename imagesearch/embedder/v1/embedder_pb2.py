@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&imagesearch/embedder/v1/embedder.proto\x12\x17imagesearch.embedder.v1\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"d\n\tItemError\x12\x38\n\x06reason\x18\x01 \x01(\x0e\x32(.imagesearch.embedder.v1.ItemErrorReason\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x1a\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xd2\x01\n\x0bImageResult\x12\x37\n\tembedding\x18\x01 \x01(\x0b\x32\".imagesearch.embedder.v1.EmbeddingH\x00\x12\x33\n\x05\x65rror\x18\x02 \x01(\x0b\x32\".imagesearch.embedder.v1.ItemErrorH\x00\x12\x38\n\x0b\x63opy_signal\x18\x03 \x01(\x0b\x32#.imagesearch.embedder.v1.CopySignal\x12\x11\n\tthumbnail\x18\x04 \x01(\x0c\x42\x08\n\x06result\"C\n\nCopySignal\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x17\n\x0fperceptual_hash\x18\x03 \x01(\x0c\"\x82\x01\n\x12\x45mbedImagesRequest\x12\x33\n\x06images\x18\x01 \x03(\x0b\x32#.imagesearch.embedder.v1.ImageInput\x12\x1b\n\x13include_copy_signal\x18\x02 \x01(\x08\x12\x1a\n\x12thumbnail_max_side\x18\x03 \x01(\x05\"g\n\x13\x45mbedImagesResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.imagesearch.embedder.v1.ImageResult\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\"+\n\tTextInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\xd2\x01\n\nTextResult\x12\x37\n\tembedding\x18\x01 \x01(\x0b\x32\".imagesearch.embedder.v1.EmbeddingH\x00\x12\x33\n\x05\x65rror\x18\x02 \x01(\x0b\x32\".imagesearch.embedder.v1.ItemErrorH\x00\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x13\n\x0btoken_count\x18\x04 \x01(\x05\x12\x12\n\ntext_tower\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\tB\x08\n\x06result\"X\n\x11\x45mbedTextsRequest\x12\x31\n\x05texts\x18\x01 \x03(\x0b\x32\".imagesearch.embedder.v1.TextInput\x12\x10\n\x08language\x18\x02 \x01(\t\"e\n\x12\x45mbedTextsResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.imagesearch.embedder.v1.TextResult\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\"\x93\x01\n\x18StreamEmbedImagesRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x32\n\x05image\x18\x02 \x01(\x0b\x32#.imagesearch.embedder.v1.ImageInput\x12\x1b\n\x13include_copy_signal\x18\x03 \x01(\x08\x12\x1a\n\x12thumbnail_max_side\x18\x04 \x01(\x05\"\x87\x01\n\x19StreamEmbedImagesResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32$.imagesearch.embedder.v1.ImageResult\x12\x19\n\x11model_fingerprint\x18\x04 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xa5\x01\n\x06Limits\x12\x1d\n\x15max_items_per_request\x18\x01 \x01(\x05\x12\x17\n\x0fmax_image_bytes\x18\x02 \x01(\x03\x12\x18\n\x10max_image_pixels\x18\x03 \x01(\x03\x12\x16\n\x0emin_image_side\x18\x04 \x01(\x05\x12\x16\n\x0emax_text_chars\x18\x05 \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\x03\"X\n\tTextTower\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tlanguages\x18\x02 \x03(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\x05\x12\x12\n\nis_default\x18\x04 \x01(\x08\"\xe1\x02\n\tModelInfo\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x12\n\nimage_size\x18\x04 \x01(\x05\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\x05\x12\x1a\n\x12\x65xecution_provider\x18\x06 \x01(\t\x12\x1b\n\x13\x65xecution_providers\x18\x07 \x03(\t\x12\x11\n\tprecision\x18\x08 \x01(\t\x12\x16\n\x0emax_batch_size\x18\t \x01(\x05\x12/\n\x06limits\x18\n \x01(\x0b\x32\x1f.imagesearch.embedder.v1.Limits\x12\x1a\n\x12\x63opy_signal_format\x18\x0b \x01(\t\x12\x37\n\x0btext_towers\x18\x0c \x03(\x0b\x32\".imagesearch.embedder.v1.TextTower\"I\n\x14GetModelInfoResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".imagesearch.embedder.v1.ModelInfo*\xcd\x02\n\x0fItemErrorReason\x12!\n\x1dITEM_ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITEM_ERROR_REASON_EMPTY\x10\x01\x12\"\n\x1eITEM_ERROR_REASON_NOT_AN_IMAGE\x10\x02\x12#\n\x1fITEM_ERROR_REASON_CORRUPT_IMAGE\x10\x03\x12$\n ITEM_ERROR_REASON_TOO_MANY_BYTES\x10\x04\x12%\n!ITEM_ERROR_REASON_TOO_MANY_PIXELS\x10\x05\x12\x1f\n\x1bITEM_ERROR_REASON_TOO_SMALL\x10\x06\x12#\n\x1fITEM_ERROR_REASON_TEXT_TOO_LONG\x10\x07\x12\x1e\n\x1aITEM_ERROR_REASON_INTERNAL\x10\x08\x32\xcf\x03\n\x0f\x45mbedderService\x12h\n\x0b\x45mbedImages\x12+.imagesearch.embedder.v1.EmbedImagesRequest\x1a,.imagesearch.embedder.v1.EmbedImagesResponse\x12\x65\n\nEmbedTexts\x12*.imagesearch.embedder.v1.EmbedTextsRequest\x1a+.imagesearch.embedder.v1.EmbedTextsResponse\x12~\n\x11StreamEmbedImages\x12\x31.imagesearch.embedder.v1.StreamEmbedImagesRequest\x1a\x32.imagesearch.embedder.v1.StreamEmbedImagesResponse(\x01\x30\x01\x12k\n\x0cGetModelInfo\x12,.imagesearch.embedder.v1.GetModelInfoRequest\x1a-.imagesearch.embedder.v1.GetModelInfoResponseB|\n\x1b\x64\x65v.imagesearch.embedder.v1B\rEmbedderProtoP\x01ZLgithub.com/imagesearch/imagesearch/gen/go/imagesearch/embedder/v1;embedderv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&imagesearch/embedder/v1/embedder.proto\x12\x17imagesearch.embedder.v1\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"d\n\tItemError\x12\x38\n\x06reason\x18\x01 \x01(\x0e\x32(.imagesearch.embedder.v1.ItemErrorReason\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x1a\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xe2\x01\n\x0bImageResult\x12\x37\n\tembedding\x18\x01 \x01(\x0b\x32\".imagesearch.embedder.v1.EmbeddingH\x00\x12\x33\n\x05\x65rror\x18\x02 \x01(\x0b\x32\".imagesearch.embedder.v1.ItemErrorH\x00\x12\x38\n\x0b\x63opy_signal\x18\x03 \x01(\x0b\x32#.imagesearch.embedder.v1.CopySignal\x12\x11\n\tthumbnail\x18\x04 \x01(\x0c\x12\x0e\n\x06pixels\x18\x05 \x01(\x0c\x42\x08\n\x06result\"C\n\nCopySignal\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x17\n\x0fperceptual_hash\x18\x03 \x01(\x0c\"\xaa\x01\n\x12\x45mbedImagesRequest\x12\x33\n\x06images\x18\x01 \x03(\x0b\x32#.imagesearch.embedder.v1.ImageInput\x12\x1b\n\x13include_copy_signal\x18\x02 \x01(\x08\x12\x1a\n\x12thumbnail_max_side\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x17\n\x0fpixels_max_side\x18\x05 \x01(\x05\"g\n\x13\x45mbedImagesResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.imagesearch.embedder.v1.ImageResult\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\"+\n\tTextInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\xd2\x01\n\nTextResult\x12\x37\n\tembedding\x18\x01 \x01(\x0b\x32\".imagesearch.embedder.v1.EmbeddingH\x00\x12\x33\n\x05\x65rror\x18\x02 \x01(\x0b\x32\".imagesearch.embedder.v1.ItemErrorH\x00\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x13\n\x0btoken_count\x18\x04 \x01(\x05\x12\x12\n\ntext_tower\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\tB\x08\n\x06result\"g\n\x11\x45mbedTextsRequest\x12\x31\n\x05texts\x18\x01 \x03(\x0b\x32\".imagesearch.embedder.v1.TextInput\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"e\n\x12\x45mbedTextsResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.imagesearch.embedder.v1.TextResult\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\"\xbb\x01\n\x18StreamEmbedImagesRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x32\n\x05image\x18\x02 \x01(\x0b\x32#.imagesearch.embedder.v1.ImageInput\x12\x1b\n\x13include_copy_signal\x18\x03 \x01(\x08\x12\x1a\n\x12thumbnail_max_side\x18\x04 \x01(\x05\x12\r\n\x05model\x18\x05 \x01(\t\x12\x17\n\x0fpixels_max_side\x18\x06 \x01(\x05\"\x87\x01\n\x19StreamEmbedImagesResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32$.imagesearch.embedder.v1.ImageResult\x12\x19\n\x11model_fingerprint\x18\x04 \x01(\t\"$\n\x13GetModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xa5\x01\n\x06Limits\x12\x1d\n\x15max_items_per_request\x18\x01 \x01(\x05\x12\x17\n\x0fmax_image_bytes\x18\x02 \x01(\x03\x12\x18\n\x10max_image_pixels\x18\x03 \x01(\x03\x12\x16\n\x0emin_image_side\x18\x04 \x01(\x05\x12\x16\n\x0emax_text_chars\x18\x05 \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\x03\"X\n\tTextTower\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tlanguages\x18\x02 \x03(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\x05\x12\x12\n\nis_default\x18\x04 \x01(\x08\"\x84\x03\n\tModelInfo\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x12\n\nimage_size\x18\x04 \x01(\x05\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\x05\x12\x1a\n\x12\x65xecution_provider\x18\x06 \x01(\t\x12\x1b\n\x13\x65xecution_providers\x18\x07 \x03(\t\x12\x11\n\tprecision\x18\x08 \x01(\t\x12\x16\n\x0emax_batch_size\x18\t \x01(\x05\x12/\n\x06limits\x18\n \x01(\x0b\x32\x1f.imagesearch.embedder.v1.Limits\x12\x1a\n\x12\x63opy_signal_format\x18\x0b \x01(\t\x12\x37\n\x0btext_towers\x18\x0c \x03(\x0b\x32\".imagesearch.embedder.v1.TextTower\x12\x12\n\nis_primary\x18\r \x01(\x08\x12\r\n\x05ready\x18\x0e \x01(\x08\"}\n\x14GetModelInfoResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".imagesearch.embedder.v1.ModelInfo\x12\x32\n\x06models\x18\x02 \x03(\x0b\x32\".imagesearch.embedder.v1.ModelInfo*\xcd\x02\n\x0fItemErrorReason\x12!\n\x1dITEM_ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17ITEM_ERROR_REASON_EMPTY\x10\x01\x12\"\n\x1eITEM_ERROR_REASON_NOT_AN_IMAGE\x10\x02\x12#\n\x1fITEM_ERROR_REASON_CORRUPT_IMAGE\x10\x03\x12$\n ITEM_ERROR_REASON_TOO_MANY_BYTES\x10\x04\x12%\n!ITEM_ERROR_REASON_TOO_MANY_PIXELS\x10\x05\x12\x1f\n\x1bITEM_ERROR_REASON_TOO_SMALL\x10\x06\x12#\n\x1fITEM_ERROR_REASON_TEXT_TOO_LONG\x10\x07\x12\x1e\n\x1aITEM_ERROR_REASON_INTERNAL\x10\x08\x32\xcf\x03\n\x0f\x45mbedderService\x12h\n\x0b\x45mbedImages\x12+.imagesearch.embedder.v1.EmbedImagesRequest\x1a,.imagesearch.embedder.v1.EmbedImagesResponse\x12\x65\n\nEmbedTexts\x12*.imagesearch.embedder.v1.EmbedTextsRequest\x1a+.imagesearch.embedder.v1.EmbedTextsResponse\x12~\n\x11StreamEmbedImages\x12\x31.imagesearch.embedder.v1.StreamEmbedImagesRequest\x1a\x32.imagesearch.embedder.v1.StreamEmbedImagesResponse(\x01\x30\x01\x12k\n\x0cGetModelInfo\x12,.imagesearch.embedder.v1.GetModelInfoRequest\x1a-.imagesearch.embedder.v1.GetModelInfoResponseB|\n\x1b\x64\x65v.imagesearch.embedder.v1B\rEmbedderProtoP\x01ZLgithub.com/imagesearch/imagesearch/gen/go/imagesearch/embedder/v1;embedderv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagesearch.embedder.v1.emb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\033dev.imagesearch.embedder.v1B\rEmbedderProtoP\001ZLgithub.com/imagesearch/imagesearch/gen/go/imagesearch/embedder/v1;embedderv1'
-  _globals['_ITEMERRORREASON']._serialized_start=2198
-  _globals['_ITEMERRORREASON']._serialized_end=2531
+  _globals['_ITEMERRORREASON']._serialized_start=2411
+  _globals['_ITEMERRORREASON']._serialized_end=2744
   _globals['_EMBEDDING']._serialized_start=67
   _globals['_EMBEDDING']._serialized_end=94
   _globals['_ITEMERROR']._serialized_start=96
@@ -41,35 +41,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGEINPUT']._serialized_start=198
   _globals['_IMAGEINPUT']._serialized_end=224
   _globals['_IMAGERESULT']._serialized_start=227
-  _globals['_IMAGERESULT']._serialized_end=437
-  _globals['_COPYSIGNAL']._serialized_start=439
-  _globals['_COPYSIGNAL']._serialized_end=506
-  _globals['_EMBEDIMAGESREQUEST']._serialized_start=509
-  _globals['_EMBEDIMAGESREQUEST']._serialized_end=639
-  _globals['_EMBEDIMAGESRESPONSE']._serialized_start=641
-  _globals['_EMBEDIMAGESRESPONSE']._serialized_end=744
-  _globals['_TEXTINPUT']._serialized_start=746
-  _globals['_TEXTINPUT']._serialized_end=789
-  _globals['_TEXTRESULT']._serialized_start=792
-  _globals['_TEXTRESULT']._serialized_end=1002
-  _globals['_EMBEDTEXTSREQUEST']._serialized_start=1004
-  _globals['_EMBEDTEXTSREQUEST']._serialized_end=1092
-  _globals['_EMBEDTEXTSRESPONSE']._serialized_start=1094
-  _globals['_EMBEDTEXTSRESPONSE']._serialized_end=1195
-  _globals['_STREAMEMBEDIMAGESREQUEST']._serialized_start=1198
-  _globals['_STREAMEMBEDIMAGESREQUEST']._serialized_end=1345
-  _globals['_STREAMEMBEDIMAGESRESPONSE']._serialized_start=1348
-  _globals['_STREAMEMBEDIMAGESRESPONSE']._serialized_end=1483
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1485
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1506
-  _globals['_LIMITS']._serialized_start=1509
-  _globals['_LIMITS']._serialized_end=1674
-  _globals['_TEXTTOWER']._serialized_start=1676
-  _globals['_TEXTTOWER']._serialized_end=1764
-  _globals['_MODELINFO']._serialized_start=1767
-  _globals['_MODELINFO']._serialized_end=2120
-  _globals['_GETMODELINFORESPONSE']._serialized_start=2122
-  _globals['_GETMODELINFORESPONSE']._serialized_end=2195
-  _globals['_EMBEDDERSERVICE']._serialized_start=2534
-  _globals['_EMBEDDERSERVICE']._serialized_end=2997
+  _globals['_IMAGERESULT']._serialized_end=453
+  _globals['_COPYSIGNAL']._serialized_start=455
+  _globals['_COPYSIGNAL']._serialized_end=522
+  _globals['_EMBEDIMAGESREQUEST']._serialized_start=525
+  _globals['_EMBEDIMAGESREQUEST']._serialized_end=695
+  _globals['_EMBEDIMAGESRESPONSE']._serialized_start=697
+  _globals['_EMBEDIMAGESRESPONSE']._serialized_end=800
+  _globals['_TEXTINPUT']._serialized_start=802
+  _globals['_TEXTINPUT']._serialized_end=845
+  _globals['_TEXTRESULT']._serialized_start=848
+  _globals['_TEXTRESULT']._serialized_end=1058
+  _globals['_EMBEDTEXTSREQUEST']._serialized_start=1060
+  _globals['_EMBEDTEXTSREQUEST']._serialized_end=1163
+  _globals['_EMBEDTEXTSRESPONSE']._serialized_start=1165
+  _globals['_EMBEDTEXTSRESPONSE']._serialized_end=1266
+  _globals['_STREAMEMBEDIMAGESREQUEST']._serialized_start=1269
+  _globals['_STREAMEMBEDIMAGESREQUEST']._serialized_end=1456
+  _globals['_STREAMEMBEDIMAGESRESPONSE']._serialized_start=1459
+  _globals['_STREAMEMBEDIMAGESRESPONSE']._serialized_end=1594
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1596
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1632
+  _globals['_LIMITS']._serialized_start=1635
+  _globals['_LIMITS']._serialized_end=1800
+  _globals['_TEXTTOWER']._serialized_start=1802
+  _globals['_TEXTTOWER']._serialized_end=1890
+  _globals['_MODELINFO']._serialized_start=1893
+  _globals['_MODELINFO']._serialized_end=2281
+  _globals['_GETMODELINFORESPONSE']._serialized_start=2283
+  _globals['_GETMODELINFORESPONSE']._serialized_end=2408
+  _globals['_EMBEDDERSERVICE']._serialized_start=2747
+  _globals['_EMBEDDERSERVICE']._serialized_end=3210
 # @@protoc_insertion_point(module_scope)

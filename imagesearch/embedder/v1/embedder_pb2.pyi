@@ -51,16 +51,18 @@ class ImageInput(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("embedding", "error", "copy_signal", "thumbnail")
+    __slots__ = ("embedding", "error", "copy_signal", "thumbnail", "pixels")
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
     embedding: Embedding
     error: ItemError
     copy_signal: CopySignal
     thumbnail: bytes
-    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., copy_signal: _Optional[_Union[CopySignal, _Mapping]] = ..., thumbnail: _Optional[bytes] = ...) -> None: ...
+    pixels: bytes
+    def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., copy_signal: _Optional[_Union[CopySignal, _Mapping]] = ..., thumbnail: _Optional[bytes] = ..., pixels: _Optional[bytes] = ...) -> None: ...
 
 class CopySignal(_message.Message):
     __slots__ = ("format", "data", "perceptual_hash")
@@ -73,14 +75,18 @@ class CopySignal(_message.Message):
     def __init__(self, format: _Optional[str] = ..., data: _Optional[bytes] = ..., perceptual_hash: _Optional[bytes] = ...) -> None: ...
 
 class EmbedImagesRequest(_message.Message):
-    __slots__ = ("images", "include_copy_signal", "thumbnail_max_side")
+    __slots__ = ("images", "include_copy_signal", "thumbnail_max_side", "model", "pixels_max_side")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageInput]
     include_copy_signal: bool
     thumbnail_max_side: int
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., include_copy_signal: _Optional[bool] = ..., thumbnail_max_side: _Optional[int] = ...) -> None: ...
+    model: str
+    pixels_max_side: int
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., include_copy_signal: _Optional[bool] = ..., thumbnail_max_side: _Optional[int] = ..., model: _Optional[str] = ..., pixels_max_side: _Optional[int] = ...) -> None: ...
 
 class EmbedImagesResponse(_message.Message):
     __slots__ = ("results", "model_fingerprint")
@@ -115,12 +121,14 @@ class TextResult(_message.Message):
     def __init__(self, embedding: _Optional[_Union[Embedding, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., truncated: _Optional[bool] = ..., token_count: _Optional[int] = ..., text_tower: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
 
 class EmbedTextsRequest(_message.Message):
-    __slots__ = ("texts", "language")
+    __slots__ = ("texts", "language", "model")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedCompositeFieldContainer[TextInput]
     language: str
-    def __init__(self, texts: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., language: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, texts: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., language: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class EmbedTextsResponse(_message.Message):
     __slots__ = ("results", "model_fingerprint")
@@ -131,16 +139,20 @@ class EmbedTextsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TextResult, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class StreamEmbedImagesRequest(_message.Message):
-    __slots__ = ("id", "image", "include_copy_signal", "thumbnail_max_side")
+    __slots__ = ("id", "image", "include_copy_signal", "thumbnail_max_side", "model", "pixels_max_side")
     ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_COPY_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     id: str
     image: ImageInput
     include_copy_signal: bool
     thumbnail_max_side: int
-    def __init__(self, id: _Optional[str] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., include_copy_signal: _Optional[bool] = ..., thumbnail_max_side: _Optional[int] = ...) -> None: ...
+    model: str
+    pixels_max_side: int
+    def __init__(self, id: _Optional[str] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., include_copy_signal: _Optional[bool] = ..., thumbnail_max_side: _Optional[int] = ..., model: _Optional[str] = ..., pixels_max_side: _Optional[int] = ...) -> None: ...
 
 class StreamEmbedImagesResponse(_message.Message):
     __slots__ = ("id", "index", "result", "model_fingerprint")
@@ -155,8 +167,10 @@ class StreamEmbedImagesResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[ImageResult, _Mapping]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_items_per_request", "max_image_bytes", "max_image_pixels", "min_image_side", "max_text_chars", "max_message_bytes")
@@ -187,7 +201,7 @@ class TextTower(_message.Message):
     def __init__(self, name: _Optional[str] = ..., languages: _Optional[_Iterable[str]] = ..., context_length: _Optional[int] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_name", "fingerprint", "embedding_dim", "image_size", "context_length", "execution_provider", "execution_providers", "precision", "max_batch_size", "limits", "copy_signal_format", "text_towers")
+    __slots__ = ("model_name", "fingerprint", "embedding_dim", "image_size", "context_length", "execution_provider", "execution_providers", "precision", "max_batch_size", "limits", "copy_signal_format", "text_towers", "is_primary", "ready")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +214,8 @@ class ModelInfo(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     COPY_SIGNAL_FORMAT_FIELD_NUMBER: _ClassVar[int]
     TEXT_TOWERS_FIELD_NUMBER: _ClassVar[int]
+    IS_PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     fingerprint: str
     embedding_dim: int
@@ -212,10 +228,14 @@ class ModelInfo(_message.Message):
     limits: Limits
     copy_signal_format: str
     text_towers: _containers.RepeatedCompositeFieldContainer[TextTower]
-    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., execution_provider: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., copy_signal_format: _Optional[str] = ..., text_towers: _Optional[_Iterable[_Union[TextTower, _Mapping]]] = ...) -> None: ...
+    is_primary: bool
+    ready: bool
+    def __init__(self, model_name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., image_size: _Optional[int] = ..., context_length: _Optional[int] = ..., execution_provider: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., copy_signal_format: _Optional[str] = ..., text_towers: _Optional[_Iterable[_Union[TextTower, _Mapping]]] = ..., is_primary: _Optional[bool] = ..., ready: _Optional[bool] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "models")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     model: ModelInfo
-    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...

@@ -105,26 +105,30 @@ class EmbeddingModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "description", "model", "image_count", "create_time")
+    __slots__ = ("name", "description", "model", "image_count", "create_time", "migration")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     model: EmbeddingModel
     image_count: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., image_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    migration: Migration
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., image_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "description")
+    __slots__ = ("name", "description", "model")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)
@@ -662,3 +666,227 @@ class ClassifyResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Classification]
     def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServedModel(_message.Message):
+    __slots__ = ("model", "is_default", "ready", "image_size", "languages")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    model: EmbeddingModel
+    is_default: bool
+    ready: bool
+    image_size: int
+    languages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., is_default: _Optional[bool] = ..., ready: _Optional[bool] = ..., image_size: _Optional[int] = ..., languages: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    def __init__(self, models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
+
+class EvaluateModelsRequest(_message.Message):
+    __slots__ = ("collection", "label_key", "models", "max_images")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    label_key: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    max_images: int
+    def __init__(self, collection: _Optional[str] = ..., label_key: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., max_images: _Optional[int] = ...) -> None: ...
+
+class ModelEvaluation(_message.Message):
+    __slots__ = ("model", "is_current", "images", "recall_at_1", "recall_at_10", "knn_accuracy", "zero_shot_accuracy")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IS_CURRENT_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    RECALL_AT_1_FIELD_NUMBER: _ClassVar[int]
+    RECALL_AT_10_FIELD_NUMBER: _ClassVar[int]
+    KNN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ZERO_SHOT_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    model: EmbeddingModel
+    is_current: bool
+    images: int
+    recall_at_1: float
+    recall_at_10: float
+    knn_accuracy: float
+    zero_shot_accuracy: float
+    def __init__(self, model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., is_current: _Optional[bool] = ..., images: _Optional[int] = ..., recall_at_1: _Optional[float] = ..., recall_at_10: _Optional[float] = ..., knn_accuracy: _Optional[float] = ..., zero_shot_accuracy: _Optional[float] = ...) -> None: ...
+
+class EvaluateModelsResponse(_message.Message):
+    __slots__ = ("evaluations", "labels", "images_without_pixels")
+    EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_WITHOUT_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    evaluations: _containers.RepeatedCompositeFieldContainer[ModelEvaluation]
+    labels: int
+    images_without_pixels: int
+    def __init__(self, evaluations: _Optional[_Iterable[_Union[ModelEvaluation, _Mapping]]] = ..., labels: _Optional[int] = ..., images_without_pixels: _Optional[int] = ...) -> None: ...
+
+class Migration(_message.Message):
+    __slots__ = ("collection", "state", "source", "target", "images_copied", "images_total", "images_skipped", "skipped_ids", "create_time", "update_time", "switch_time", "grace_end_time", "switch_when_copied", "grace_period_seconds", "error")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Migration.State]
+        STATE_COPYING: _ClassVar[Migration.State]
+        STATE_PAUSED: _ClassVar[Migration.State]
+        STATE_COPIED: _ClassVar[Migration.State]
+        STATE_SWITCHED: _ClassVar[Migration.State]
+        STATE_FINISHED: _ClassVar[Migration.State]
+        STATE_CANCELLED: _ClassVar[Migration.State]
+        STATE_ROLLED_BACK: _ClassVar[Migration.State]
+        STATE_FAILED: _ClassVar[Migration.State]
+    STATE_UNSPECIFIED: Migration.State
+    STATE_COPYING: Migration.State
+    STATE_PAUSED: Migration.State
+    STATE_COPIED: Migration.State
+    STATE_SWITCHED: Migration.State
+    STATE_FINISHED: Migration.State
+    STATE_CANCELLED: Migration.State
+    STATE_ROLLED_BACK: Migration.State
+    STATE_FAILED: Migration.State
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_IDS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SWITCH_TIME_FIELD_NUMBER: _ClassVar[int]
+    GRACE_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    SWITCH_WHEN_COPIED_FIELD_NUMBER: _ClassVar[int]
+    GRACE_PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    state: Migration.State
+    source: EmbeddingModel
+    target: EmbeddingModel
+    images_copied: int
+    images_total: int
+    images_skipped: int
+    skipped_ids: _containers.RepeatedScalarFieldContainer[str]
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    switch_time: _timestamp_pb2.Timestamp
+    grace_end_time: _timestamp_pb2.Timestamp
+    switch_when_copied: bool
+    grace_period_seconds: int
+    error: str
+    def __init__(self, collection: _Optional[str] = ..., state: _Optional[_Union[Migration.State, str]] = ..., source: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., target: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., images_copied: _Optional[int] = ..., images_total: _Optional[int] = ..., images_skipped: _Optional[int] = ..., skipped_ids: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., switch_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., switch_when_copied: _Optional[bool] = ..., grace_period_seconds: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StartMigrationRequest(_message.Message):
+    __slots__ = ("collection", "model", "switch_when_copied", "grace_period_seconds", "force")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SWITCH_WHEN_COPIED_FIELD_NUMBER: _ClassVar[int]
+    GRACE_PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    model: str
+    switch_when_copied: bool
+    grace_period_seconds: int
+    force: bool
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[str] = ..., switch_when_copied: _Optional[bool] = ..., grace_period_seconds: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class StartMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class GetMigrationRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class GetMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class PauseMigrationRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class PauseMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class ResumeMigrationRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class ResumeMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class CancelMigrationRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class CancelMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class SwitchMigrationRequest(_message.Message):
+    __slots__ = ("collection", "force")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    force: bool
+    def __init__(self, collection: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class SwitchMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class RollbackMigrationRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class RollbackMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class FinishMigrationRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class FinishMigrationResponse(_message.Message):
+    __slots__ = ("migration",)
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    migration: Migration
+    def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...

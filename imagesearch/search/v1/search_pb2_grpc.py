@@ -146,6 +146,56 @@ class SearchServiceStub:
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/ListModels',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.EvaluateModels = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/EvaluateModels',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.EvaluateModelsRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.EvaluateModelsResponse.FromString,
+                _registered_method=True)
+        self.StartMigration = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/StartMigration',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.StartMigrationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.StartMigrationResponse.FromString,
+                _registered_method=True)
+        self.GetMigration = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/GetMigration',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetMigrationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetMigrationResponse.FromString,
+                _registered_method=True)
+        self.PauseMigration = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/PauseMigration',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.PauseMigrationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.PauseMigrationResponse.FromString,
+                _registered_method=True)
+        self.ResumeMigration = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/ResumeMigration',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ResumeMigrationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ResumeMigrationResponse.FromString,
+                _registered_method=True)
+        self.CancelMigration = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/CancelMigration',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.CancelMigrationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.CancelMigrationResponse.FromString,
+                _registered_method=True)
+        self.SwitchMigration = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/SwitchMigration',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SwitchMigrationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SwitchMigrationResponse.FromString,
+                _registered_method=True)
+        self.RollbackMigration = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/RollbackMigration',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.RollbackMigrationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.RollbackMigrationResponse.FromString,
+                _registered_method=True)
+        self.FinishMigration = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/FinishMigration',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -341,6 +391,101 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The embedding models the embedder serves, the default (primary) first: what
+        CreateCollectionRequest.model, EvaluateModels and StartMigration may name.
+        Errors: UNAVAILABLE (embedder).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateModels(self, request, context):
+        """Ranks served models on the collection's own labelled images: each model embeds the kept
+        pixels of a sample of the images (labels from a metadata key) and is scored by
+        leave-one-out retrieval (R@1, R@10, k-NN accuracy) and by zero-shot classification of the
+        label names as text. Nothing is stored. Needs kept pixels (SEARCH_KEEP_PIXELS).
+        Errors: NOT_FOUND (collection, model), INVALID_ARGUMENT (label_key, sizes),
+        FAILED_PRECONDITION (no kept pixels, fewer than two labels with two images each).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartMigration(self, request, context):
+        """Starts moving a collection to another served model without downtime: every image is
+        embedded again from its kept pixels in the background while searches keep using the
+        current model; images added or deleted meanwhile land in both; once every image is copied
+        the collection switches to the new model in one step (or waits for SwitchMigration), and
+        the old vectors are kept for a grace period in which RollbackMigration switches back.
+        A restart of any process resumes where the copy stood. One migration per collection.
+        Errors: NOT_FOUND (collection, model), ALREADY_EXISTS (a migration is under way),
+        INVALID_ARGUMENT (the collection already uses that model), FAILED_PRECONDITION (no kept
+        pixels in this service).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMigration(self, request, context):
+        """The collection's migration: under way, in its grace period, or the last one ended.
+        Errors: NOT_FOUND (collection, or it never had one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseMigration(self, request, context):
+        """Pauses the copy (STATE_COPYING -> STATE_PAUSED); writes keep landing in both models.
+        Errors: NOT_FOUND, FAILED_PRECONDITION (not copying).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeMigration(self, request, context):
+        """Resumes a paused or failed copy where it stood. Errors: NOT_FOUND, FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelMigration(self, request, context):
+        """Abandons a migration before its switch: the new model's vectors are deleted and the
+        collection stays as it was. Errors: NOT_FOUND, FAILED_PRECONDITION (already switched:
+        use RollbackMigration).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SwitchMigration(self, request, context):
+        """Switches a fully copied collection to the new model now (STATE_COPIED ->
+        STATE_SWITCHED), for migrations started with switch_when_copied false. Errors: NOT_FOUND,
+        FAILED_PRECONDITION (not fully copied, or images without kept pixels and no force).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackMigration(self, request, context):
+        """During the grace period after a switch: back to the old model, whose vectors were kept
+        current (STATE_SWITCHED -> STATE_ROLLED_BACK); the new model's vectors are deleted.
+        Errors: NOT_FOUND, FAILED_PRECONDITION (not in its grace period).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishMigration(self, request, context):
+        """Ends the grace period now (STATE_SWITCHED -> STATE_FINISHED): the old model's vectors
+        are deleted.
+        Errors: NOT_FOUND, FAILED_PRECONDITION (not in its grace period).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -443,6 +588,56 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.DeleteFeedback,
                     request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackRequest.FromString,
                     response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListModelsRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'EvaluateModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateModels,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.EvaluateModelsRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.EvaluateModelsResponse.SerializeToString,
+            ),
+            'StartMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartMigration,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.StartMigrationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.StartMigrationResponse.SerializeToString,
+            ),
+            'GetMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMigration,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetMigrationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetMigrationResponse.SerializeToString,
+            ),
+            'PauseMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseMigration,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.PauseMigrationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.PauseMigrationResponse.SerializeToString,
+            ),
+            'ResumeMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeMigration,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ResumeMigrationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ResumeMigrationResponse.SerializeToString,
+            ),
+            'CancelMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMigration,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.CancelMigrationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.CancelMigrationResponse.SerializeToString,
+            ),
+            'SwitchMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.SwitchMigration,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SwitchMigrationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SwitchMigrationResponse.SerializeToString,
+            ),
+            'RollbackMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackMigration,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.RollbackMigrationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.RollbackMigrationResponse.SerializeToString,
+            ),
+            'FinishMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishMigration,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -997,6 +1192,276 @@ class SearchService:
             '/imagesearch.search.v1.SearchService/DeleteFeedback',
             imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackRequest.SerializeToString,
             imagesearch_dot_search_dot_v1_dot_search__pb2.DeleteFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/ListModels',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ListModelsRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/EvaluateModels',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.EvaluateModelsRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.EvaluateModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/StartMigration',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.StartMigrationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.StartMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/GetMigration',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.GetMigrationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.GetMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/PauseMigration',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.PauseMigrationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.PauseMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/ResumeMigration',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ResumeMigrationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ResumeMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/CancelMigration',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.CancelMigrationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.CancelMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SwitchMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/SwitchMigration',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.SwitchMigrationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.SwitchMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/RollbackMigration',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.RollbackMigrationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.RollbackMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/FinishMigration',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationResponse.FromString,
             options,
             channel_credentials,
             insecure,
