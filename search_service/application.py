@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from search_service import analysis, class_names, duplicates, feedback, ingest
+from search_service import analysis, class_names, duplicates, evaluation, feedback, ingest
 from search_service.core import SearchCore
 from search_service.cutoff import Cutoff
 from search_service.domain import (
@@ -19,24 +19,29 @@ from search_service.domain import (
     DuplicateMode,
     Duplicates,
     FeedbackRecord,
+    Migration,
+    ModelEvaluations,
     NewImage,
     Outcome,
     Query,
     QueryResult,
+    ServedModel,
     StoredImage,
 )
+from search_service.migration import DEFAULT_GRACE_S, Migrations
 
 
 class SearchApp:
-    def __init__(self, core: SearchCore) -> None:
+    def __init__(self, core: SearchCore, migrations: Migrations | None = None) -> None:
         self.core = core
+        self.migrations = migrations or Migrations(core, worker="")
 
     async def close(self) -> None:
         await self.core.close()
 
     async def create_collection(self, name: str, description: str,
-                                remaining: float | None = None) -> Collection:
-        return await self.core.create_collection(name, description, remaining)
+                                remaining: float | None = None, model: str = "") -> Collection:
+        return await self.core.create_collection(name, description, remaining, model)
 
     async def get_collection(self, name: str) -> Collection:
         return await self.core.get_collection(name)
@@ -120,3 +125,39 @@ class SearchApp:
     async def delete_feedback(self, name: str, ids: Sequence[str], image_ids: Sequence[str],
                               everything: bool) -> None:
         await feedback.delete(self.core, name, ids, image_ids, everything)
+
+    async def list_models(self, remaining: float | None = None) -> list[ServedModel]:
+        return await self.core.served_models(remaining)
+
+    async def evaluate_models(self, name: str, label_key: str, models: Sequence[str],
+                              max_images: int, remaining: float | None = None
+                              ) -> ModelEvaluations:
+        return await evaluation.evaluate(self.core, name, label_key, models, max_images,
+                                         remaining)
+
+    async def start_migration(self, name: str, model: str, switch_when_copied: bool = True,
+                              grace_period_s: int = DEFAULT_GRACE_S, force: bool = False,
+                              remaining: float | None = None) -> Migration:
+        return await self.migrations.start(name, model, switch_when_copied, grace_period_s,
+                                           force, remaining)
+
+    async def get_migration(self, name: str) -> Migration:
+        return await self.migrations.get(name)
+
+    async def pause_migration(self, name: str) -> Migration:
+        return await self.migrations.pause(name)
+
+    async def resume_migration(self, name: str) -> Migration:
+        return await self.migrations.resume(name)
+
+    async def cancel_migration(self, name: str) -> Migration:
+        return await self.migrations.cancel(name)
+
+    async def switch_migration(self, name: str, force: bool = False) -> Migration:
+        return await self.migrations.switch(name, force)
+
+    async def rollback_migration(self, name: str) -> Migration:
+        return await self.migrations.rollback(name)
+
+    async def finish_migration(self, name: str) -> Migration:
+        return await self.migrations.finish(name)

@@ -65,6 +65,22 @@ async def add(core: SearchCore, collection: str, names: Sequence[str],
     return held.total + held.new
 
 
+async def carry(core: SearchCore, source: CollectionRecord, target: CollectionRecord) -> int:
+    """Embeds the class names kept under `source` again under `target` (another model's
+    space, for a migration); returns how many."""
+    after, carried = "", 0
+    while rows := await core.store.list_images(of(source), check.MAX_CLASS_NAMES_PER_CALL,
+                                               after):
+        names = [str(row.metadata[NAME_KEY]) for row in rows]
+        vectors = _ensembles(names, await core.embed_texts(
+            target, [p.format(n) for n in names for p in PROMPTS], None))
+        await core.store.upsert(of(target), [row_id(n) for n in names], vectors,
+                                [{NAME_KEY: n} for n in names])
+        carried += len(names)
+        after = rows[-1].external_id
+    return carried
+
+
 async def _for_write(core: SearchCore, collection: str) -> CollectionRecord:
     """The record read now, never the read paths' cached one: no write lands in a collection
     deleted a moment ago."""

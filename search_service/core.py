@@ -8,9 +8,11 @@ written or searched: vector spaces never mix.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,25 +28,43 @@ from search_service.domain import (
     Embedding,
     Hit,
     Kept,
+    ModelSpace,
     NewImage,
     Outcome,
     Problem,
     Query,
     QueryResult,
+    ServedModel,
     StoredImage,
     refused,
 )
-from search_service.errors import ModelMismatch
+from search_service.errors import ModelMismatch, ModelNotServed
 from search_service.ports import Embedder, ImageStore, VectorStore
 
 # The image store's kind for what copy detection keeps of each image: the SHA-256 of its
 # bytes, then its encoded copy signal (none when the embedder made none).
 COPY_KIND = "copy"
 THUMBNAIL_KIND = "thumb"
+# What an image is embedded again from (migration to another model, evaluation of models).
+PIXELS_KIND = "pixels"
 # Every kind the core keeps in the image store (what a move to another store carries).
-IMAGE_KINDS = (COPY_KIND, THUMBNAIL_KIND)
+IMAGE_KINDS = (COPY_KIND, THUMBNAIL_KIND, PIXELS_KIND)
 # Thumbnails kept of each image added: big enough for a results page on a high-DPI screen.
 THUMBNAIL_SIDE = 256
+
+
+@dataclass(frozen=True)
+class PixelPolicy:
+    """What the image store keeps to embed an image again: "normalized" (a JPEG the embedder
+    makes from its decode, at most `side` pixels on the longer side), "original" (the bytes as
+    sent), or "off" (nothing: the collection cannot move to another model)."""
+
+    keep: str = "normalized"
+    side: int = 448
+
+    @property
+    def embedder_side(self) -> int:
+        return self.side if self.keep == "normalized" else 0
 
 
 @dataclass(frozen=True)
@@ -55,8 +75,9 @@ class CopyRecord:
 
 class SearchCore:
     def __init__(self, store: VectorStore, embedder: Embedder, record_ttl_s: float = 2.0,
-                 images: ImageStore | None = None) -> None:
+                 images: ImageStore | None = None, pixels: PixelPolicy = PixelPolicy()) -> None:
         self.store = store
+        self.pixels = pixels
         # Where copy signals are kept; None: the service keeps none (duplicates by
         # similarity only).
         self.images = images
@@ -96,6 +117,10 @@ class SearchCore:
             self._records[name] = (now, record)
         return record
 
+    def forget(self, name: str) -> None:
+        """Drops the cached record of `name` (after a write to it)."""
+        self._forget(name)
+
     def _forget(self, name: str) -> None:
         self._generations[name] = self._generations.get(name, 0) + 1
         self._records.pop(name, None)
@@ -107,14 +132,23 @@ class SearchCore:
     # Collections -------------------------------------------------------------------------
 
     async def create_collection(self, name: str, description: str,
-                                remaining: float | None = None) -> Collection:
+                                remaining: float | None = None, model_name: str = "",
+                                ) -> Collection:
         check.check_collection_name(name)
         check.check_description(description)
-        model = await self._embedder.model(remaining)
+        model = await self.served_model(model_name, remaining)
         self._forget(name)
         made = await self.store.create_collection(name, model, description)
         self._forget(name)  # reads that began during the creation saw the old state
         return Collection(made, 0)
+
+    async def served_model(self, name: str, remaining: float | None = None) -> ModelSpace:
+        """The space of the served model `name` names ("" the primary); NOT_FOUND if none."""
+        check.check_model_name(name)
+        return await self._embedder.model(remaining, name)
+
+    async def served_models(self, remaining: float | None = None) -> list[ServedModel]:
+        return await self._embedder.models(remaining)
 
     async def get_collection(self, name: str) -> Collection:
         record = await self._fresh(name)
@@ -161,33 +195,62 @@ class SearchCore:
         if not valid:
             return outcomes
         data = [images[i].data for i in valid]
-        if self.images is None:
-            fingerprint, embedded = await self._embedder.embed_images(data, remaining)
-            kept = [Kept()] * len(valid)
-        else:
-            fingerprint, embedded, kept = await self._embedder.embed_images_signed(
-                data, remaining, THUMBNAIL_SIDE)
-        self._check_model(record, fingerprint)
+        shadow = record.shadow
+        # During a migration each image is embedded by both models before anything is
+        # written: an image lands in both spaces or in neither.
+        (embedded, kept), twins = await asyncio.gather(
+            self._embed_for_keeping(record, data, remaining),
+            self.embed_images(shadow, data, remaining) if shadow else _nothing())
         stored = []
-        for index, embedding, extras in zip(valid, embedded, kept, strict=True):
+        for at, (index, embedding, extras) in enumerate(zip(valid, embedded, kept, strict=True)):
+            twin = twins[at] if shadow is not None else None
             if isinstance(embedding, Outcome):
                 outcomes[index] = embedding
+            elif isinstance(twin, Outcome):
+                assert shadow is not None
+                outcomes[index] = Outcome(twin.problem, (
+                    f"collection {record.name!r} is moving to model {shadow.model.model_name}, "
+                    f"which refused this image: {twin.message}"))
             else:
-                stored.append((index, embedding, extras))
+                stored.append((index, embedding, extras, twin))
         if stored and self.images is not None:
             # Before the vectors: an image searchable as a copy candidate has its record.
-            await self._keep(record, [(images[i], extras) for i, _, extras in stored])
+            await self._keep(record, [(images[i], extras) for i, _, extras, _ in stored])
         if stored:
-            await self.store.upsert(record, [images[i].id for i, _, _ in stored],
-                                    np.stack([v for _, v, _ in stored]),
-                                    [check.check_metadata(images[i].metadata)
-                                     for i, _, _ in stored])
+            ids = [images[i].id for i, _, _, _ in stored]
+            metadata = [check.check_metadata(images[i].metadata) for i, _, _, _ in stored]
+            await self.store.upsert(record, ids, np.stack([v for _, v, _, _ in stored]),
+                                    metadata)
+            if shadow is not None:
+                twins_kept = [t for _, _, _, t in stored if t is not None]
+                await self.store.upsert(shadow, ids, np.stack(twins_kept), metadata)
         if stored and self.images is not None:
             # After the vectors: an index row never names an image the collection lacks,
             # and an image whose row failed is still found through its embedding.
             await copy_index.add(self.store, record, [(images[i].id, extras.copy_signal)
-                                                      for i, _, extras in stored])
+                                                      for i, _, extras, _ in stored])
         return outcomes
+
+    async def _embed_for_keeping(self, record: CollectionRecord, data: Sequence[bytes],
+                                 remaining: float | None) -> tuple[list[Embedding], list[Kept]]:
+        """Vectors in the collection's space, with what the image store keeps of each."""
+        if self.images is None:
+            return await self.embed_images(record, data, remaining), [Kept()] * len(data)
+        with _served(record):
+            fingerprint, embedded, kept = await self._embedder.embed_images_signed(
+                data, remaining, THUMBNAIL_SIDE, record.model.fingerprint,
+                self.pixels.embedder_side)
+        self._check_model(record, fingerprint)
+        return embedded, kept
+
+    async def embed_images(self, record: CollectionRecord, data: Sequence[bytes],
+                           remaining: float | None) -> list[Embedding]:
+        """Images' vectors in the space of `record.model` (the model checked first)."""
+        with _served(record):
+            fingerprint, embedded = await self._embedder.embed_images(
+                data, remaining, record.model.fingerprint)
+        self._check_model(record, fingerprint)
+        return embedded
 
     async def _keep(self, record: CollectionRecord, kept: list[tuple[NewImage, Kept]]) -> None:
         """Each image's copy record (the SHA-256 of its bytes, then its signal) and thumbnail.
@@ -199,6 +262,19 @@ class SearchCore:
             for image, extras in kept])
         await self.images.put(record.key, THUMBNAIL_KIND, [
             (image.id, extras.thumbnail or b"") for image, extras in kept])
+        if self.pixels.keep != "off":
+            # An empty record where the embedder made none: never an older image's pixels.
+            await self.images.put(record.key, PIXELS_KIND, [
+                (image.id, image.data if self.pixels.keep == "original"
+                 else extras.pixels or b"") for image, extras in kept])
+
+    async def kept_pixels(self, record: CollectionRecord, ids: Sequence[str]
+                          ) -> dict[str, bytes]:
+        """What can be embedded again of each of `ids` that has it."""
+        if self.images is None or not ids:
+            return {}
+        found = await self.images.get(record.key, PIXELS_KIND, ids)
+        return {i: data for i, data in found.items() if data}
 
     async def get_thumbnails(self, name: str, ids: Sequence[str]
                              ) -> tuple[dict[str, bytes], list[str]]:
@@ -230,8 +306,9 @@ class SearchCore:
             if query.image_id is not None and not isinstance(vector, Outcome):
                 copy = (await self.copy_records(record, [query.image_id])).get(query.image_id)
             return vector, copy
-        fingerprint, (vector,), (kept,) = await self._embedder.embed_images_signed(
-            [query.image], remaining)
+        with _served(record):
+            fingerprint, (vector,), (kept,) = await self._embedder.embed_images_signed(
+                [query.image], remaining, model=record.model.fingerprint)
         self._check_model(record, fingerprint)
         return vector, CopyRecord(hashlib.sha256(query.image).digest(), kept.copy_signal)
 
@@ -259,6 +336,10 @@ class SearchCore:
         wanted = check.check_ids(ids)
         record = await self._fresh(name)
         await self.store.delete(record, wanted)
+        if record.shadow is not None:
+            # After the collection's own space: a migration's copy that read an image before
+            # this finds it gone when it checks, and deletes its copy.
+            await self.store.delete(record.shadow, wanted)
         if self.images is not None:
             await copy_index.delete(self.store, record, wanted)
             await self.images.delete(record.key, wanted)
@@ -333,9 +414,8 @@ class SearchCore:
         out: list[Embedding] = [refused(compose.EMPTY)] * len(queries)
         picked = [i for i, q in enumerate(queries) if q.image is not None]
         if picked:
-            fingerprint, embedded = await self._embedder.embed_images(
-                [queries[i].image for i in picked], remaining)  # type: ignore[misc]
-            self._check_model(record, fingerprint)
+            embedded = await self.embed_images(
+                record, [queries[i].image for i in picked], remaining)  # type: ignore[misc]
             for i, embedding in zip(picked, embedded, strict=True):
                 out[i] = embedding
         await self._texts(record, queries, out, towers, remaining)
@@ -357,8 +437,9 @@ class SearchCore:
         for language, picked in by_language.items():
             texts = [queries[i].text or "" for i in picked]
             try:
-                fingerprint, embedded, used = await self._embedder.embed_texts_in(
-                    texts, language, remaining)
+                with _served(record):
+                    fingerprint, embedded, used = await self._embedder.embed_texts_in(
+                        texts, language, remaining, record.model.fingerprint)
             except InvalidArgument as err:
                 for i in picked:
                     out[i] = refused(str(err))
@@ -390,17 +471,39 @@ class SearchCore:
     async def embed_texts(self, record: CollectionRecord, texts: Sequence[str],
                           remaining: float | None) -> list[Embedding]:
         """Texts' vectors in the collection's space (the embedder's model checked first)."""
-        fingerprint, embedded = await self._embedder.embed_texts(texts, remaining)
+        with _served(record):
+            fingerprint, embedded = await self._embedder.embed_texts(
+                texts, remaining, record.model.fingerprint)
         self._check_model(record, fingerprint)
         return embedded
 
     @staticmethod
     def _check_model(record: CollectionRecord, fingerprint: str) -> None:
+        """An embedder older than several models ignores the model a call names."""
         if fingerprint != record.model.fingerprint:
             raise ModelMismatch(
-                f"collection {record.name!r} was built with model {record.model.model_name} "
+                f"collection {record.name!r} uses model {record.model.model_name} "
                 f"({record.model.fingerprint}); the embedder now serves {fingerprint}. "
-                "Search it with the original model, or re-index into a new collection")
+                "Serve that model again (EMBEDDER_EXTRA_BUNDLES), or move the collection to "
+                "a served one (StartMigration)")
+
+
+@contextmanager
+def _served(record: CollectionRecord) -> Iterator[None]:
+    """A call for the model of a collection the embedder no longer serves: the collection's
+    precondition, not a missing resource of the caller's."""
+    try:
+        yield
+    except ModelNotServed as err:
+        raise ModelMismatch(
+            f"collection {record.name!r} uses model {record.model.model_name} "
+            f"({record.model.fingerprint}), which the embedder does not serve now: {err}. "
+            "Serve that model again (EMBEDDER_EXTRA_BUNDLES), or move the collection to a "
+            "served one (StartMigration)") from err
+
+
+async def _nothing() -> list[Embedding]:
+    return []
 
 
 def without(hits: list[Hit], own: frozenset[str], limit: int) -> list[Hit]:

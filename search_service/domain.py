@@ -25,6 +25,68 @@ class ModelSpace:
 
 
 @dataclass(frozen=True)
+class ServedModel:
+    """A model the embedder serves, as the search service offers it for collections."""
+
+    space: ModelSpace
+    is_default: bool
+    ready: bool
+    image_size: int
+    languages: tuple[str, ...]
+
+
+class MigrationState(enum.Enum):
+    COPYING = "copying"
+    PAUSED = "paused"
+    COPIED = "copied"
+    SWITCHED = "switched"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+# Before the switch: the collection uses the source; writes land in the target too.
+BEFORE_SWITCH = frozenset({MigrationState.COPYING, MigrationState.PAUSED,
+                           MigrationState.COPIED, MigrationState.FAILED})
+# States in which a write lands in two spaces.
+DUAL_WRITES = BEFORE_SWITCH | {MigrationState.SWITCHED}
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A collection's move to another model (search_service.migration), kept in its record.
+
+    `source` is the space the collection was built with, `target` the one it moves to; the
+    collection's `model` is the source before the switch and the target after it."""
+
+    source: ModelSpace
+    target: ModelSpace
+    state: MigrationState
+    created_at_ms: int
+    updated_at_ms: int
+    switch_when_copied: bool = True
+    grace_period_s: int = 86_400
+    force: bool = False
+    # The last image id the background copy has embedded into the target ("" before any).
+    cursor: str = ""
+    copied: int = 0
+    total: int = 0
+    skipped: int = 0
+    skipped_ids: tuple[str, ...] = ()
+    switched_at_ms: int = 0
+    error: str = ""
+    # Which worker copies, and until when its claim holds (another replica may take over
+    # after it, as after a restart).
+    worker: str = ""
+    lease_until_ms: int = 0
+
+    @property
+    def grace_ends_at_ms(self) -> int:
+        return self.switched_at_ms + 1000 * self.grace_period_s if self.switched_at_ms else 0
+
+
+@dataclass(frozen=True)
 class CollectionRecord:
     name: str
     model: ModelSpace
@@ -33,10 +95,25 @@ class CollectionRecord:
     # What the collection's rows carry, made afresh at each creation (so a collection created
     # again under a deleted one's name never sees its rows); the name for older collections.
     key: str = ""
+    # The collection's migration to another model: under way, in its grace period, or the
+    # last one ended; None if it never had one.
+    migration: Migration | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
             object.__setattr__(self, "key", self.name)
+
+    @property
+    def shadow(self) -> CollectionRecord | None:
+        """Where the collection's writes land besides its own space during a migration: the
+        target's space before the switch, the source's in the grace period after it."""
+        migration = self.migration
+        if migration is None or migration.state not in DUAL_WRITES:
+            return None
+        other = (migration.source if migration.state is MigrationState.SWITCHED
+                 else migration.target)
+        return CollectionRecord(self.name, other, self.description, self.created_at_ms,
+                                self.key)
 
 
 @dataclass(frozen=True)
@@ -61,6 +138,8 @@ class Kept:
 
     copy_signal: bytes | None = None
     thumbnail: bytes | None = None
+    # A normalised copy of the pixels (a JPEG), to embed the image again with another model.
+    pixels: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +147,8 @@ class StoredImage:
     external_id: str
     metadata: dict[str, Any]
     vector: np.ndarray | None = None
+    # When the row was last written (ms since the epoch; 0 where a store does not say).
+    updated_at_ms: int = 0
 
 
 class DuplicateMode(enum.Enum):
@@ -266,3 +347,24 @@ class LabelScore:
 class Classification:
     labels: list[LabelScore]
     outcome: Outcome = field(default_factory=Outcome)
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """How well a served model retrieves a collection's labelled images (search_service.
+    evaluation): leave-one-out shares, each in [0, 1]."""
+
+    space: ModelSpace
+    is_current: bool
+    images: int
+    recall_at_1: float
+    recall_at_10: float
+    knn_accuracy: float
+    zero_shot_accuracy: float
+
+
+@dataclass(frozen=True)
+class ModelEvaluations:
+    evaluations: list[ModelEvaluation]
+    labels: int
+    images_without_pixels: int

@@ -32,6 +32,14 @@ class ModelMismatch(FailedPrecondition):
     """The collection was built with another embedding model: vector spaces must not mix."""
 
 
+class ModelNotServed(NotFound):
+    """The embedder does not serve the model a call named."""
+
+
+class MigrationConflict(FailedPrecondition):
+    """A migration control that its migration's state does not allow."""
+
+
 class MilvusUnavailable(Unavailable):
     pass
 

@@ -140,3 +140,43 @@ async def delete(core: SearchCore, collection: str, ids: Sequence[str] = (),
 
 async def count(core: SearchCore, target: CollectionRecord) -> int:
     return await space.count(core.store, target)
+
+
+async def carry(core: SearchCore, source: CollectionRecord, target: CollectionRecord
+                ) -> tuple[int, int]:
+    """Records the judgements kept under `source` again under `target` (another model's space,
+    for a migration) where their query can be embedded again - a text kept whole, an indexed
+    image - and returns how many were carried and how many could not be (images and vectors
+    sent as queries, compound queries, clipped texts: their vectors belong to the old model)."""
+    after, carried, left = "", 0, 0
+    while rows := await core.store.list_images(space.of(source), check.MAX_PAGE, after):
+        after = rows[-1].external_id
+        judged = [_record_of(row) for row in rows]
+        texts = [r for r in judged if r.query_kind == "text"
+                 and not r.query_description.endswith("…")]
+        by_id = [r for r in judged if r.query_kind == "image_id"]
+        left += len(judged) - len(texts) - len(by_id)
+        vectors: dict[str, np.ndarray] = {}
+        if texts:
+            embedded = await core.embed_texts(target, [r.query_description for r in texts], None)
+            for r, v in zip(texts, embedded, strict=True):
+                if not isinstance(v, Outcome):
+                    vectors[r.id] = v
+        if by_id:
+            found = {i.external_id: i.vector for i in await core.store.get(
+                target, sorted({r.query_description for r in by_id}), True)}
+            for r in by_id:
+                vector = found.get(r.query_description)
+                if vector is not None:
+                    vectors[r.id] = vector
+        keep = [(r, vectors[r.id]) for r in judged if r.id in vectors]
+        left += len(texts) + len(by_id) - len(keep)
+        if keep:
+            await core.store.upsert(
+                space.of(target), [space.row_id(r.image_id, v) for r, v in keep],
+                np.stack([v for _, v in keep]),
+                [{space.IMAGE_KEY: r.image_id, space.RELEVANT_KEY: r.relevant,
+                  space.KIND_KEY: r.query_kind, space.QUERY_KEY: r.query_description,
+                  space.TIME_KEY: r.recorded_at_ms} for r, _ in keep])
+        carried += len(keep)
+    return carried, left

@@ -24,6 +24,7 @@ from search_service.domain import (
     Hit,
     Kept,
     ModelSpace,
+    ServedModel,
     StoredImage,
 )
 
@@ -47,6 +48,15 @@ class VectorStore(Protocol):
         """Names after `after`, in order."""
 
     async def delete_collection(self, name: str) -> None: ...
+
+    async def update_collection(self, record: CollectionRecord) -> None:
+        """Stores the record's model and migration in place of the stored ones;
+        CollectionNotFound if the collection is gone or was created again. Makes the spaces
+        the migration names."""
+
+    async def delete_space(self, collection: CollectionRecord) -> None:
+        """Deletes the key's rows in the space of `collection.model` alone (a model's vectors
+        after a migration)."""
 
     async def counts(self, collections: Sequence[CollectionRecord]) -> list[int]: ...
 
@@ -80,25 +90,35 @@ class VectorStore(Protocol):
 
 
 class Embedder(Protocol):
-    """The embedding model: images and texts in, unit vectors of its space out."""
+    """The embedding models: images and texts in, unit vectors of a model's space out.
 
-    async def model(self, remaining: float | None = None) -> ModelSpace: ...
+    Every call may name the model (`model`: a served model's fingerprint or name; "" the
+    embedder's primary); one the embedder does not serve raises ModelNotServed. An embedder
+    older than several models ignores the name, so callers still check the fingerprint each
+    call returns."""
 
-    async def embed_images(self, images: Sequence[bytes], remaining: float | None = None
-                           ) -> tuple[str, list[Embedding]]:
+    async def model(self, remaining: float | None = None, model: str = "") -> ModelSpace: ...
+
+    async def models(self, remaining: float | None = None) -> list[ServedModel]:
+        """Every served model, the primary first."""
+
+    async def embed_images(self, images: Sequence[bytes], remaining: float | None = None,
+                           model: str = "") -> tuple[str, list[Embedding]]:
         """The model's fingerprint, and per image its vector or why it has none."""
 
     async def embed_images_signed(self, images: Sequence[bytes],
                                   remaining: float | None = None, thumbnail_side: int = 0,
+                                  model: str = "", pixels_side: int = 0,
                                   ) -> tuple[str, list[Embedding], list[Kept]]:
-        """As embed_images, with what to keep of each image: its copy signal, and a thumbnail
-        at most `thumbnail_side` pixels on its longer side when that is not 0."""
+        """As embed_images, with what to keep of each image: its copy signal, a thumbnail at
+        most `thumbnail_side` pixels on its longer side when that is not 0, and a normalised
+        copy at most `pixels_side` when that is not 0."""
 
-    async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
-                          ) -> tuple[str, list[Embedding]]: ...
+    async def embed_texts(self, texts: Sequence[str], remaining: float | None = None,
+                          model: str = "") -> tuple[str, list[Embedding]]: ...
 
     async def embed_texts_in(self, texts: Sequence[str], language: str,
-                             remaining: float | None = None
+                             remaining: float | None = None, model: str = "",
                              ) -> tuple[str, list[Embedding], list[str]]:
         """As embed_texts, with the text tower `language` picks ("" the default; a BCP 47
         tag; "auto": detected from the script), and the tower that embedded each text.
@@ -106,8 +126,8 @@ class Embedder(Protocol):
 
 
 class ImageStore(Protocol):
-    """Bytes kept per image beside the index, by kind - copy signals today; thumbnails and
-    the pixels to re-embed from go in the same store - under a collection's key (made afresh
+    """Bytes kept per image beside the index, by kind - copy signals, thumbnails and the
+    pixels to embed again from - under a collection's key (made afresh
     at each creation, so a collection created again never sees a deleted one's bytes).
 
     A put replaces what an id had of that kind; ids and keys are any strings.

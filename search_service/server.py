@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import socket
 import ssl
 import tempfile
 from pathlib import Path
@@ -35,7 +37,8 @@ from search_service.adapters.milvus.config import IndexConfig, is_lite
 from search_service.adapters.milvus.store import MilvusStore
 from search_service.adapters.milvus.vector_store import MilvusVectorStore, open_store, unreachable
 from search_service.application import SearchApp
-from search_service.core import SearchCore
+from search_service.core import PixelPolicy, SearchCore
+from search_service.migration import Migrations, MigrationWorker
 from search_service.ports import ImageStore
 from search_service.settings import SearchSettings
 from search_service.transports.grpc_servicer import AppHolder, SearchServicer
@@ -97,6 +100,7 @@ class SearchServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._gateway: HttpGateway | None = None
         self._socket_dir: str | None = None
+        self._connected = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -135,7 +139,8 @@ class SearchServer:
             await self.stop(grace=0)
             raise
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._watch()), loop.create_task(self._sweep())]
+        self._tasks = [loop.create_task(self._watch()), loop.create_task(self._sweep()),
+                       loop.create_task(self._migrate())]
         return self.port
 
     async def _connect_milvus(self) -> bool:
@@ -153,8 +158,12 @@ class SearchServer:
         location = s.image_location()
         self._images = open_image_store(location, s.image_store_endpoint,
                                         s.image_store_credentials_file)
-        self._holder.app = SearchApp(SearchCore(self._store, self._embedder,
-                                                images=self._images))
+        core = SearchCore(self._store, self._embedder, images=self._images,
+                          pixels=PixelPolicy(s.keep_pixels, s.pixels_side))
+        self._holder.app = SearchApp(core, Migrations(
+            core, f"{socket.gethostname()}:{os.getpid()}", s.migration_lease_s,
+            s.migration_settle_s))
+        self._connected.set()
         log.info("milvus connected", extra={"image_store": str(location or "off")})
         return True
 
@@ -173,6 +182,13 @@ class SearchServer:
                 log.info("health", extra={"serving": healthy})
                 serving = healthy
             await asyncio.sleep(self.settings.health_check_interval_s)
+
+    async def _migrate(self) -> None:
+        """Moves migrations on in the background (search_service.migration), once Milvus has
+        been reached."""
+        await self._connected.wait()
+        assert self._holder.app is not None
+        await MigrationWorker(self._holder.app.migrations, self.settings.migration_poll_s).run()
 
     async def _sweep(self) -> None:
         """Removes what late writes left of deleted collections (SearchCore.sweep)."""

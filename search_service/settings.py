@@ -56,6 +56,22 @@ class SearchSettings(ServingSettings):
     image_store_credentials_file: Path | None = None
     """An AWS credentials file for the s3:// image store ([default] with aws_access_key_id and
     aws_secret_access_key), e.g. a mounted Secret."""
+    keep_pixels: Literal["normalized", "original", "off"] = "normalized"
+    """What the image store keeps of each image added, to embed it again with another model
+    (StartMigration, EvaluateModels): "normalized", a JPEG (quality 90) at most pixels_side on
+    its longer side, made by the embedder from its decode (~40-60 KB); "original", the bytes
+    as sent; "off", nothing (collections cannot move to another model)."""
+    pixels_side: int = Field(448, ge=64, le=2048)
+    """The longer side of a "normalized" copy: at least the largest input of any model you
+    may serve (224 for ViT-B/32, 336 or 448 for the larger CLIPs)."""
+    migration_poll_s: float = Field(5.0, gt=0)
+    """How often migrations are looked for (one started here starts at once): after a restart,
+    a replica takes over a copy within this plus migration_lease_s."""
+    migration_lease_s: float = Field(30.0, gt=0)
+    """How long a replica's claim on a migration's copy holds without progress."""
+    migration_settle_s: float = Field(60.0, ge=0)
+    """How long after its start a migration waits before its final reconciliation: at least
+    the longest a write that began before the start may take to land (its deadline)."""
 
     embedder_target: str = "127.0.0.1:50051"
     """Embedder address; on Kubernetes dns:///<headless-service>:50051 reaches every replica."""

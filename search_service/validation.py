@@ -67,6 +67,28 @@ def check_collection_name(name: str) -> str:
     return name
 
 
+# A model's name or fingerprint ("sha256:" and 64 hex digits), as the embedder lists them.
+MAX_MODEL_NAME = 256
+# The longest grace period a migration keeps the old model's vectors for.
+MAX_GRACE_PERIOD_S = 30 * 86_400
+
+
+def check_model_name(name: str) -> str:
+    """A served model's name or fingerprint ("" the primary)."""
+    if (len(name) > MAX_MODEL_NAME
+            or any(unicodedata.category(c) in _CONTROL for c in name)):
+        raise InvalidArgument(f"model {name[:80]!r} is invalid: name a served model by its "
+                              "name or fingerprint (ListModels), at most 256 characters")
+    return name
+
+
+def check_grace_period(seconds: int) -> int:
+    if not 0 <= seconds <= MAX_GRACE_PERIOD_S:
+        raise InvalidArgument(f"grace_period_seconds {seconds} is out of range: 0 to "
+                              f"{MAX_GRACE_PERIOD_S} (30 days)")
+    return seconds
+
+
 def check_external_id(external_id: str) -> str:
     if (not 1 <= len(external_id) <= MAX_EXTERNAL_ID or "/" in external_id
             or any(unicodedata.category(c) in _CONTROL for c in external_id)):

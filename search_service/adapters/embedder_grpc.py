@@ -24,8 +24,8 @@ from imagesearch.copies.signal import MAX_ENCODED_BYTES as MAX_SIGNAL_BYTES
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from imagesearch.errors import InvalidArgument, ResourceExhausted
-from search_service.domain import Embedding, Kept, ModelSpace, Outcome, Problem
-from search_service.errors import EmbedderFailed, EmbedderUnavailable
+from search_service.domain import Embedding, Kept, ModelSpace, Outcome, Problem, ServedModel
+from search_service.errors import EmbedderFailed, EmbedderUnavailable, ModelNotServed
 
 SERVICE = "imagesearch.embedder.v1.EmbedderService"
 # Until GetModelInfo says otherwise (the embedder's default).
@@ -67,66 +67,85 @@ class GrpcEmbedder:
     def _deadline(self, remaining: float | None) -> float:
         return self._timeout if remaining is None else max(0.001, min(self._timeout, remaining))
 
-    async def model(self, remaining: float | None = None) -> ModelSpace:
-        info = await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), remaining)
+    async def model(self, remaining: float | None = None, model: str = "") -> ModelSpace:
+        info = await self._info(remaining, model)
+        return _space(info.model)
+
+    async def models(self, remaining: float | None = None) -> list[ServedModel]:
+        info = await self._info(remaining)
+        # An embedder older than several models lists none: its one model is the primary.
+        served = list(info.models) or [info.model]
+        return [ServedModel(_space(m), m.is_primary or not info.models,
+                            m.ready or not info.models, m.image_size,
+                            tuple(sorted({lang for t in m.text_towers for lang in t.languages})))
+                for m in served]
+
+    async def _info(self, remaining: float | None, model: str = "") -> Any:
+        info = await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model=model),
+                                remaining)
         limits = info.model.limits
         if limits.max_items_per_request > 0:
             self._max_items = limits.max_items_per_request
         if limits.max_message_bytes > 0:
             self._max_bytes = min(self._channel_bytes, limits.max_message_bytes)
-        return ModelSpace(info.model.fingerprint, info.model.embedding_dim,
-                          info.model.model_name)
+        return info
 
-    async def embed_images(self, images: Sequence[bytes], remaining: float | None = None
-                           ) -> tuple[str, list[Embedding]]:
+    async def embed_images(self, images: Sequence[bytes], remaining: float | None = None,
+                           model: str = "") -> tuple[str, list[Embedding]]:
         fingerprint, results = await self._embed(
             self._stub.EmbedImages, lambda chunk: pb.EmbedImagesRequest(
-                images=[pb.ImageInput(data=d) for d in chunk]), images, remaining)
+                images=[pb.ImageInput(data=d) for d in chunk], model=model), images, remaining,
+            model=model)
         return fingerprint, [_embedded(r) for r in results]
 
     async def embed_images_signed(self, images: Sequence[bytes],
                                   remaining: float | None = None, thumbnail_side: int = 0,
+                                  model: str = "", pixels_side: int = 0,
                                   ) -> tuple[str, list[Embedding], list[Kept]]:
         fingerprint, results = await self._embed(
             self._stub.EmbedImages, lambda chunk: pb.EmbedImagesRequest(
                 images=[pb.ImageInput(data=d) for d in chunk], include_copy_signal=True,
-                thumbnail_max_side=thumbnail_side),
+                thumbnail_max_side=thumbnail_side, model=model, pixels_max_side=pixels_side),
             images, remaining,
-            answer_bytes=SIGNAL_BYTES + THUMBNAIL_BYTES_PER_PIXEL * thumbnail_side ** 2)
+            answer_bytes=SIGNAL_BYTES + THUMBNAIL_BYTES_PER_PIXEL * (
+                thumbnail_side ** 2 + pixels_side ** 2), model=model)
         return fingerprint, [_embedded(r) for r in results], [_kept(r) for r in results]
 
-    async def embed_texts(self, texts: Sequence[str], remaining: float | None = None
-                          ) -> tuple[str, list[Embedding]]:
+    async def embed_texts(self, texts: Sequence[str], remaining: float | None = None,
+                          model: str = "") -> tuple[str, list[Embedding]]:
         fingerprint, results = await self._embed(
             self._stub.EmbedTexts, lambda chunk: pb.EmbedTextsRequest(
-                texts=[pb.TextInput(text=t) for t in chunk]), texts, remaining)
+                texts=[pb.TextInput(text=t) for t in chunk], model=model), texts, remaining,
+            model=model)
         return fingerprint, [_embedded(r) for r in results]
 
     async def embed_texts_in(self, texts: Sequence[str], language: str,
-                             remaining: float | None = None
+                             remaining: float | None = None, model: str = "",
                              ) -> tuple[str, list[Embedding], list[str]]:
         fingerprint, results = await self._embed(
             self._stub.EmbedTexts, lambda chunk: pb.EmbedTextsRequest(
-                texts=[pb.TextInput(text=t) for t in chunk], language=language),
-            texts, remaining)
+                texts=[pb.TextInput(text=t) for t in chunk], language=language, model=model),
+            texts, remaining, model=model)
         towers = [r.text_tower if isinstance(r, pb.TextResult) else "" for r in results]
         return fingerprint, [_embedded(r) for r in results], towers
 
     async def _embed(self, method: Any, build: Callable[[Sequence[Any]], Any],
                      items: Sequence[Any], remaining: float | None, answer_bytes: int = 0,
-                     ) -> tuple[str, list[_Result]]:
+                     model: str = "") -> tuple[str, list[_Result]]:
         try:
-            return await self._embed_chunks(method, build, items, remaining, answer_bytes)
+            return await self._embed_chunks(method, build, items, remaining, answer_bytes,
+                                            model)
         except _LimitChanged:
             await self.model(remaining)  # the embedder's limit is lower than we knew
-            return await self._embed_chunks(method, build, items, remaining, answer_bytes)
+            return await self._embed_chunks(method, build, items, remaining, answer_bytes,
+                                            model)
 
     async def _embed_chunks(self, method: Any, build: Callable[[Sequence[Any]], Any],
                             items: Sequence[Any], remaining: float | None,
-                            answer_bytes: int) -> tuple[str, list[_Result]]:
+                            answer_bytes: int, model: str) -> tuple[str, list[_Result]]:
         chunks, too_large = self._chunks(items, answer_bytes)
         if not chunks:
-            fingerprint = (await self.model(remaining)).fingerprint
+            fingerprint = (await self.model(remaining, model)).fingerprint
             return fingerprint, [too_large[i] for i in range(len(items))]
         responses = await asyncio.gather(*(
             self._call(method, build([items[i] for i in chunk]), remaining) for chunk in chunks))
@@ -175,6 +194,9 @@ class GrpcEmbedder:
                     and err.details().startswith("no text tower serves language")):
                 # The caller's language tag: the embedder's message names those it serves.
                 raise InvalidArgument(err.details()) from err
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                # The model a call named; the embedder's message names those it serves.
+                raise ModelNotServed(err.details()) from err
             raise _translated(err) from err
 
 
@@ -204,7 +226,11 @@ def _kept(result: _Result) -> Kept:
     signal = None  # none made, or of a format this build does not read
     if result.HasField("copy_signal") and result.copy_signal.format == COPY_SIGNAL_FORMAT:
         signal = bytes(result.copy_signal.data)
-    return Kept(signal, bytes(result.thumbnail) or None)
+    return Kept(signal, bytes(result.thumbnail) or None, bytes(result.pixels) or None)
+
+
+def _space(info: Any) -> ModelSpace:
+    return ModelSpace(info.fingerprint, info.embedding_dim, info.model_name)
 
 
 def _embedded(result: _Result) -> Embedding:

@@ -15,6 +15,7 @@ from imagesearch.metadata import from_value, to_value
 from imagesearch.search.v1 import search_pb2 as pb
 from search_service.cutoff import Cutoff
 from search_service.domain import (
+    DUAL_WRITES,
     Classification,
     ClassSource,
     Collection,
@@ -24,6 +25,10 @@ from search_service.domain import (
     FeedbackRecord,
     Hit,
     MatchKind,
+    Migration,
+    MigrationState,
+    ModelEvaluations,
+    ModelSpace,
     NewImage,
     Op,
     Outcome,
@@ -31,6 +36,7 @@ from search_service.domain import (
     Query,
     QueryResult,
     Scalar,
+    ServedModel,
     StoredImage,
 )
 
@@ -102,13 +108,58 @@ def feedback_in(feedback: pb.Feedback) -> Feedback:
 
 def collection_out(collection: Collection) -> pb.Collection:
     record = collection.record
-    created = Timestamp()
-    created.FromMilliseconds(record.created_at_ms)
-    return pb.Collection(
+    out = pb.Collection(
         name=record.name, description=record.description, image_count=collection.image_count,
-        create_time=created, model=pb.EmbeddingModel(
-            name=record.model.model_name, fingerprint=record.model.fingerprint,
-            dimension=record.model.dimension))
+        create_time=_time(record.created_at_ms), model=model_out(record.model))
+    if record.migration is not None and record.migration.state in DUAL_WRITES:
+        out.migration.CopyFrom(migration_out(record.name, record.migration))
+    return out
+
+
+def model_out(space: ModelSpace) -> pb.EmbeddingModel:
+    return pb.EmbeddingModel(name=space.model_name, fingerprint=space.fingerprint,
+                             dimension=space.dimension)
+
+
+def _time(ms: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMilliseconds(ms)
+    return stamp
+
+
+_MIGRATION_STATES: dict[MigrationState, Any] = {
+    state: pb.Migration.State.Value("STATE_" + state.name) for state in MigrationState}
+
+
+def migration_out(collection: str, m: Migration) -> pb.Migration:
+    out = pb.Migration(
+        collection=collection, state=_MIGRATION_STATES[m.state], source=model_out(m.source),
+        target=model_out(m.target), images_copied=m.copied, images_total=m.total,
+        images_skipped=m.skipped, skipped_ids=m.skipped_ids,
+        create_time=_time(m.created_at_ms), update_time=_time(m.updated_at_ms),
+        switch_when_copied=m.switch_when_copied, grace_period_seconds=m.grace_period_s,
+        error=m.error)
+    if m.switched_at_ms:
+        out.switch_time.CopyFrom(_time(m.switched_at_ms))
+    if m.state is MigrationState.SWITCHED:
+        out.grace_end_time.CopyFrom(_time(m.grace_ends_at_ms))
+    return out
+
+
+def served_model_out(model: ServedModel) -> pb.ServedModel:
+    return pb.ServedModel(model=model_out(model.space), is_default=model.is_default,
+                          ready=model.ready, image_size=model.image_size,
+                          languages=model.languages)
+
+
+def evaluations_out(report: ModelEvaluations) -> pb.EvaluateModelsResponse:
+    return pb.EvaluateModelsResponse(
+        labels=report.labels, images_without_pixels=report.images_without_pixels,
+        evaluations=[pb.ModelEvaluation(
+            model=model_out(e.space), is_current=e.is_current, images=e.images,
+            recall_at_1=e.recall_at_1, recall_at_10=e.recall_at_10,
+            knn_accuracy=e.knn_accuracy, zero_shot_accuracy=e.zero_shot_accuracy)
+            for e in report.evaluations])
 
 
 def feedback_out(record: FeedbackRecord) -> pb.FeedbackRecord:

@@ -15,6 +15,7 @@ from imagesearch.serving.auth import Level
 from search_service.application import SearchApp
 from search_service.errors import MilvusUnavailable
 from search_service.ingest import IngestItem
+from search_service.migration import DEFAULT_GRACE_S
 from search_service.transports import convert as out
 from search_service.transports.access import may_read, require, requires
 from search_service.transports.convert import condition_in, new_image_in, query_in
@@ -62,7 +63,7 @@ class SearchServicer:
     async def CreateCollection(self, request: pb.CreateCollectionRequest,
                                context: grpc.aio.ServicerContext) -> pb.CreateCollectionResponse:
         made = await self._app.create_collection(request.name, request.description,
-                                                 _remaining(context))
+                                                 _remaining(context), request.model)
         return pb.CreateCollectionResponse(collection=out.collection_out(made))
 
     @requires(Level.READ, "name")
@@ -221,3 +222,78 @@ class SearchServicer:
         await self._app.delete_feedback(request.collection, list(request.ids),
                                         list(request.image_ids), request.all)
         return pb.DeleteFeedbackResponse()
+
+    @requires(Level.READ, None)
+    async def ListModels(self, request: pb.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        models = await self._app.list_models(_remaining(context))
+        return pb.ListModelsResponse(models=[out.served_model_out(m) for m in models])
+
+    @requires(Level.WRITE, "collection")
+    async def EvaluateModels(self, request: pb.EvaluateModelsRequest,
+                             context: grpc.aio.ServicerContext) -> pb.EvaluateModelsResponse:
+        report = await self._app.evaluate_models(request.collection, request.label_key,
+                                                 list(request.models), request.max_images,
+                                                 _remaining(context))
+        return out.evaluations_out(report)
+
+    @requires(Level.ADMIN, "collection")
+    async def StartMigration(self, request: pb.StartMigrationRequest,
+                             context: grpc.aio.ServicerContext) -> pb.StartMigrationResponse:
+        migration = await self._app.start_migration(
+            request.collection, request.model,
+            request.switch_when_copied if request.HasField("switch_when_copied") else True,
+            request.grace_period_seconds if request.HasField("grace_period_seconds")
+            else DEFAULT_GRACE_S, request.force, _remaining(context))
+        return pb.StartMigrationResponse(
+            migration=out.migration_out(request.collection, migration))
+
+    @requires(Level.READ, "collection")
+    async def GetMigration(self, request: pb.GetMigrationRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetMigrationResponse:
+        migration = await self._app.get_migration(request.collection)
+        return pb.GetMigrationResponse(
+            migration=out.migration_out(request.collection, migration))
+
+    @requires(Level.ADMIN, "collection")
+    async def PauseMigration(self, request: pb.PauseMigrationRequest,
+                             context: grpc.aio.ServicerContext) -> pb.PauseMigrationResponse:
+        migration = await self._app.pause_migration(request.collection)
+        return pb.PauseMigrationResponse(
+            migration=out.migration_out(request.collection, migration))
+
+    @requires(Level.ADMIN, "collection")
+    async def ResumeMigration(self, request: pb.ResumeMigrationRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ResumeMigrationResponse:
+        migration = await self._app.resume_migration(request.collection)
+        return pb.ResumeMigrationResponse(
+            migration=out.migration_out(request.collection, migration))
+
+    @requires(Level.ADMIN, "collection")
+    async def CancelMigration(self, request: pb.CancelMigrationRequest,
+                              context: grpc.aio.ServicerContext) -> pb.CancelMigrationResponse:
+        migration = await self._app.cancel_migration(request.collection)
+        return pb.CancelMigrationResponse(
+            migration=out.migration_out(request.collection, migration))
+
+    @requires(Level.ADMIN, "collection")
+    async def SwitchMigration(self, request: pb.SwitchMigrationRequest,
+                              context: grpc.aio.ServicerContext) -> pb.SwitchMigrationResponse:
+        migration = await self._app.switch_migration(request.collection, request.force)
+        return pb.SwitchMigrationResponse(
+            migration=out.migration_out(request.collection, migration))
+
+    @requires(Level.ADMIN, "collection")
+    async def RollbackMigration(self, request: pb.RollbackMigrationRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> pb.RollbackMigrationResponse:
+        migration = await self._app.rollback_migration(request.collection)
+        return pb.RollbackMigrationResponse(
+            migration=out.migration_out(request.collection, migration))
+
+    @requires(Level.ADMIN, "collection")
+    async def FinishMigration(self, request: pb.FinishMigrationRequest,
+                              context: grpc.aio.ServicerContext) -> pb.FinishMigrationResponse:
+        migration = await self._app.finish_migration(request.collection)
+        return pb.FinishMigrationResponse(
+            migration=out.migration_out(request.collection, migration))

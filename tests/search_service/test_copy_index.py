@@ -19,7 +19,7 @@ from search_service import copy_index
 from search_service.core import SearchCore
 from search_service.domain import DuplicateMode, Embedding, Kept, NewImage, Query
 from search_service.duplicates import COPY_CANDIDATES, duplicate_groups, find_duplicates
-from tests.search_service.fakes import FakeEmbedder, FakeStore, unit
+from tests.search_service.fakes import FakeEmbedder, FakeStore, MemoryImages, unit
 
 
 class SigningEmbedder(FakeEmbedder):
@@ -28,33 +28,13 @@ class SigningEmbedder(FakeEmbedder):
 
     async def embed_images_signed(self, images: Sequence[bytes],
                                   remaining: float | None = None, thumbnail_side: int = 0,
+                                  model: str = "", pixels_side: int = 0,
                                   ) -> tuple[str, list[Embedding], list[Kept]]:
         await self.model()
         same = unit("every image")
         return self.serving.fingerprint, [same] * len(images), [
             Kept(signals.encode(signals.compute(Image.open(io.BytesIO(data)))))
             for data in images]
-
-
-class MemoryImages:
-    def __init__(self) -> None:
-        self.kinds: dict[tuple[str, str, str], bytes] = {}
-
-    async def put(self, key: str, kind: str, items: Sequence[tuple[str, bytes]]) -> None:
-        self.kinds.update({(key, kind, i): data for i, data in items})
-
-    async def get(self, key: str, kind: str, ids: Sequence[str]) -> dict[str, bytes]:
-        return {i: self.kinds[key, kind, i] for i in ids if (key, kind, i) in self.kinds}
-
-    async def delete(self, key: str, ids: Sequence[str]) -> None:
-        self.kinds = {k: v for k, v in self.kinds.items() if not (k[0] == key and k[2] in ids)}
-
-    async def delete_collection(self, key: str) -> None:
-        self.kinds = {k: v for k, v in self.kinds.items() if k[0] != key}
-
-    async def check(self) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 def png(image: Image.Image) -> bytes:

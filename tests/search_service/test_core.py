@@ -100,14 +100,21 @@ async def test_all_queries_of_a_call_go_to_the_store_in_one_search(parts):
     assert f"search:{3}" in store.calls and sum(c.startswith("search") for c in store.calls) == 1
 
 
-async def test_a_collection_of_another_model_is_never_written_or_searched(parts):
+@pytest.mark.parametrize("older_embedder", [False, True])
+async def test_a_collection_of_another_model_is_never_written_or_searched(parts,
+                                                                          older_embedder):
+    # A current embedder refuses the model the call names; an older one ignores the name and
+    # answers with its own model, which the fingerprint check catches.
     app, store, embedder = parts
     await app.create_collection("c", "")
     embedder.serving = ModelSpace("sha256:" + "00" * 32, DIMENSION, "other")
-    with pytest.raises(ModelMismatch, match="was built with model fake-model"):
+    embedder.ignores_names = older_embedder
+    with pytest.raises(ModelMismatch, match=r"uses model fake-model .*StartMigration"):
         await app.add_images("c", images("a"))
     with pytest.raises(ModelMismatch):
         await app.search("c", [Query(text="x")], 1, -1.0, [])
+    with pytest.raises(ModelMismatch):
+        await app.search("c", [Query(image=b"img")], 1, -1.0, [])
     assert "upsert" not in store.calls
 
 

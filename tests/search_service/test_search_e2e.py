@@ -210,7 +210,7 @@ async def test_collection_of_another_model_is_refused(search):
         await add(stub, "foreign", scene_images(1, seed=3))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert caught.value.details().startswith(
-        "collection 'foreign' was built with model some-other-model")
+        "collection 'foreign' uses model some-other-model")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Search(pb.SearchRequest(collection="foreign", queries=[pb.Query(text="x")]))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -21,8 +21,7 @@ from search_service.domain import NewImage
 from search_service.server import SearchServer
 from tests.conftest import encode
 from tests.search_fixtures import search_settings
-from tests.search_service.fakes import FakeEmbedder, FakeStore
-from tests.search_service.test_copy_index import MemoryImages
+from tests.search_service.fakes import FakeEmbedder, FakeStore, MemoryImages
 
 
 async def test_thumbnails_are_kept_served_and_deleted_with_their_images(

@@ -26,8 +26,8 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from search_service.adapters.milvus.expressions import literal
-from search_service.domain import CollectionRecord, ModelSpace
-from search_service.errors import CollectionExists
+from search_service.domain import CollectionRecord, Migration, MigrationState, ModelSpace
+from search_service.errors import CollectionExists, CollectionNotFound
 
 REGISTRY = "imagesearch_collections"
 CLAIMS = "imagesearch_claims"
@@ -90,6 +90,26 @@ class Registry:
         self._client.upsert(REGISTRY, [_row(record)], timeout=self._timeout_s)
         return record
 
+    def update(self, record: CollectionRecord) -> None:
+        """Writes the record's model and migration over the stored ones, if the collection
+        still exists under the same key. Milvus has no conditional write: a deletion landing
+        between the read and the write here brings the name back, and `sweep` removes it
+        again (its key has a tombstone)."""
+        current = self.find(record.name, "Strong")
+        if current is None or current.key != record.key:
+            raise CollectionNotFound(f"collection {record.name!r} does not exist")
+        self._client.upsert(REGISTRY, [_row(record)], timeout=self._timeout_s)
+
+    def revenants(self, keys: set[str]) -> list[CollectionRecord]:
+        """Names whose rows carry one of `keys` (deleted collections brought back by a late
+        `update`)."""
+        if not keys:
+            return []
+        rows = self._client.query(
+            REGISTRY, filter=f"name < {literal('~')}", output_fields=["name", "info"],
+            limit=16384, consistency_level="Strong", timeout=self._timeout_s)
+        return [r for r in map(_record, rows) if r.key in keys]
+
     def page(self, limit: int, after: str, ordered: dict[str, str]) -> list[CollectionRecord]:
         rows = self._client.query(
             REGISTRY, filter=f"name > {literal(after)} and name < {literal('~')}",
@@ -128,6 +148,8 @@ def _row(record: CollectionRecord) -> dict[str, Any]:
     info = {"fingerprint": record.model.fingerprint, "dimension": record.model.dimension,
             "model_name": record.model.model_name, "description": record.description,
             "created_at_ms": record.created_at_ms, "key": record.key}
+    if record.migration is not None:
+        info["migration"] = _migration_info(record.migration)
     return {"name": record.name, "info": info, "placeholder": [1.0, 0.0]}
 
 
@@ -138,6 +160,39 @@ def _info(row: dict[str, Any]) -> dict[str, Any]:
 
 def _record(row: dict[str, Any]) -> CollectionRecord:
     info = _info(row)
+    migration = info.get("migration")
     return CollectionRecord(
         row["name"], ModelSpace(info["fingerprint"], int(info["dimension"]), info["model_name"]),
-        info.get("description", ""), int(info["created_at_ms"]), info.get("key", row["name"]))
+        info.get("description", ""), int(info["created_at_ms"]), info.get("key", row["name"]),
+        _migration(migration) if migration else None)
+
+
+def _space_info(space: ModelSpace) -> dict[str, Any]:
+    return {"fingerprint": space.fingerprint, "dimension": space.dimension,
+            "model_name": space.model_name}
+
+
+def _space(info: dict[str, Any]) -> ModelSpace:
+    return ModelSpace(info["fingerprint"], int(info["dimension"]), info["model_name"])
+
+
+def _migration_info(m: Migration) -> dict[str, Any]:
+    return {"source": _space_info(m.source), "target": _space_info(m.target),
+            "state": m.state.value, "created_at_ms": m.created_at_ms,
+            "updated_at_ms": m.updated_at_ms, "switch_when_copied": m.switch_when_copied,
+            "grace_period_s": m.grace_period_s, "force": m.force, "cursor": m.cursor,
+            "copied": m.copied, "total": m.total, "skipped": m.skipped,
+            "skipped_ids": list(m.skipped_ids), "switched_at_ms": m.switched_at_ms,
+            "error": m.error, "worker": m.worker, "lease_until_ms": m.lease_until_ms}
+
+
+def _migration(info: dict[str, Any]) -> Migration:
+    return Migration(
+        _space(info["source"]), _space(info["target"]), MigrationState(info["state"]),
+        int(info["created_at_ms"]), int(info["updated_at_ms"]),
+        bool(info.get("switch_when_copied", True)), int(info.get("grace_period_s", 86_400)),
+        bool(info.get("force", False)), str(info.get("cursor", "")),
+        int(info.get("copied", 0)), int(info.get("total", 0)), int(info.get("skipped", 0)),
+        tuple(info.get("skipped_ids", ())), int(info.get("switched_at_ms", 0)),
+        str(info.get("error", "")), str(info.get("worker", "")),
+        int(info.get("lease_until_ms", 0)))

@@ -112,10 +112,31 @@ class MilvusStore:
         self._catalog.load_registry()
         cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - SWEEP_AFTER_MS
         swept = self._registry.tombstones(older_than_ms=cutoff)
+        for revenant in self._registry.revenants({t.key for t in swept}):
+            self._registry.delete(revenant)
         for tombstone in swept:
             self._delete_rows(tombstone)
             self._registry.bury(tombstone)
         return [tombstone.key for tombstone in swept]
+
+    def update_collection(self, record: CollectionRecord) -> None:
+        self._catalog.load_registry()
+        if record.migration is not None:
+            for space in (record.migration.source, record.migration.target):
+                self._catalog.ensure_vectors(space)
+        self._registry.update(record)
+        self._catalog.settle(REGISTRY)
+
+    def delete_space(self, record: CollectionRecord) -> None:
+        """The collection's rows in the space of `record.model` alone."""
+        rows = vectors_collection(record.model)
+        if rows not in self._catalog.spaces():
+            return
+        self._catalog.partitions.discard((rows, record.key))
+        self._catalog.load(rows)
+        self._catalog.layout(rows).drop(self._client, rows, record, self._timeout_s)
+        self._catalog.wrote(rows, 1)
+        self._catalog.settle(rows)
 
     def _delete_rows(self, record: CollectionRecord) -> None:
         """The collection's rows in every space: its model's, and any other kept under its
@@ -211,7 +232,8 @@ class MilvusStore:
 
     def get(self, collection: CollectionRecord, external_ids: Sequence[str],
             with_vectors: bool = False) -> list[StoredImage]:
-        fields = ["external_id", METADATA_FIELD] + ([VECTOR_FIELD] if with_vectors else [])
+        fields = ["external_id", METADATA_FIELD, "updated_at_ms"] + (
+            [VECTOR_FIELD] if with_vectors else [])
         name = self._catalog.vectors(collection)
         rows = self._client.query(name, filter=_rows_filter(collection, external_ids),
                                   output_fields=fields, consistency_level=self._consistency,
@@ -224,7 +246,7 @@ class MilvusStore:
                     after_external_id: str = "", with_vectors: bool = False,
                     with_metadata: bool = True) -> list[StoredImage]:
         cursor = literal(_pk(collection, after_external_id))
-        fields = (["external_id"] + ([METADATA_FIELD] if with_metadata else [])
+        fields = (["external_id", "updated_at_ms"] + ([METADATA_FIELD] if with_metadata else [])
                   + ([VECTOR_FIELD] if with_vectors else []))
         name = self._catalog.vectors(collection)
         self._catalog.catch_up(name)
@@ -294,4 +316,5 @@ def _deleted_meanwhile(collection: CollectionRecord) -> CollectionNotFound:
 def _image(row: dict[str, Any]) -> StoredImage:
     vector = row.get(VECTOR_FIELD)
     return StoredImage(row["external_id"], row.get(METADATA_FIELD, {}),
-                       None if vector is None else np.asarray(vector, dtype=np.float32))
+                       None if vector is None else np.asarray(vector, dtype=np.float32),
+                       int(row.get("updated_at_ms") or 0))

@@ -117,6 +117,12 @@ class MilvusVectorStore:
     async def delete_collection(self, name: str) -> None:
         await self._run(self._store.delete_collection, name)
 
+    async def update_collection(self, record: CollectionRecord) -> None:
+        await self._run(self._store.update_collection, record)
+
+    async def delete_space(self, collection: CollectionRecord) -> None:
+        await self._run(self._store.delete_space, collection)
+
     async def counts(self, collections: Sequence[CollectionRecord]) -> list[int]:
         """One count query per collection (Milvus has no grouped count), run side by side."""
         return list(await asyncio.gather(*(self._run(self._store.count, c)
