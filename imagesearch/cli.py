@@ -10,6 +10,8 @@
     imagesearch classify unknown/*.jpg -c pets --label-key label
     imagesearch class-names add cat dog -c pets; imagesearch classify x.jpg --by names -c pets
     imagesearch thumbnails -c trips beach.jpg --out thumbs/   (the kept JPEGs, as files)
+    imagesearch models; imagesearch evaluate -c pets    (which served model suits a collection)
+    imagesearch migrate start -c pets --to other-model --wait   (no downtime; see migrate -h)
     imagesearch --server 127.0.0.1:50051 health      (either service; exit 0 when SERVING)
 
 The server address comes from --server or IMAGESEARCH_SERVER (default 127.0.0.1:50052).
@@ -31,7 +33,7 @@ from urllib.parse import quote
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imagesearch import cli_classes, cli_feedback, cli_query
+from imagesearch import cli_classes, cli_feedback, cli_models, cli_query
 from imagesearch.cli_index import CommandError, cmd_index, id_path, path_id
 from imagesearch.cli_output import emit, hits_out
 from imagesearch.client import IngestIncomplete, Part, SearchClient
@@ -212,6 +214,9 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("path", type=Path)
     index.add_argument("-c", "--collection", required=True)
     index.add_argument("--create", action="store_true", help="create the collection if needed")
+    index.add_argument("--model", default="",
+                       help="--create: the served model to build it with (default: the "
+                       "embedder's default; see `imagesearch models`)")
     index.add_argument("--label-from-folder", action="store_true",
                        help="store each image's folder name as metadata 'label'")
     index.add_argument("--progress", action="store_true", help="progress bar even when piped")
@@ -252,6 +257,7 @@ def parser() -> argparse.ArgumentParser:
     classify.set_defaults(run=cmd_classify)
     cli_classes.add_command(command)
     cli_feedback.add_command(command)
+    cli_models.add_commands(command)
     command("collections", "list collections").set_defaults(run=cmd_collections)
     images = command("images", "list a collection's images")
     images.add_argument("-c", "--collection", required=True)

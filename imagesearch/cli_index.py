@@ -121,7 +121,7 @@ def cmd_index(args: argparse.Namespace, client: SearchClient) -> int:
                            f"{', '.join(sorted(IMAGE_SUFFIXES))})")
     exists = _exists(client, args.collection)
     if args.create and not exists:
-        client.create_collection(args.collection)
+        client.create_collection(args.collection, model=args.model)
     root = args.path if args.path.is_dir() else args.path.parent
     work = plan(args, client, files, root, exists)
     stored, failed = ingest(args, client, work)

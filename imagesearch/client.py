@@ -24,6 +24,7 @@ import grpc
 from imagesearch.channels import ChannelConfig, ClientTls, create_channel
 from imagesearch.client_classes import Classifying
 from imagesearch.client_feedback import RecordingFeedback
+from imagesearch.client_models import ManagingModels
 from imagesearch.ingest_stream import (
     IngestIncomplete,
     ItemError,
@@ -102,7 +103,7 @@ def _or_empty(value: Scalar | None) -> Scalar:
     return "" if value is None else value
 
 
-class SearchClient(Classifying, RecordingFeedback):
+class SearchClient(Classifying, RecordingFeedback, ManagingModels):
     def __init__(self, target: str, timeout_s: float = 60.0, *,
                  ca_file: Path | None = None, token: str | None = None,
                  keepalive_s: float = 20.0, keepalive_timeout_s: float = 10.0) -> None:
@@ -128,8 +129,10 @@ class SearchClient(Classifying, RecordingFeedback):
         return getattr(self._stub, method)(request, timeout=self.timeout_s,
                                            metadata=self._metadata)
 
-    def create_collection(self, name: str, description: str = "") -> pb.Collection:
-        request = pb.CreateCollectionRequest(name=name, description=description)
+    def create_collection(self, name: str, description: str = "", model: str = ""
+                          ) -> pb.Collection:
+        """`model`: a served model's name or fingerprint (list_models); "" the default."""
+        request = pb.CreateCollectionRequest(name=name, description=description, model=model)
         collection: pb.Collection = self._call("CreateCollection", request).collection
         return collection
 

@@ -124,6 +124,13 @@ def calls(collection: str, data: bytes) -> dict[str, tuple[Level, object]]:
         "DeleteImages": (Level.WRITE, pb.DeleteImagesRequest(collection=collection,
                                                              ids=["added"])),
         "CreateCollection": (Level.ADMIN, pb.CreateCollectionRequest(name=collection)),
+        "EvaluateModels": (Level.WRITE, pb.EvaluateModelsRequest(collection=collection,
+                                                                 label_key="label")),
+        "GetMigration": (Level.READ, pb.GetMigrationRequest(collection=collection)),
+        **{name: (Level.ADMIN, getattr(pb, f"{name}Request")(collection=collection))
+           for name in ("StartMigration", "PauseMigration", "ResumeMigration",
+                        "CancelMigration", "SwitchMigration", "RollbackMigration",
+                        "FinishMigration")},
     }
 
 
