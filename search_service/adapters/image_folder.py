@@ -62,16 +62,29 @@ class FolderImageStore:
     def _put(self, key: str, kind: str, items: list[tuple[str, bytes]]) -> None:
         for image_id, data in items:
             path = self._path(key, kind, image_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(handle, "wb") as out:
-                    out.write(data)
-                os.replace(temporary, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+            for attempt in range(3):
+                try:
+                    self._write(path, data)
+                    break
+                except FileNotFoundError:
+                    # The collection's folder was renamed away (deleted) between the mkdir
+                    # and the write: the write goes to a fresh folder, which the sweep of the
+                    # deleted key removes, as the vector store refuses the rows.
+                    if attempt == 2:
+                        raise
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
     async def get(self, collection_key: str, kind: str, ids: Sequence[str]
                   ) -> dict[str, bytes]:

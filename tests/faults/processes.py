@@ -108,20 +108,23 @@ class Stack:
     """An embedder, a search service over Milvus Lite or a Milvus server, and that server."""
 
     def __init__(self, workdir: Path, backend: str, milvus: MilvusServer | None = None,
-                 database: str = "") -> None:
+                 database: str = "", embedder_env: dict[str, str] | None = None,
+                 search_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.backend = backend
         self.milvus = milvus
         workdir.mkdir(parents=True, exist_ok=True)
         self.embedder = Service("embedder", "embedder_service.server", {
-            "EMBEDDER_MAX_QUEUE_DELAY_MS": "2", "EMBEDDER_SHUTDOWN_GRACE_S": "2"},
+            "EMBEDDER_MAX_QUEUE_DELAY_MS": "2", "EMBEDDER_SHUTDOWN_GRACE_S": "2",
+            **(embedder_env or {})},
             workdir / "embedder.log")
         uri = (str(workdir / "search.db") if milvus is None
                else f"{milvus.uri}/{database}" if database else milvus.uri)
         self.search = Service("search", "search_service.server", {
             "SEARCH_MILVUS_URI": uri, "SEARCH_EMBEDDER_TARGET": self.embedder.address,
             "SEARCH_EMBEDDER_TIMEOUT_S": "5", "SEARCH_MILVUS_TIMEOUT_S": "5",
-            "SEARCH_HEALTH_CHECK_INTERVAL_S": "0.5", "SEARCH_SHUTDOWN_GRACE_S": "2"},
+            "SEARCH_HEALTH_CHECK_INTERVAL_S": "0.5", "SEARCH_SHUTDOWN_GRACE_S": "2",
+            **(search_env or {})},
             workdir / "search.log")
 
     def start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,25 @@ async def test_no_file_lies_outside_the_folder_or_bears_a_callers_name(tmp_path:
     for path in _files(tmp_path, "*", dirs=True):
         assert _inside(path, tmp_path)
         assert path.name in ("copy", "thumb") or all(c in "0123456789abcdef" for c in path.name)
+    await store.close()
+
+
+async def test_a_put_racing_its_collections_deletion_still_lands(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    # The folder is renamed away between the put's mkdir and its write (seen under load):
+    # the put lands in a fresh folder (the deleted key's, swept later), it does not fail.
+    store = FolderImageStore(tmp_path)
+    await store.put("k", "copy", [("first", b"1")])
+    real, raced = tempfile.mkstemp, []
+
+    def racing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not raced:
+            raced.append(True)
+            store._delete_collection("k")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tempfile, "mkstemp", racing)
+    await store.put("k", "copy", [("second", b"2")])
+    assert raced and await store.get("k", "copy", ["first", "second"]) == {"second": b"2"}
     await store.close()
 
 

@@ -141,12 +141,11 @@ async def test_a_collection_moves_to_the_second_model_under_load(service, models
         collection="moving", model=second.model_name))
     assert started.migration.state == pb.Migration.STATE_COPYING
     switched = await wait_for(stub, "moving", pb.Migration.STATE_SWITCHED)
-    # Some load after the switch too, while the old model's vectors are kept current.
-    calls = load.calls
-    while load.calls < calls + 20:
-        await asyncio.sleep(0.05)
     load.stopped.set()
     await running
+    # Some load after the switch too, while the old model's vectors are kept current.
+    for _ in range(20):
+        await load.step()
     assert switched.images_copied >= 120 and switched.images_skipped == 0
     collection = (await stub.GetCollection(pb.GetCollectionRequest(name="moving"))).collection
     assert (collection.model.fingerprint, collection.model.dimension) == (
@@ -210,8 +209,11 @@ async def test_a_restarted_service_finishes_the_copy(service, models, two_models
     await stub.StartMigration(pb.StartMigrationRequest(collection="restarted",
                                                        model=second.model_name,
                                                        switch_when_copied=False))
-    while (await stub.GetMigration(pb.GetMigrationRequest(
-            collection="restarted"))).migration.images_copied == 0:
+    for _ in range(3000):
+        progress = (await stub.GetMigration(pb.GetMigrationRequest(
+            collection="restarted"))).migration
+        if progress.images_copied:
+            break
         await asyncio.sleep(0.02)
     await server.stop(grace=0)  # mid-copy
     again = SearchServer(settings)
