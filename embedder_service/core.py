@@ -15,7 +15,13 @@ from embedder_service.batcher import BatchObserver, DynamicBatcher
 from embedder_service.bundle import Bundle, Precision
 from embedder_service.errors import BatchTooLarge, EmptyBatch, ModelNotReady
 from embedder_service.languages import LanguageRouter, Route
-from embedder_service.preprocess import ImagePreprocessor, ImageRejected, Rejection
+from embedder_service.preprocess import (
+    NO_EXTRAS,
+    Extras,
+    ImagePreprocessor,
+    ImageRejected,
+    Rejection,
+)
 from embedder_service.runtime import Tower
 from embedder_service.text_towers import TextModel, TextTowerInfo
 from embedder_service.tokenizer import TextTokenizer, TokenizedText
@@ -65,6 +71,7 @@ class Outcome:
     token_count: int = 0
     copy_signal: bytes | None = None  # encoded (imagesearch.copies.signal), when asked for
     thumbnail: bytes | None = None  # JPEG, when asked for
+    pixels: bytes | None = None  # JPEG (the normalised copy), when asked for
     text_tower: str = ""  # the text tower that embedded a text
     language: str = ""  # the language tag that tower was chosen for ("" for the default)
 
@@ -180,21 +187,19 @@ class Embedder:
                 f"request has {count} {kind}; the limit is {self.limits.max_items} per request "
                 "(split the batch, or use StreamEmbedImages for bulk work)")
 
-    async def embed_images(self, images: Sequence[bytes], copy_signal: bool = False,
-                           thumbnail_side: int = 0) -> list[Outcome]:
+    async def embed_images(self, images: Sequence[bytes], extras: Extras = NO_EXTRAS
+                           ) -> list[Outcome]:
         self.check_batch(len(images), "images")
-        return list(await asyncio.gather(*(self.embed_image(data, copy_signal, thumbnail_side)
-                                           for data in images)))
+        return list(await asyncio.gather(*(self.embed_image(data, extras) for data in images)))
 
-    async def embed_image(self, data: bytes, copy_signal: bool = False,
-                          thumbnail_side: int = 0) -> Outcome:
-        """The image's embedding and, when asked, its copy signal and thumbnail: computed in
-        the same decode task, from the same decoded pixels."""
+    async def embed_image(self, data: bytes, extras: Extras = NO_EXTRAS) -> Outcome:
+        """The image's embedding and, when asked, its copy signal, thumbnail and normalised
+        copy: computed in the same decode task, from the same decoded pixels."""
         batcher = self._require(self._image_batcher)
         loop = asyncio.get_running_loop()
         try:
             prepared = await loop.run_in_executor(
-                self._decode_pool, self._preprocess.prepare, data, copy_signal, thumbnail_side)
+                self._decode_pool, self._preprocess.prepare, data, extras)
         except ImageRejected as rejected:
             return Outcome(failure=ItemFailure(_FROM_REJECTION[rejected.reason], str(rejected)))
         except Exception:
@@ -204,7 +209,7 @@ class Embedder:
         if outcome.embedding is None:
             return outcome
         return Outcome(outcome.embedding, copy_signal=prepared.copy_signal,
-                       thumbnail=prepared.thumbnail)
+                       thumbnail=prepared.thumbnail, pixels=prepared.normalised_copy)
 
     async def embed_texts(self, texts: Sequence[str],
                           languages: Sequence[str] | None = None) -> list[Outcome]:

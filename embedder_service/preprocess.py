@@ -59,6 +59,18 @@ class ImageLimits:
     min_side: int = 2
 
 
+@dataclass(frozen=True)
+class Extras:
+    """What a caller asks of an image beside its embedding, all made from the same decode."""
+
+    copy_signal: bool = False
+    thumbnail_side: int = 0  # the thumbnail's longest side (a JPEG to show); 0: none
+    pixels_side: int = 0  # the normalised copy's longest side (a JPEG to re-embed); 0: none
+
+
+NO_EXTRAS = Extras()
+
+
 class ImagePreprocessor:
     """Turns encoded image bytes into a normalised float32 CHW array. Thread-safe."""
 
@@ -87,13 +99,12 @@ class ImagePreprocessor:
     def __call__(self, data: bytes) -> np.ndarray:
         return self.prepare(data).pixels
 
-    def prepare(self, data: bytes, copy_signal: bool = False, thumbnail_side: int = 0
-                ) -> Prepared:
+    def prepare(self, data: bytes, extras: Extras = NO_EXTRAS) -> Prepared:
         """The model's input and, when asked, the image's encoded copy signal
-        (imagesearch.copies) and a JPEG thumbnail, all from one decoding of the bytes."""
+        (imagesearch.copies) and JPEG copies, all from one decoding of the bytes."""
         image = self._open(data)
         try:
-            return self._pixels(image, copy_signal, thumbnail_side)
+            return self._pixels(image, extras)
         finally:
             image.close()
 
@@ -149,34 +160,40 @@ class ImagePreprocessor:
         """Preprocesses an already decoded image (used by the trainer and tests)."""
         return self._normalise(self._resize_and_flatten(_resizable(image)))
 
-    def _pixels(self, image: Image.Image, copy_signal: bool, thumbnail_side: int) -> Prepared:
+    def _pixels(self, image: Image.Image, extras: Extras) -> Prepared:
         try:
-            self._maybe_draft(image)
+            self._maybe_draft(image, extras.pixels_side)
             image.load()
             upright = _resizable(ImageOps.exif_transpose(image))
             rgb = self._resize_and_flatten(upright)
             # From the upright picture as decoded (a large JPEG at its draft scale, which
             # keeps the shorter side at least 2x the model's input: ample for the signal).
-            signal = signals.encode(signals.compute(upright)) if copy_signal else None
-            thumbnail = _thumbnail(upright, thumbnail_side) if thumbnail_side else None
+            signal = signals.encode(signals.compute(upright)) if extras.copy_signal else None
+            thumbnail = _jpeg_copy(upright, extras.thumbnail_side, THUMBNAIL_QUALITY)
+            pixels = _jpeg_copy(upright, extras.pixels_side, PIXELS_QUALITY)
         except Image.DecompressionBombError as err:
             raise self._too_many_pixels(None, str(err)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise ImageRejected(
                 Rejection.CORRUPT, f"{image.format} image is truncated or corrupt: {err}"
             ) from None
-        return Prepared(self._normalise(rgb), signal, thumbnail)
+        return Prepared(self._normalise(rgb), signal, thumbnail, pixels)
 
     def _normalise(self, rgb: Image.Image) -> np.ndarray:
         array = np.asarray(rgb, dtype=np.float32)
         array = array * self._scale + self._offset
         return np.ascontiguousarray(array.transpose(2, 0, 1))
 
-    def _maybe_draft(self, image: Image.Image) -> None:
-        """Lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the output stays large enough."""
+    def _maybe_draft(self, image: Image.Image, copy_side: int = 0) -> None:
+        """Lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the output stays large enough:
+        the shorter side at least `draft_margin` times the model's input and, when a JPEG copy
+        of `copy_side` pixels is asked for (ImageResult.pixels), the longer side at least that
+        (so the copy is as sharp as a full decode would give)."""
         if not self._jpeg_draft or image.format not in ("JPEG", "MPO"):
             return
         factor = int(min(image.size) / (self._size * self._draft_margin))
+        if copy_side:
+            factor = min(factor, max(image.size) // copy_side)
         if factor >= 2:
             width, height = image.size
             image.draft(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
@@ -218,18 +235,23 @@ class Prepared:
     pixels: np.ndarray
     copy_signal: bytes | None = None
     thumbnail: bytes | None = None
+    normalised_copy: bytes | None = None  # ImageResult.pixels
 
 
 THUMBNAIL_QUALITY = 85
+# The copy kept to embed the image again with another model: less loss than a thumbnail.
+PIXELS_QUALITY = 90
 
 
-def _thumbnail(image: Image.Image, side: int) -> bytes:
+def _jpeg_copy(image: Image.Image, side: int, quality: int) -> bytes | None:
     """A JPEG at most `side` pixels on its longer side (never enlarged), transparency on
-    white as for the embedding."""
-    thumb = image.copy()
-    thumb.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    white as for the embedding; None when `side` is 0 (not asked for)."""
+    if not side:
+        return None
+    copy = image.copy()
+    copy.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=2.0)
     out = io.BytesIO()
-    _on_white(thumb).save(out, "JPEG", quality=THUMBNAIL_QUALITY)
+    _on_white(copy).save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 

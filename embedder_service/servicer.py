@@ -11,6 +11,7 @@ import grpc
 
 from embedder_service.core import Embedder, FailureReason, Outcome
 from embedder_service.errors import ModelNotReady
+from embedder_service.preprocess import Extras
 from imagesearch.copies import signal as signals
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.errors import InvalidArgument, ResourceExhausted
@@ -47,8 +48,10 @@ class EmbedderHolder:
 STREAM_WINDOW = 128
 MAX_STREAM_ID_BYTES = 1024
 MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE = 16, 1024
-# A JPEG at quality 85 of the noisiest picture takes under 1.5 bytes a pixel; 2 to be safe.
-THUMBNAIL_BYTES_PER_PIXEL = 2
+MIN_PIXELS_SIDE, MAX_PIXELS_SIDE = 64, 2048
+# A JPEG at quality 85 (thumbnail) or 90 (pixels) of the noisiest picture takes under 1.5
+# and 2 bytes a pixel; 2 and 3 to be safe.
+THUMBNAIL_BYTES_PER_PIXEL, PIXELS_BYTES_PER_PIXEL = 2, 3
 _Entry = tuple[int, pb.StreamEmbedImagesRequest, "asyncio.Task[Outcome]"]
 
 
@@ -87,9 +90,11 @@ async def _read(embedder: Embedder, requests: AsyncIterator[pb.StreamEmbedImages
             if len(request.id.encode()) > MAX_STREAM_ID_BYTES:
                 raise InvalidArgument(f"item {index}: id is longer than {MAX_STREAM_ID_BYTES} "
                                       "bytes")
-            side = _thumbnail_side(request.thumbnail_max_side)
-            task = loop.create_task(embedder.embed_image(request.image.data,
-                                                         request.include_copy_signal, side))
+            try:
+                extras = _extras(request)
+            except InvalidArgument as err:
+                raise InvalidArgument(f"item {index}: {err}") from None
+            task = loop.create_task(embedder.embed_image(request.image.data, extras))
             await queue.put((index, request, task))
             index += 1
         await queue.put(None)
@@ -119,13 +124,24 @@ def image_result(outcome: Outcome) -> pb.ImageResult:
         result.copy_signal.perceptual_hash = signals.perceptual_hash(outcome.copy_signal)
     if outcome.thumbnail is not None:
         result.thumbnail = outcome.thumbnail
+    if outcome.pixels is not None:
+        result.pixels = outcome.pixels
     return result
 
 
-def _thumbnail_side(side: int) -> int:
-    if side and not MIN_THUMBNAIL_SIDE <= side <= MAX_THUMBNAIL_SIDE:
-        raise InvalidArgument(f"thumbnail_max_side must be {MIN_THUMBNAIL_SIDE} to "
-                              f"{MAX_THUMBNAIL_SIDE}, or 0 for none; got {side}")
+def _extras(request: pb.EmbedImagesRequest | pb.StreamEmbedImagesRequest) -> Extras:
+    """What the request asks beside the embeddings, its sides checked."""
+    return Extras(
+        copy_signal=request.include_copy_signal,
+        thumbnail_side=_side("thumbnail_max_side", request.thumbnail_max_side,
+                             MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE),
+        pixels_side=_side("pixels_max_side", request.pixels_max_side, MIN_PIXELS_SIDE,
+                          MAX_PIXELS_SIDE))
+
+
+def _side(field: str, side: int, least: int, most: int) -> int:
+    if side and not least <= side <= most:
+        raise InvalidArgument(f"{field} must be {least} to {most}, or 0 for none; got {side}")
     return side
 
 
@@ -143,28 +159,28 @@ class EmbedderServicer:
 
     async def EmbedImages(self, request: pb.EmbedImagesRequest,
                           context: grpc.aio.ServicerContext) -> pb.EmbedImagesResponse:
+        extras = _extras(request)
         embedder = self._source.get()
-        side = _thumbnail_side(request.thumbnail_max_side)
-        if request.include_copy_signal or side:
+        if extras.copy_signal or extras.thumbnail_side or extras.pixels_side:
             self._check_answer_fits(len(request.images), embedder.description.embedding_dim,
-                                    request.include_copy_signal, side)
+                                    extras)
         outcomes = await embedder.embed_images([image.data for image in request.images],
-                                               request.include_copy_signal, side)
+                                               extras)
         return pb.EmbedImagesResponse(results=[image_result(o) for o in outcomes],
                                       model_fingerprint=embedder.description.fingerprint)
 
-    def _check_answer_fits(self, count: int, dim: int, copy_signal: bool,
-                           thumbnail_side: int) -> None:
+    def _check_answer_fits(self, count: int, dim: int, extras: Extras) -> None:
         """Refuses at once a request whose answer could exceed the message limit: each copy
-        signal may take ~32 KB, each thumbnail up to THUMBNAIL_BYTES_PER_PIXEL a pixel."""
-        per_image = (4 * dim + 64 + (signals.MAX_ENCODED_BYTES if copy_signal else 0)
-                     + THUMBNAIL_BYTES_PER_PIXEL * thumbnail_side ** 2)
+        signal may take ~32 KB, each JPEG up to its BYTES_PER_PIXEL a pixel."""
+        per_image = (4 * dim + 64 + (signals.MAX_ENCODED_BYTES if extras.copy_signal else 0)
+                     + THUMBNAIL_BYTES_PER_PIXEL * extras.thumbnail_side ** 2
+                     + PIXELS_BYTES_PER_PIXEL * extras.pixels_side ** 2)
         most = max(1, (self._max_message_bytes - 4096) // per_image)
         if count > most:
             raise ResourceExhausted(
-                f"{count} images with copy signals or thumbnails may not fit in one answer "
-                f"under the {self._max_message_bytes}-byte message limit: send at most {most} "
-                "per request, or use StreamEmbedImages")
+                f"{count} images with copy signals, thumbnails or pixels may not fit in one "
+                f"answer under the {self._max_message_bytes}-byte message limit: send at most "
+                f"{most} per request, or use StreamEmbedImages")
 
     async def EmbedTexts(self, request: pb.EmbedTextsRequest,
                          context: grpc.aio.ServicerContext) -> pb.EmbedTextsResponse:

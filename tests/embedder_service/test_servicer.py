@@ -285,15 +285,18 @@ async def test_copy_signal_is_of_the_upright_image_and_streams(embedder_stub, ph
 
 
 def test_a_request_whose_signals_cannot_fit_the_answer_is_refused_up_front():
+    from embedder_service.preprocess import Extras
     from embedder_service.servicer import EmbedderHolder, EmbedderServicer
     from imagesearch.errors import ResourceExhausted
 
     servicer = EmbedderServicer(EmbedderHolder(), max_message_bytes=1 << 20)
-    servicer._check_answer_fits(30, 512, True, 0)
+    servicer._check_answer_fits(30, 512, Extras(copy_signal=True))
     with pytest.raises(ResourceExhausted, match="send at most 30 per request"):
-        servicer._check_answer_fits(60, 512, True, 0)
+        servicer._check_answer_fits(60, 512, Extras(copy_signal=True))
     with pytest.raises(ResourceExhausted, match="send at most 3 per request"):
-        servicer._check_answer_fits(4, 512, False, 400)
+        servicer._check_answer_fits(4, 512, Extras(thumbnail_side=400))
+    with pytest.raises(ResourceExhausted, match="send at most 2 per request"):
+        servicer._check_answer_fits(3, 512, Extras(pixels_side=400))
 
 
 async def test_thumbnails_are_upright_jpegs_no_larger_than_asked_and_never_enlarged(
@@ -319,6 +322,61 @@ async def test_thumbnails_are_upright_jpegs_no_larger_than_asked_and_never_enlar
     plain = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(
         images=[pb.ImageInput(data=encode(upright))]))
     assert plain.results[0].thumbnail == b""
+
+
+async def test_pixels_are_upright_jpegs_of_the_asked_side_never_enlarged(embedder_stub, photos):
+    wide = photos["astronaut"].resize((512, 256))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: the copy is of the upright picture
+    sideways = io.BytesIO()
+    wide.transpose(Image.Transpose.ROTATE_90).save(sideways, "JPEG", quality=95, exif=exif)
+    cut_out = Image.new("RGBA", (100, 70), (255, 0, 0, 0))  # fully transparent: white
+    request = pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=sideways.getvalue()), pb.ImageInput(data=encode(cut_out))],
+        pixels_max_side=300)
+    answer = await embedder_stub.EmbedImages(request)
+    rotated, small = answer.results
+    copy = Image.open(io.BytesIO(rotated.pixels))
+    assert (copy.format, copy.size) == ("JPEG", (300, 150))
+    assert rotated.thumbnail == b"" and not rotated.HasField("copy_signal")
+    # Re-embedding the copy gives (nearly) the original's vector: what migration relies on.
+    again = await embedder_stub.EmbedImages(pb.EmbedImagesRequest(
+        images=[pb.ImageInput(data=rotated.pixels)]))
+    assert float(_vec(again.results[0]) @ _vec(rotated)) > 0.98
+    untouched = Image.open(io.BytesIO(small.pixels))
+    assert untouched.size == (100, 70)
+    assert np.asarray(untouched.convert("L")).min() > 240  # transparency on white
+
+
+async def test_pixels_of_a_large_jpeg_keep_the_asked_side_despite_draft_decoding(
+        embedder_stub, photos):
+    big = encode(photos["astronaut"].resize((2000, 1500)), "JPEG", quality=90)
+
+    async def requests():
+        yield pb.StreamEmbedImagesRequest(image=pb.ImageInput(data=big), pixels_max_side=1024)
+
+    [answer] = [r async for r in embedder_stub.StreamEmbedImages(requests())]
+    assert Image.open(io.BytesIO(answer.result.pixels)).size == (1024, 768)
+
+
+@pytest.mark.parametrize("side", [-1, 1, 63, 2049])
+async def test_a_pixels_side_out_of_range_is_invalid(embedder_stub, photos, side):
+    image = pb.ImageInput(data=encode(photos["coffee"], "JPEG"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await embedder_stub.EmbedImages(pb.EmbedImagesRequest(images=[image],
+                                                              pixels_max_side=side))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == (f"pixels_max_side must be 64 to 2048, or 0 for none; "
+                                      f"got {side}")
+
+    async def requests():
+        yield pb.StreamEmbedImagesRequest(image=image, pixels_max_side=side)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [r async for r in embedder_stub.StreamEmbedImages(requests())]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == (f"item 0: pixels_max_side must be 64 to 2048, or 0 for "
+                                      f"none; got {side}")
 
 
 @pytest.mark.parametrize("side", [-1, 1, 15, 1025])
