@@ -1,10 +1,12 @@
 """Trains the small bundled CLIP on generated scenes and exports it as a bundle.
 
-    python -m embedder_service.export.small_model [--out DIR] [--steps N]
+    python -m embedder_service.export.small_model [--variant small|wide] [--out DIR] [--steps N]
 
 A real open_clip CLIP architecture (ViT image tower, causal text transformer, the real CLIP BPE
 tokenizer and vocabulary) made small enough to train on two CPU cores in a few minutes. It
-prints text->image top-1 accuracy on a held-out generated set and fails below 0.9.
+prints text->image top-1 accuracy on a held-out generated set and fails below the variant's
+floor. `small` is the bundled primary model; `wide` is a second, different model (another
+embedding dimension, input size and widths, hence another space) for serving several models.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +35,52 @@ from embedder_service.preprocess import ImageLimits, ImagePreprocessor
 from embedder_service.tokenizer import TextTokenizer
 from imagesearch import synthetic
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "bundles" / "synthetic-clip-small"
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 HELD_OUT_SEED = 20261123
-IMAGE_SIZE, CONTEXT_LENGTH, EMBED_DIM = 64, 32, 64
+CONTEXT_LENGTH = 32
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-MODEL_CFG = {
-    "embed_dim": EMBED_DIM,
-    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 4, "width": 64, "patch_size": 8,
-                   "head_width": 32},
-    "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408, "width": 48,
-                 "heads": 4, "layers": 3},
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """One trainable architecture and the defaults it trains with."""
+
+    model_name: str  # also the bundle's folder under embedder_service/bundles
+    image_size: int
+    embed_dim: int
+    vision: dict[str, int]
+    text: dict[str, int]
+    steps: int
+    scenes: int
+    seed: int
+    min_accuracy: float
+
+    def model_cfg(self) -> dict[str, Any]:
+        return {"embed_dim": self.embed_dim,
+                "vision_cfg": {"image_size": self.image_size, **self.vision},
+                "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408,
+                             **self.text}}
+
+
+VARIANTS = {
+    "small": ModelVariant(
+        "synthetic-clip-small", image_size=64, embed_dim=64,
+        vision={"layers": 4, "width": 64, "patch_size": 8, "head_width": 32},
+        text={"width": 48, "heads": 4, "layers": 3},
+        steps=4000, scenes=20000, seed=0, min_accuracy=0.9),
+    # A different space: wider embedding and image tower on a smaller input, a narrower and
+    # shallower text tower (the 49408-token table dominates the bundle's size, so a narrow text
+    # width keeps it small), fewer steps (a few minutes on two cores) and another seed.
+    "wide": ModelVariant(
+        "synthetic-clip-wide", image_size=48, embed_dim=96,
+        vision={"layers": 3, "width": 96, "patch_size": 8, "head_width": 32},
+        text={"width": 32, "heads": 4, "layers": 2},
+        steps=1500, scenes=12000, seed=1, min_accuracy=0.8),
 }
 
 
-def build_model() -> torch.nn.Module:
-    return open_clip.CLIP(**MODEL_CFG)
+def build_model(variant: ModelVariant = VARIANTS["small"]) -> torch.nn.Module:
+    return open_clip.CLIP(**variant.model_cfg())
 
 
 class Data:
@@ -129,54 +163,65 @@ def held_out_accuracy(model: Any, tokenizer: TextTokenizer,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--target", type=float, default=0.98,
-                        help="stop early once held-out accuracy reaches this")
-    parser.add_argument("--scenes", type=int, default=20000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="skip training: export these weights (a .pt the trainer saved)")
-    parser.add_argument("--min-accuracy", type=float, default=0.9,
-                        help="refuse to export below this held-out accuracy")
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
+    args = _parse_args(argv)
+    variant = VARIANTS[args.variant]
+    out: Path = args.out or BUNDLES / variant.model_name
+    seed = variant.seed if args.seed is None else args.seed
+    torch.manual_seed(seed)
     raw_tokenizer = build_clip_tokenizer(Path(default_bpe()))
     sot, eot = clip_special_ids(raw_tokenizer)
     text_cfg = TextConfig(context_length=CONTEXT_LENGTH, tokenizer=TokenizerConfig(
         clean="lower", bos_id=sot, eos_id=eot, pad_id=0))
-    image_cfg = ImageConfig(size=IMAGE_SIZE, mean=MEAN, std=STD)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = args.out.parent / (args.out.name + ".tokenizer.json")
+    image_cfg = ImageConfig(size=variant.image_size, mean=MEAN, std=STD)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = out.parent / (out.name + ".tokenizer.json")
     raw_tokenizer.save(str(scratch))
     tokenizer = TextTokenizer(scratch, text_cfg.tokenizer, CONTEXT_LENGTH)
     scratch.unlink()
     preprocess = ImagePreprocessor(image_cfg, ImageLimits())
-    model = build_model()
+    model = build_model(variant)
     if args.checkpoint is not None:
         model.load_state_dict(torch.load(args.checkpoint))
     else:
-        data = Data(args.scenes, args.seed, preprocess)
-        train(model, data, tokenizer, args.steps,
+        data = Data(args.scenes or variant.scenes, seed, preprocess)
+        train(model, data, tokenizer, args.steps or variant.steps,
               lambda: held_out_accuracy(model, tokenizer, preprocess), args.target)
-    checkpoint = args.out.parent / (args.out.name + ".pt")
+    checkpoint = out.parent / (out.name + ".pt")
     if args.checkpoint is None:
         torch.save(model.state_dict(), checkpoint)  # lets the export be redone without training
     print(f"saved {checkpoint} (not committed)")
     accuracy = held_out_accuracy(model, tokenizer, preprocess)
     print(f"text->image top-1 accuracy on held-out generated set: {accuracy:.3f}")
-    if accuracy < args.min_accuracy:
-        print(f"accuracy below {args.min_accuracy}: not exporting", file=sys.stderr)
+    floor = variant.min_accuracy if args.min_accuracy is None else args.min_accuracy
+    if accuracy < floor:
+        print(f"accuracy below {floor}: not exporting", file=sys.stderr)
         return 1
     model.eval()
     manifest = export_bundle(
-        model, args.out, model_name="synthetic-clip-small", architecture="open_clip.CLIP(small)",
-        pretrained=None, image=image_cfg, text=text_cfg, tokenizer=raw_tokenizer,
-        precisions=("fp32", "int8"),
+        model, out, model_name=variant.model_name,
+        architecture=f"open_clip.CLIP({args.variant})", pretrained=None, image=image_cfg,
+        text=text_cfg, tokenizer=raw_tokenizer, precisions=("fp32", "int8"),
     )
-    print(f"exported {args.out} ({manifest.fingerprint})")
+    print(f"exported {out} ({manifest.fingerprint})")
     return 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="small",
+                        help="architecture; each has its own bundle folder, steps and seed")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="bundle folder (default: embedder_service/bundles/<model name>)")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--target", type=float, default=0.98,
+                        help="stop early once held-out accuracy reaches this")
+    parser.add_argument("--scenes", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="skip training: export these weights (a .pt the trainer saved)")
+    parser.add_argument("--min-accuracy", type=float, default=None,
+                        help="refuse to export below this held-out accuracy")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
