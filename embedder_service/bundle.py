@@ -172,6 +172,15 @@ def load_bundle(root: Path, *, verify_checksums: bool = True) -> Bundle:
     return Bundle(root, manifest)
 
 
+def read_manifest(root: Path) -> Manifest:
+    """The bundle's manifest alone, checking no other file (cheap: start-up reads every served
+    bundle's first, to refuse duplicates before any loads); load_bundle checks the rest."""
+    root = root.expanduser().resolve()
+    if not root.is_dir():
+        raise BundleError(f"{root}: model bundle directory does not exist")
+    return _read_manifest(root / MANIFEST_NAME)
+
+
 def _check_fingerprint(root: Path, manifest: Manifest) -> None:
     """The fingerprint is derived from the files' checksums, which _check_file verified
     against the files: a hand-edited fingerprint, or one copied from another model, would

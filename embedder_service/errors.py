@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imagesearch.errors import InvalidArgument, Unavailable
+from imagesearch.errors import InvalidArgument, NotFound, Unavailable
 
 
 class BundleError(Exception):
@@ -27,3 +27,7 @@ class BatchTooLarge(InvalidArgument):
 
 class ModelNotReady(Unavailable):
     pass
+
+
+class ModelNotFound(NotFound):
+    """A request named a model this server does not serve."""

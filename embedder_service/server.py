@@ -1,25 +1,30 @@
 """Wires the embedder service together and owns its start and stop.
 
 Start-up order: the port opens first with health NOT_SERVING (so probes and clients get a
-clear answer while the model loads), then the bundle is checked, sessions are created and
-warmed up off the event loop, and only then does health turn SERVING. A bad bundle or an
-unusable required GPU stops start-up with a message naming the cause.
+clear answer while the model loads), then every served bundle's manifest is read (two with one
+name or fingerprint stop start-up), then the primary bundle is checked, its sessions are
+created and warmed up off the event loop, and health turns SERVING; then each extra bundle
+loads the same way, its own health name ("imagesearch.embedder.v1.Embedder/<model name>")
+turning SERVING when it is ready. A bad bundle or an unusable required GPU stops start-up with
+a message naming the cause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from embedder_service.bundle import DEFAULT_TOWER, Bundle, Precision, load_bundle
+from embedder_service.bundle import DEFAULT_TOWER, Bundle, Precision, load_bundle, read_manifest
 from embedder_service.core import BatchingOptions, Embedder, RequestLimits
 from embedder_service.errors import BundleError, ProviderError
 from embedder_service.metrics import EmbedderMetrics
+from embedder_service.models import ServedModel, ServedModels
 from embedder_service.preprocess import ImageLimits, ImagePreprocessor
 from embedder_service.runtime import GPU_PROVIDERS, RuntimeOptions, Tower, select_providers
-from embedder_service.servicer import EmbedderHolder, EmbedderServicer
+from embedder_service.servicer import EmbedderServicer
 from embedder_service.settings import EmbedderSettings
 from embedder_service.text_towers import TextModel
 from embedder_service.tokenizer import TextTokenizer
@@ -29,6 +34,12 @@ from imagesearch.serving import host
 
 log = logging.getLogger(__name__)
 SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]
+# Per-model health names, as the API documents them (ModelInfo.ready).
+MODEL_HEALTH_PREFIX = "imagesearch.embedder.v1.Embedder/"
+
+
+def model_health_name(model_name: str) -> str:
+    return MODEL_HEALTH_PREFIX + model_name
 
 
 def choose_precision(settings: EmbedderSettings, bundle: Bundle) -> Precision:
@@ -38,9 +49,19 @@ def choose_precision(settings: EmbedderSettings, bundle: Bundle) -> Precision:
     return "fp16" if on_gpu and "fp16" in bundle.manifest.variants else "fp32"
 
 
-def load_embedder(settings: EmbedderSettings, metrics: EmbedderMetrics) -> Embedder:
-    """Loads, checks and warms up the model (blocking: seconds to minutes)."""
-    bundle = load_bundle(settings.bundle, verify_checksums=settings.verify_checksums)
+def read_served(settings: EmbedderSettings) -> list[ServedModel]:
+    """Every served bundle's manifest, the primary first (cheap; nothing loads yet)."""
+    dirs = [settings.bundle, *settings.extra_bundles]
+    return [ServedModel(path, read_manifest(path), is_primary=i == 0)
+            for i, path in enumerate(dirs)]
+
+
+def load_embedder(settings: EmbedderSettings, metrics: EmbedderMetrics | None,
+                  bundle_dir: Path | None = None) -> Embedder:
+    """Loads, checks and warms up one model (blocking: seconds to minutes): the bundle at
+    `bundle_dir`, by default the primary."""
+    bundle = load_bundle(bundle_dir or settings.bundle,
+                         verify_checksums=settings.verify_checksums)
     precision = choose_precision(settings, bundle)
     variant = bundle.variant(precision)
     options = RuntimeOptions(
@@ -63,7 +84,8 @@ def load_embedder(settings: EmbedderSettings, metrics: EmbedderMetrics) -> Embed
         batching=BatchingOptions(settings.max_batch_size, settings.max_queue_delay_ms / 1000,
                                  settings.max_inflight_batches, settings.max_queued_items),
         limits=RequestLimits(settings.max_items_per_request, settings.max_text_chars),
-        decode_threads=settings.decode_threads, observer=metrics)
+        decode_threads=settings.decode_threads,
+        observer=None if metrics is None else metrics.for_model(m.model_name))
     embedder.warm_up()
     return embedder
 
@@ -103,7 +125,7 @@ class EmbedderServer:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = EmbedderMetrics(self.registry)
-        self.holder = EmbedderHolder()
+        self.holder = ServedModels()
         self._host = host.ServiceHost(
             settings, SERVICE, EmbedderServicer(self.holder, settings.max_message_bytes),
             self.registry)
@@ -136,23 +158,41 @@ class EmbedderServer:
         return port
 
     async def _load(self) -> None:
+        """The primary first: the service is SERVING once it is ready; then the others."""
         loop = asyncio.get_running_loop()
-        embedder = await loop.run_in_executor(None, load_embedder, self.settings, self.metrics)
+        self.holder.serve(await loop.run_in_executor(None, read_served, self.settings))
+        self.metrics.track_queue_depth(self.holder.queue_depth)
+        self.metrics.track_longest_call(self.holder.longest_model_call_s)
+        for served in self.holder:
+            await self._host.set_health(model_health_name(served.name), False)
+        for served in self.holder:
+            await self._load_one(served)
+            if served.is_primary:
+                await self._host.set_serving(True)
+                self._start_watchdog()
+
+    async def _load_one(self, served: ServedModel) -> None:
+        embedder = await asyncio.get_running_loop().run_in_executor(
+            None, load_embedder, self.settings, self.metrics, served.bundle_dir)
         embedder.start()
-        self.metrics.track_queue_depth(lambda: embedder.queue_depth)
-        self.metrics.track_longest_call(embedder.longest_model_call_s)
-        self.holder.embedder = embedder
+        served.embedder = embedder
         d = embedder.description
         log.info("model ready", extra={"model": d.model_name, "fingerprint": d.fingerprint,
-                                       "precision": d.precision, "providers": d.providers})
-        await self._host.set_serving(True)
+                                       "precision": d.precision, "providers": d.providers,
+                                       "primary": served.is_primary})
+        await self._host.set_health(model_health_name(served.name), True)
+
+    def _start_watchdog(self) -> None:
+        """One watchdog over every model's calls: a hang in any takes the pod out."""
         if self.settings.model_stall_timeout_s is not None:
-            watchdog = StallWatchdog(embedder.longest_model_call_s,
+            watchdog = StallWatchdog(self.holder.longest_model_call_s,
                                      self.settings.model_stall_timeout_s, self._report_healthy)
-            self._watchdog = loop.create_task(watchdog.run())
+            self._watchdog = asyncio.get_running_loop().create_task(watchdog.run())
 
     async def _report_healthy(self, healthy: bool) -> None:
         await self._host.set_serving(healthy)
+        for served in self.holder:
+            await self._host.set_health(model_health_name(served.name), healthy and served.ready)
         await self._host.report_alive(healthy)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -161,9 +201,10 @@ class EmbedderServer:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        if self.holder.embedder is not None:
-            await self.holder.embedder.close()
-            self.holder.embedder = None
+        for served in self.holder:
+            if served.embedder is not None:
+                await served.embedder.close()
+                served.embedder = None
 
 
 def main() -> None:

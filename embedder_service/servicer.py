@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 import grpc
 
 from embedder_service.core import Embedder, FailureReason, Outcome
-from embedder_service.errors import ModelNotReady
+from embedder_service.models import ServedModel, ServedModels
 from embedder_service.preprocess import Extras
 from imagesearch.copies import signal as signals
 from imagesearch.embedder.v1 import embedder_pb2 as pb
-from imagesearch.errors import InvalidArgument, ResourceExhausted
+from imagesearch.errors import InvalidArgument, ResourceExhausted, ServiceError
 
 _REASONS = {
     FailureReason.EMPTY: pb.ITEM_ERROR_REASON_EMPTY,
@@ -28,22 +27,6 @@ _REASONS = {
 }
 
 
-class EmbedderSource(Protocol):
-    """Gives the loaded embedder, or raises ModelNotReady while it loads."""
-
-    def get(self) -> Embedder: ...
-
-
-class EmbedderHolder:
-    def __init__(self) -> None:
-        self.embedder: Embedder | None = None
-
-    def get(self) -> Embedder:
-        if self.embedder is None:
-            raise ModelNotReady("the model is still loading; retry shortly")
-        return self.embedder
-
-
 # Stream items being embedded at once per call: enough to fill batches, bounded for memory.
 STREAM_WINDOW = 128
 MAX_STREAM_ID_BYTES = 1024
@@ -52,56 +35,63 @@ MIN_PIXELS_SIDE, MAX_PIXELS_SIDE = 64, 2048
 # A JPEG at quality 85 (thumbnail) or 90 (pixels) of the noisiest picture takes under 1.5
 # and 2 bytes a pixel; 2 and 3 to be safe.
 THUMBNAIL_BYTES_PER_PIXEL, PIXELS_BYTES_PER_PIXEL = 2, 3
-_Entry = tuple[int, pb.StreamEmbedImagesRequest, "asyncio.Task[Outcome]"]
+# index, request, fingerprint of the model embedding it, the embedding
+_Entry = tuple[int, pb.StreamEmbedImagesRequest, str, "asyncio.Task[Outcome]"]
 
 
 async def _ordered(
-    embedder: Embedder, requests: AsyncIterator[pb.StreamEmbedImagesRequest],
-) -> AsyncIterator[tuple[int, pb.StreamEmbedImagesRequest, Outcome]]:
+    models: ServedModels, requests: AsyncIterator[pb.StreamEmbedImagesRequest],
+) -> AsyncIterator[tuple[int, pb.StreamEmbedImagesRequest, str, Outcome]]:
     """Embeds a stream with up to STREAM_WINDOW items in flight; yields results in input order.
 
     A reader task starts each item's embedding as it arrives (so items join server batches
     while earlier ones are still running); the bounded queue is the back-pressure on the client.
     """
     queue: asyncio.Queue[_Entry | BaseException | None] = asyncio.Queue(STREAM_WINDOW)
-    reader = asyncio.get_running_loop().create_task(_read(embedder, requests, queue))
+    reader = asyncio.get_running_loop().create_task(_read(models, requests, queue))
     try:
         while (entry := await queue.get()) is not None:
             if isinstance(entry, BaseException):
                 raise entry
-            index, request, task = entry
-            yield index, request, await task
+            index, request, fingerprint, task = entry
+            yield index, request, fingerprint, await task
     finally:
         reader.cancel()
         while not queue.empty():
             leftover = queue.get_nowait()
             if isinstance(leftover, tuple):
-                leftover[2].cancel()
+                leftover[3].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
 
 
-async def _read(embedder: Embedder, requests: AsyncIterator[pb.StreamEmbedImagesRequest],
+async def _read(models: ServedModels, requests: AsyncIterator[pb.StreamEmbedImagesRequest],
                 queue: asyncio.Queue[_Entry | BaseException | None]) -> None:
     loop = asyncio.get_running_loop()
     try:
         index = 0
         async for request in requests:
-            if len(request.id.encode()) > MAX_STREAM_ID_BYTES:
-                raise InvalidArgument(f"item {index}: id is longer than {MAX_STREAM_ID_BYTES} "
-                                      "bytes")
-            try:
-                extras = _extras(request)
-            except InvalidArgument as err:
-                raise InvalidArgument(f"item {index}: {err}") from None
-            task = loop.create_task(embedder.embed_image(request.image.data, extras))
-            await queue.put((index, request, task))
+            embedder = _stream_item_model(models, request, index)
+            task = loop.create_task(embedder.embed_image(request.image.data, _extras(request)))
+            await queue.put((index, request, embedder.description.fingerprint, task))
             index += 1
         await queue.put(None)
     except asyncio.CancelledError:
         raise
     except Exception as err:
         await queue.put(err)
+
+
+def _stream_item_model(models: ServedModels, request: pb.StreamEmbedImagesRequest,
+                       index: int) -> Embedder:
+    """Checks one stream item and picks its model (each item may name its own)."""
+    if len(request.id.encode()) > MAX_STREAM_ID_BYTES:
+        raise InvalidArgument(f"item {index}: id is longer than {MAX_STREAM_ID_BYTES} bytes")
+    try:
+        _extras(request)
+        return models.get(request.model)
+    except ServiceError as err:
+        raise type(err)(f"item {index}: {err}") from None
 
 
 def _fill(result: pb.ImageResult | pb.TextResult, outcome: Outcome) -> None:
@@ -153,14 +143,14 @@ def text_result(outcome: Outcome) -> pb.TextResult:
 
 
 class EmbedderServicer:
-    def __init__(self, source: EmbedderSource, max_message_bytes: int) -> None:
-        self._source = source
+    def __init__(self, models: ServedModels, max_message_bytes: int) -> None:
+        self._models = models
         self._max_message_bytes = max_message_bytes
 
     async def EmbedImages(self, request: pb.EmbedImagesRequest,
                           context: grpc.aio.ServicerContext) -> pb.EmbedImagesResponse:
         extras = _extras(request)
-        embedder = self._source.get()
+        embedder = self._models.get(request.model)
         if extras.copy_signal or extras.thumbnail_side or extras.pixels_side:
             self._check_answer_fits(len(request.images), embedder.description.embedding_dim,
                                     extras)
@@ -184,7 +174,7 @@ class EmbedderServicer:
 
     async def EmbedTexts(self, request: pb.EmbedTextsRequest,
                          context: grpc.aio.ServicerContext) -> pb.EmbedTextsResponse:
-        embedder = self._source.get()
+        embedder = self._models.get(request.model)
         outcomes = await embedder.embed_texts(
             [item.text for item in request.texts],
             [item.language or request.language for item in request.texts])
@@ -195,31 +185,43 @@ class EmbedderServicer:
         self, requests: AsyncIterator[pb.StreamEmbedImagesRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.StreamEmbedImagesResponse]:
-        embedder = self._source.get()
-        fingerprint = embedder.description.fingerprint
-        async for index, request, outcome in _ordered(embedder, requests):
+        async for index, request, fingerprint, outcome in _ordered(self._models, requests):
             yield pb.StreamEmbedImagesResponse(id=request.id, index=index,
                                                result=image_result(outcome),
                                                model_fingerprint=fingerprint)
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest,
                            context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:
-        embedder = self._source.get()
-        d, limits = embedder.description, embedder.limits
-        preprocess_limits = embedder.image_limits
-        return pb.GetModelInfoResponse(model=pb.ModelInfo(
-            model_name=d.model_name, fingerprint=d.fingerprint, embedding_dim=d.embedding_dim,
-            image_size=d.image_size, context_length=d.context_length,
-            execution_provider=d.providers[0], execution_providers=d.providers,
-            precision=d.precision, max_batch_size=d.max_batch_size,
-            limits=pb.Limits(
-                max_items_per_request=limits.max_items, max_text_chars=limits.max_text_chars,
-                max_image_bytes=preprocess_limits.max_bytes,
-                max_image_pixels=preprocess_limits.max_pixels,
-                min_image_side=preprocess_limits.min_side,
-                max_message_bytes=self._max_message_bytes),
-            copy_signal_format=signals.FORMAT,
-            text_towers=[pb.TextTower(name=t.name, languages=t.languages,
-                                      context_length=t.context_length, is_default=t.is_default)
-                         for t in d.text_towers],
-        ))
+        asked = self._models.find(request.model)
+        limits = self._limits(asked.loaded())
+        return pb.GetModelInfoResponse(
+            model=_model_info(asked, limits),
+            models=[_model_info(served, limits) for served in self._models])
+
+    def _limits(self, embedder: Embedder) -> pb.Limits:
+        """The server's limits on requests (the same for every model)."""
+        limits, image_limits = embedder.limits, embedder.image_limits
+        return pb.Limits(
+            max_items_per_request=limits.max_items, max_text_chars=limits.max_text_chars,
+            max_image_bytes=image_limits.max_bytes, max_image_pixels=image_limits.max_pixels,
+            min_image_side=image_limits.min_side, max_message_bytes=self._max_message_bytes)
+
+
+def _model_info(served: ServedModel, limits: pb.Limits) -> pb.ModelInfo:
+    """What a model is; a model still loading has only what its manifest says (no providers,
+    precision or batching yet)."""
+    m = served.manifest
+    info = pb.ModelInfo(
+        model_name=m.model_name, fingerprint=m.fingerprint, embedding_dim=m.embedding_dim,
+        image_size=m.image.size, context_length=m.text.context_length, limits=limits,
+        copy_signal_format=signals.FORMAT, is_primary=served.is_primary, ready=served.ready)
+    if served.embedder is not None:
+        d = served.embedder.description
+        info.execution_provider = d.providers[0]
+        info.execution_providers[:] = d.providers
+        info.precision = d.precision
+        info.max_batch_size = d.max_batch_size
+        info.text_towers.extend(
+            pb.TextTower(name=t.name, languages=t.languages, context_length=t.context_length,
+                         is_default=t.is_default) for t in d.text_towers)
+    return info

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from imagesearch.serving.settings import ServingSettings
 
@@ -19,7 +20,13 @@ class EmbedderSettings(ServingSettings):
                                       extra="forbid")
 
     bundle: Path = BUNDLED_MODEL
-    """Model bundle directory (from `imagesearch-export`); default: the bundled small model."""
+    """Model bundle directory (from `imagesearch-export`); default: the bundled small model.
+    This is the primary model: requests that name no model get it, and it loads first."""
+    extra_bundles: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """More model bundles served beside the primary, each with its own sessions and batchers
+    (memory: the sum of the models): a JSON list or comma-separated directories. Requests
+    pick one by model name or fingerprint. Two bundles with one name or fingerprint: start-up
+    fails."""
     precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
     """Variant to serve. auto: fp16 on a GPU when the bundle has it, else fp32."""
     providers: list[str] = Field(default_factory=lambda: [
@@ -70,3 +77,14 @@ class EmbedderSettings(ServingSettings):
     """Longest accepted text, in characters."""
     jpeg_draft: bool = True
     """Decode large JPEGs at a reduced DCT scale (3-5x faster; stays >= 2x the model's input)."""
+
+    @field_validator("extra_bundles", mode="before")
+    @classmethod
+    def _bundle_list(cls, value: Any) -> Any:
+        """Operators write env vars by hand: '["/a", "/b"]' and '/a, /b' both work."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]

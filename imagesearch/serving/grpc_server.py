@@ -145,10 +145,11 @@ async def report_alive(health_servicer: health.aio.HealthServicer, alive: bool =
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer,
-                      service_names: Sequence[str], serving: bool) -> None:
+                      service_names: Sequence[str], serving: bool, overall: bool = True) -> None:
+    """Sets the status of `service_names` and, when `overall`, of the server ("")."""
     status = (health_pb2.HealthCheckResponse.SERVING if serving
               else health_pb2.HealthCheckResponse.NOT_SERVING)
-    for name in ("", *service_names):
+    for name in ("", *service_names) if overall else service_names:
         await health_servicer.set(name, status)
 
 

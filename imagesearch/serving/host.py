@@ -70,6 +70,10 @@ class ServiceHost:
     async def set_serving(self, serving: bool) -> None:
         await grpc_server.set_serving(self._health, [self._service.full_name], serving)
 
+    async def set_health(self, name: str, serving: bool) -> None:
+        """One more health name beside the service's (e.g. a part that becomes ready later)."""
+        await grpc_server.set_serving(self._health, [name], serving, overall=False)
+
     async def report_alive(self, alive: bool) -> None:
         await grpc_server.report_alive(self._health, alive)
 

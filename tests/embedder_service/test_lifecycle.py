@@ -43,9 +43,9 @@ async def test_health_is_not_serving_while_loading_then_serving_but_alive_throug
     release = threading.Event()
     real_load = server_module.load_embedder
 
-    def slow_load(settings, metrics):
+    def slow_load(settings, metrics, bundle_dir=None):
         release.wait(30)
-        return real_load(settings, metrics)
+        return real_load(settings, metrics, bundle_dir)
 
     monkeypatch.setattr(server_module, "load_embedder", slow_load)
     server = EmbedderServer(embedder_settings())
@@ -302,7 +302,7 @@ async def test_metrics_endpoint_exports_rpc_and_batch_metrics(photos):
     await server.stop(grace=1)
     assert ('grpc_server_handled_total{code="OK",method="/imagesearch.embedder.v1.'
             'EmbedderService/EmbedImages"} 1.0') in body
-    assert 'embedder_items_total{tower="image"} 1.0' in body
+    assert 'embedder_items_total{model="synthetic-clip-small",tower="image"} 1.0' in body
     assert "embedder_queue_wait_seconds_bucket" in body
     assert "embedder_queue_depth 0.0" in body
     assert "embedder_longest_model_call_seconds 0.0" in body

@@ -134,7 +134,7 @@ async def test_stream_returns_one_result_per_image_in_order(embedder_stub, photo
 
 
 async def test_concurrent_requests_are_batched_together(embedder_server, embedder_stub, photos):
-    sizes = embedder_server.metrics.batch_size.labels("image")
+    sizes = embedder_server.metrics.batch_size.labels("synthetic-clip-small", "image")
     before_count, before_sum = _histogram(sizes)
     data = encode(photos["rocket"])
     await asyncio.gather(*(embedder_stub.EmbedImages(
@@ -285,11 +285,12 @@ async def test_copy_signal_is_of_the_upright_image_and_streams(embedder_stub, ph
 
 
 def test_a_request_whose_signals_cannot_fit_the_answer_is_refused_up_front():
+    from embedder_service.models import ServedModels
     from embedder_service.preprocess import Extras
-    from embedder_service.servicer import EmbedderHolder, EmbedderServicer
+    from embedder_service.servicer import EmbedderServicer
     from imagesearch.errors import ResourceExhausted
 
-    servicer = EmbedderServicer(EmbedderHolder(), max_message_bytes=1 << 20)
+    servicer = EmbedderServicer(ServedModels(), max_message_bytes=1 << 20)
     servicer._check_answer_fits(30, 512, Extras(copy_signal=True))
     with pytest.raises(ResourceExhausted, match="send at most 30 per request"):
         servicer._check_answer_fits(60, 512, Extras(copy_signal=True))

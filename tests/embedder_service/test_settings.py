@@ -45,3 +45,17 @@ def test_onnx_runtime_threads_spin_only_when_asked(spinning, entry):
     options = _session_options(RuntimeOptions(intra_op_spinning=spinning))
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
     assert EmbedderSettings().intra_op_spinning is False
+
+
+@pytest.mark.parametrize("value", ['["/models/a", "/models/b"]', "/models/a,/models/b",
+                                   " /models/a , /models/b, "])
+def test_extra_bundles_are_a_json_list_or_comma_separated(monkeypatch, value):
+    monkeypatch.setenv("EMBEDDER_EXTRA_BUNDLES", value)
+    assert EmbedderSettings().extra_bundles == [Path("/models/a"), Path("/models/b")]
+
+
+def test_no_extra_bundles_by_default(monkeypatch):
+    monkeypatch.setenv("EMBEDDER_EXTRA_BUNDLES", "")
+    assert EmbedderSettings().extra_bundles == []
+    monkeypatch.delenv("EMBEDDER_EXTRA_BUNDLES")
+    assert EmbedderSettings().extra_bundles == []
