@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from embedder_service.bundle import MANIFEST_NAME
+from embedder_service.settings import EmbedderSettings
 from tests.deploy.rendered import OVERLAYS, Doc, Overlay
 
 EMBEDDER = "imagesearch-embedder"
@@ -35,24 +36,37 @@ def claim_volume(pod: Doc, mount: Doc) -> Doc:
     return claim
 
 
-def bundle_on_a_claim(overlay: Overlay) -> tuple[PurePosixPath, Doc, Doc] | None:
-    """(bundle path, its mount, its claim reference) when the embedder serves from a volume."""
-    bundle = overlay.environment(EMBEDDER).get("EMBEDDER_BUNDLE")
-    if bundle is None:
-        return None  # the bundled small model, in the image
-    path = PurePosixPath(bundle)
-    mount = mount_of(overlay.container(EMBEDDER), path)
-    if mount is None:
-        return None  # baked into the image (deploy/docker/model.Dockerfile)
-    return path, mount, claim_volume(overlay.pod_spec(EMBEDDER), mount)
+def served_bundles(overlay: Overlay) -> list[str]:
+    """EMBEDDER_BUNDLE (unset: the bundled small model, in the image) and the extra ones."""
+    env = overlay.environment(EMBEDDER)
+    extra = EmbedderSettings(extra_bundles=env.get("EMBEDDER_EXTRA_BUNDLES", "")).extra_bundles
+    primary = [env["EMBEDDER_BUNDLE"]] if "EMBEDDER_BUNDLE" in env else []
+    return primary + [str(path) for path in extra]
 
 
-def test_the_embedder_reads_its_bundle_read_only(overlay):
-    found = bundle_on_a_claim(overlay)
-    if found is None:
-        pytest.skip(f"{overlay.name}: the model is in the image")
-    _, mount, claim = found
-    assert mount.get("readOnly") is True and claim.get("readOnly") is True
+def bundles_on_a_claim(overlay: Overlay) -> list[tuple[PurePosixPath, Doc, Doc]]:
+    """(bundle path, its mount, its claim reference) of each bundle served from a volume (the
+    others are baked into the image: deploy/docker/model.Dockerfile)."""
+    found = []
+    for bundle in served_bundles(overlay):
+        path = PurePosixPath(bundle)
+        mount = mount_of(overlay.container(EMBEDDER), path)
+        if mount is not None:
+            found.append((path, mount, claim_volume(overlay.pod_spec(EMBEDDER), mount)))
+    if not found:
+        pytest.skip(f"{overlay.name}: the models are in the image")
+    return found
+
+
+def test_the_embedder_reads_its_bundles_read_only(overlay):
+    for _, mount, claim in bundles_on_a_claim(overlay):
+        assert mount.get("readOnly") is True and claim.get("readOnly") is True
+
+
+def test_every_bundle_has_a_folder_of_its_own(overlay):
+    """Two bundles in one folder would be one model served twice: start-up refuses it."""
+    bundles = served_bundles(overlay)
+    assert len(set(bundles)) == len(bundles)
 
 
 def writers_of(overlay: Overlay, claim_name: str) -> Iterator[tuple[str, Doc, Doc]]:
@@ -68,40 +82,32 @@ def writers_of(overlay: Overlay, claim_name: str) -> Iterator[tuple[str, Doc, Do
                     yield job["metadata"]["name"], container, mount
 
 
-def test_a_job_writes_the_bundle_where_the_embedder_reads_it(overlay):
-    found = bundle_on_a_claim(overlay)
-    if found is None:
-        pytest.skip(f"{overlay.name}: the model is in the image")
-    bundle, embedder_mount, claim = found
-    relative = bundle.relative_to(embedder_mount["mountPath"])
-    writers = list(writers_of(overlay, claim["claimName"]))
-    assert writers, f"{overlay.name}: no Job fills claim {claim['claimName']}"
-    for job, container, mount in writers:
-        written = PurePosixPath(mount["mountPath"]) / relative
-        assert str(written) in " ".join(container.get("args", [])), f"{job}: not {written}"
+def test_a_job_writes_each_bundle_where_the_embedder_reads_it(overlay):
+    for bundle, embedder_mount, claim in bundles_on_a_claim(overlay):
+        relative = bundle.relative_to(embedder_mount["mountPath"])
+        writers = list(writers_of(overlay, claim["claimName"]))
+        assert writers, f"{overlay.name}: no Job fills claim {claim['claimName']}"
+        assert any(str(PurePosixPath(mount["mountPath"]) / relative)
+                   in " ".join(container.get("args", [])) for _, container, mount in writers), \
+            f"{overlay.name}: no Job writes {bundle}"
 
 
 def test_the_claim_can_be_read_from_every_embedder_node(overlay):
     """Embedder replicas run on different nodes (components/gpu spreads them): a ReadWriteOnce
     volume would hold them all on one node, the Job's."""
-    found = bundle_on_a_claim(overlay)
-    if found is None:
-        pytest.skip(f"{overlay.name}: the model is in the image")
-    claim = overlay.get("PersistentVolumeClaim", found[2]["claimName"])
-    assert set(claim["spec"]["accessModes"]) & {"ReadWriteMany", "ReadOnlyMany"}
+    for _, _, reference in bundles_on_a_claim(overlay):
+        claim = overlay.get("PersistentVolumeClaim", reference["claimName"])
+        assert set(claim["spec"]["accessModes"]) & {"ReadWriteMany", "ReadOnlyMany"}
 
 
-def test_the_embedder_waits_for_the_manifest_with_its_own_image(overlay):
-    """Started before the Job has finished, an embedder would fail on a missing bundle and
+def test_the_embedder_waits_for_every_manifest_with_its_own_image(overlay):
+    """Started before the Jobs have finished, an embedder would fail on a missing bundle and
     crash-loop; the wait needs only the volume, and the image is already on the node."""
-    found = bundle_on_a_claim(overlay)
-    if found is None:
-        pytest.skip(f"{overlay.name}: the model is in the image")
-    bundle, _, claim = found
     pod = overlay.pod_spec(EMBEDDER)
-    (wait,) = pod["initContainers"]
-    assert wait["image"] == overlay.container(EMBEDDER)["image"]
-    mount = mount_of(wait, bundle)
-    assert mount is not None and mount.get("readOnly") is True
-    assert claim_volume(pod, mount)["claimName"] == claim["claimName"]
-    assert str(bundle / MANIFEST_NAME) in " ".join(wait["command"] + wait.get("args", []))
+    for bundle, _, claim in bundles_on_a_claim(overlay):
+        (wait,) = pod["initContainers"]
+        assert wait["image"] == overlay.container(EMBEDDER)["image"]
+        mount = mount_of(wait, bundle)
+        assert mount is not None and mount.get("readOnly") is True
+        assert claim_volume(pod, mount)["claimName"] == claim["claimName"]
+        assert str(bundle / MANIFEST_NAME) in " ".join(wait["command"] + wait.get("args", []))
