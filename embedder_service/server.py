@@ -131,6 +131,7 @@ class EmbedderServer:
             self.registry)
         self._started = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._stall_watchdog: StallWatchdog | None = None
 
     @property
     def port(self) -> int:
@@ -180,14 +181,17 @@ class EmbedderServer:
         log.info("model ready", extra={"model": d.model_name, "fingerprint": d.fingerprint,
                                        "precision": d.precision, "providers": d.providers,
                                        "primary": served.is_primary})
-        await self._host.set_health(model_health_name(served.name), True)
+        # While another model's call is stalled the whole server is out of service.
+        stalled = self._stall_watchdog is not None and self._stall_watchdog.stalled
+        await self._host.set_health(model_health_name(served.name), not stalled)
 
     def _start_watchdog(self) -> None:
         """One watchdog over every model's calls: a hang in any takes the pod out."""
         if self.settings.model_stall_timeout_s is not None:
-            watchdog = StallWatchdog(self.holder.longest_model_call_s,
-                                     self.settings.model_stall_timeout_s, self._report_healthy)
-            self._watchdog = asyncio.get_running_loop().create_task(watchdog.run())
+            self._stall_watchdog = StallWatchdog(
+                self.holder.longest_model_call_s, self.settings.model_stall_timeout_s,
+                self._report_healthy)
+            self._watchdog = asyncio.get_running_loop().create_task(self._stall_watchdog.run())
 
     async def _report_healthy(self, healthy: bool) -> None:
         await self._host.set_serving(healthy)

@@ -71,8 +71,8 @@ async def _read(models: ServedModels, requests: AsyncIterator[pb.StreamEmbedImag
     try:
         index = 0
         async for request in requests:
-            embedder = _stream_item_model(models, request, index)
-            task = loop.create_task(embedder.embed_image(request.image.data, _extras(request)))
+            embedder, extras = _stream_item(models, request, index)
+            task = loop.create_task(embedder.embed_image(request.image.data, extras))
             await queue.put((index, request, embedder.description.fingerprint, task))
             index += 1
         await queue.put(None)
@@ -82,14 +82,14 @@ async def _read(models: ServedModels, requests: AsyncIterator[pb.StreamEmbedImag
         await queue.put(err)
 
 
-def _stream_item_model(models: ServedModels, request: pb.StreamEmbedImagesRequest,
-                       index: int) -> Embedder:
+def _stream_item(models: ServedModels, request: pb.StreamEmbedImagesRequest,
+                 index: int) -> tuple[Embedder, Extras]:
     """Checks one stream item and picks its model (each item may name its own)."""
     if len(request.id.encode()) > MAX_STREAM_ID_BYTES:
         raise InvalidArgument(f"item {index}: id is longer than {MAX_STREAM_ID_BYTES} bytes")
     try:
-        _extras(request)
-        return models.get(request.model)
+        extras = _extras(request)
+        return models.get(request.model), extras
     except ServiceError as err:
         raise type(err)(f"item {index}: {err}") from None
 
