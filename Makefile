@@ -13,7 +13,7 @@ TS_STAMP := $(TS)/node_modules/.installed-$(call hash,$(TS)/package-lock.json $(
 BUF := $(TS)/node_modules/.bin/buf
 
 .PHONY: help venv venv-test protos protos-check api-check docs docs-check lint deploy-check \
-	image-venv lock lock-upgrade lock-check test test-fast faults soak demo small-model multilingual-tower \
+	image-venv lock lock-upgrade lock-check test test-fast faults soak demo small-model second-model multilingual-tower \
 	serve-embedder serve-search clean
 
 help:
@@ -31,6 +31,7 @@ help:
 	@echo "make soak          10 minutes of mixed load on the embedded default"
 	@echo "make small-model   retrain and re-export the bundled small model (~12 min on 2 cores)"
 	@echo "make multilingual-tower  distil its multilingual text tower again (~5 min)"
+	@echo "make second-model  retrain the second model, synthetic-clip-wide (~7 min)"
 	@echo "make serve-embedder  run the embedder in the foreground (EMBEDDER_* settings apply)"
 	@echo "make serve-search    run the search service in the foreground (SEARCH_* settings)"
 
@@ -117,6 +118,10 @@ demo: $(RUNTIME)
 small-model: $(TESTENV)
 	$(BIN)/python -m embedder_service.export.small_model
 	$(MAKE) multilingual-tower
+
+# A second model in another space (96 dimensions, 48 px), for serving several models at once.
+second-model: $(TESTENV)
+	$(BIN)/python -m embedder_service.export.small_model --variant wide
 
 multilingual-tower: $(TESTENV)
 	$(BIN)/python -m embedder_service.export.multilingual
