@@ -4,7 +4,7 @@ Start-up order: the port opens first with health NOT_SERVING (so probes and clie
 clear answer while the model loads), then every served bundle's manifest is read (two with one
 name or fingerprint stop start-up), then the primary bundle is checked, its sessions are
 created and warmed up off the event loop, and health turns SERVING; then each extra bundle
-loads the same way, its own health name ("imagesearch.embedder.v1.Embedder/<model name>")
+loads the same way, its own health name ("imagesearch.embedder.v1.EmbedderService/<model name>")
 turning SERVING when it is ready. A bad bundle or an unusable required GPU stops start-up with
 a message naming the cause.
 """
@@ -35,7 +35,7 @@ from imagesearch.serving import host
 log = logging.getLogger(__name__)
 SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"]
 # Per-model health names, as the API documents them (ModelInfo.ready).
-MODEL_HEALTH_PREFIX = "imagesearch.embedder.v1.Embedder/"
+MODEL_HEALTH_PREFIX = "imagesearch.embedder.v1.EmbedderService/"
 
 
 def model_health_name(model_name: str) -> str:

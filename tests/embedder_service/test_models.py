@@ -145,8 +145,8 @@ async def _health(port: int, service: str) -> int:
 
 async def test_each_model_has_its_own_health_name(two_models):
     for name in ("", "imagesearch.embedder.v1.EmbedderService",
-                 f"imagesearch.embedder.v1.Embedder/{PRIMARY_NAME}",
-                 f"imagesearch.embedder.v1.Embedder/{WIDE_NAME}"):
+                 f"imagesearch.embedder.v1.EmbedderService/{PRIMARY_NAME}",
+                 f"imagesearch.embedder.v1.EmbedderService/{WIDE_NAME}"):
         assert await _health(two_models.port, name) == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -174,7 +174,7 @@ async def test_a_model_still_loading_is_unavailable_while_the_primary_serves(
     try:
         while server.holder.embedder is None:  # noqa: ASYNC110 (loads inside start())
             await asyncio.sleep(0.01)
-        wide_health = f"imagesearch.embedder.v1.Embedder/{WIDE_NAME}"
+        wide_health = f"imagesearch.embedder.v1.EmbedderService/{WIDE_NAME}"
         assert await _health(server.port, "") == health_pb2.HealthCheckResponse.SERVING
         assert await _health(server.port, wide_health) == health_pb2.HealthCheckResponse.NOT_SERVING
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -246,8 +246,8 @@ async def test_a_stall_in_any_model_takes_the_server_out_until_it_returns(photos
     call = asyncio.ensure_future(embedder_pb2_grpc.EmbedderServiceStub(channel).EmbedImages(
         pb.EmbedImagesRequest(images=[pb.ImageInput(data=encode(photos["coffee"]))],
                               model=WIDE_NAME)))
-    names = ["", f"imagesearch.embedder.v1.Embedder/{PRIMARY_NAME}",
-             f"imagesearch.embedder.v1.Embedder/{WIDE_NAME}"]
+    names = ["", f"imagesearch.embedder.v1.EmbedderService/{PRIMARY_NAME}",
+             f"imagesearch.embedder.v1.EmbedderService/{WIDE_NAME}"]
     try:
         await _wait_health(server.port, "liveness", health_pb2.HealthCheckResponse.NOT_SERVING,
                            timeout_s=1.5)
