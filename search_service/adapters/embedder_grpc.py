@@ -33,8 +33,9 @@ DEFAULT_MAX_ITEMS = 256
 # What an image's answer may take when it carries a copy signal: the signal, its framing and
 # the embedding (up to 2048 float32 values).
 SIGNAL_BYTES = MAX_SIGNAL_BYTES + 64 + 4 * 2048
-# A thumbnail's most, as the embedder counts it (a JPEG at quality 85: under 1.5 a pixel).
-THUMBNAIL_BYTES_PER_PIXEL = 2
+# A thumbnail's and a normalised copy's most, as the embedder counts them (JPEGs at quality 85
+# and 90) when it checks that an answer fits its message limit.
+THUMBNAIL_BYTES_PER_PIXEL, PIXELS_BYTES_PER_PIXEL = 2, 3
 _PROBLEMS = {code.value[0]: code.name for code in grpc.StatusCode}
 
 # An item's answer: the embedder's result, or why it was never sent.
@@ -107,8 +108,8 @@ class GrpcEmbedder:
                 images=[pb.ImageInput(data=d) for d in chunk], include_copy_signal=True,
                 thumbnail_max_side=thumbnail_side, model=model, pixels_max_side=pixels_side),
             images, remaining,
-            answer_bytes=SIGNAL_BYTES + THUMBNAIL_BYTES_PER_PIXEL * (
-                thumbnail_side ** 2 + pixels_side ** 2), model=model)
+            answer_bytes=SIGNAL_BYTES + THUMBNAIL_BYTES_PER_PIXEL * thumbnail_side ** 2
+            + PIXELS_BYTES_PER_PIXEL * pixels_side ** 2, model=model)
         return fingerprint, [_embedded(r) for r in results], [_kept(r) for r in results]
 
     async def embed_texts(self, texts: Sequence[str], remaining: float | None = None,
