@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagesearch.errors import FailedPrecondition, InvalidArgument
-from search_service import compose, copy_index, cutoff, feedback_space
+from search_service import (
+    adaptation_fit,
+    adaptation_space,
+    compose,
+    copy_index,
+    cutoff,
+    feedback_space,
+)
 from search_service import validation as check
 from search_service.domain import (
     DONE,
@@ -90,6 +97,8 @@ class SearchCore:
         # Bumped by every create and delete of a name here: a read that began before one
         # must not put the record it fetched back into the cache after it.
         self._generations: dict[str, int] = {}
+        # Each collection's enabled query adaptation (search_service.adaptation).
+        self.adaptations = adaptation_space.Cache()
 
     async def sweep(self) -> list[str]:
         """Removes what late writes left of deleted collections - rows, and the image store's
@@ -382,14 +391,16 @@ class SearchCore:
 
     async def query_vectors(self, record: CollectionRecord, queries: Sequence[Query],
                             remaining: float | None,
-                            towers: list[tuple[str, ...]] | None = None) -> list[Embedding]:
+                            towers: list[tuple[str, ...]] | None = None,
+                            adapt: bool = True) -> list[Embedding]:
         """Each query's unit vector, or the outcome saying why it has none. The atoms of
         every query - parts of compound queries and feedback examples too - are embedded
-        together: one embedder call per kind, one store read for every indexed image."""
+        together: one embedder call per kind, one store read for every indexed image. Text
+        atoms go through the collection's enabled adaptation unless `adapt` is False."""
         plans = [compose.plan(query) for query in queries]
         atoms = [atom for p in plans if isinstance(p, compose.Plan) for atom in p.atoms]
         atom_towers = [""] * len(atoms)
-        vectors = iter(await self._atom_vectors(record, atoms, remaining, atom_towers))
+        vectors = iter(await self._atom_vectors(record, atoms, remaining, atom_towers, adapt))
         used = iter(atom_towers)
         folded: list[Embedding] = []
         for p in plans:
@@ -408,7 +419,8 @@ class SearchCore:
 
     async def _atom_vectors(self, record: CollectionRecord, queries: Sequence[Query],
                             remaining: float | None,
-                            towers: list[str] | None = None) -> list[Embedding]:
+                            towers: list[str] | None = None,
+                            adapt: bool = True) -> list[Embedding]:
         """Each single-kind query's unit vector, or the outcome saying why it has none;
         `towers` gets the text tower of each text query ("" for the others)."""
         out: list[Embedding] = [refused(compose.EMPTY)] * len(queries)
@@ -419,6 +431,8 @@ class SearchCore:
             for i, embedding in zip(picked, embedded, strict=True):
                 out[i] = embedding
         await self._texts(record, queries, out, towers, remaining)
+        if adapt:
+            await self._adapt(record, queries, out)
         await self._stored_vectors(record, queries, out)
         for i, query in enumerate(queries):
             if query.vector is not None:
@@ -449,6 +463,17 @@ class SearchCore:
                 out[i] = embedding
                 if towers is not None:
                     towers[i] = tower
+
+    async def _adapt(self, record: CollectionRecord, queries: Sequence[Query],
+                     out: list[Embedding]) -> None:
+        """The text vectors through the collection's enabled adaptation, if it has one."""
+        texts = [i for i, q in enumerate(queries)
+                 if q.text is not None and not isinstance(out[i], Outcome)]
+        matrix = await self.adaptations.active(self.store, record) if texts else None
+        if matrix is not None:
+            mapped = adaptation_fit.apply(matrix, np.stack([out[i] for i in texts]))  # type: ignore[misc]
+            for i, vector in zip(texts, mapped, strict=True):
+                out[i] = vector
 
     async def _stored_vectors(self, record: CollectionRecord, queries: Sequence[Query],
                               out: list[Embedding]) -> None:

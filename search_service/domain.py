@@ -368,3 +368,29 @@ class ModelEvaluations:
     evaluations: list[ModelEvaluation]
     labels: int
     images_without_pixels: int
+
+
+class FitState(enum.Enum):
+    """Where a collection's adaptation fit stands, as this instance knows it."""
+
+    NONE = "none"  # no fit here since the service started (a fitted map may still be kept)
+    FITTING = "fitting"  # a fit runs in the background
+    DONE = "done"  # the last fit here finished; its map is kept
+    FAILED = "failed"  # the last fit here failed; the map before it (if any) is kept
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """A collection's query adaptation (search_service.adaptation): the kept map, if any, and
+    the fit in progress. version 0: no map is kept."""
+
+    version: int = 0
+    enabled: bool = False
+    queries: int = 0  # judged queries the map was fit on
+    judgements: int = 0  # judgements of those queries
+    fitted_ms: int = 0  # when the map was fit (Unix ms)
+    held_out: int = 0  # queries held out of the fit that the figures below are measured on
+    held_out_before: float = 0.0  # their precision at 1 among judged images, without the map
+    held_out_after: float = 0.0  # ... and with it
+    state: FitState = FitState.NONE
+    fit_error: str = ""  # why the last fit failed (FAILED)

@@ -72,7 +72,9 @@ async def _check_held(core: SearchCore, target: CollectionRecord, judged: list[s
 
 async def _vector(core: SearchCore, target: CollectionRecord, query: Query,
                   remaining: float | None) -> np.ndarray:
-    (vector,) = await core.query_vectors(target, [query], remaining)
+    # The query as embedded, not as the collection's adaptation maps it: the adaptation is
+    # fit on these vectors.
+    (vector,) = await core.query_vectors(target, [query], remaining, adapt=False)
     if isinstance(vector, Outcome):
         error = NotFound if vector.problem is Problem.NOT_FOUND else InvalidArgument
         raise error(f"query: {vector.message}")

@@ -1,0 +1,174 @@
+"""Learned use of stored feedback: a per-collection adaptation of text queries, fit from the
+collection's recorded judgements (search_service.feedback) and applied by the core to every
+text query of Search, Classify and compound queries while it is enabled.
+
+Fitting runs off the request path: FitAdaptation reads the judgements, refuses at once when
+there are too few to help, then fits (search_service.adaptation_fit, numpy on a worker thread)
+in a background task and keeps the map (search_service.adaptation_space) as a new version.
+Which fits are running is known to the instance that runs them; what was fit is kept in the
+store and read by every replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from imagesearch.errors import FailedPrecondition
+from search_service import adaptation_fit as fitting
+from search_service import adaptation_space as kept
+from search_service import feedback_space
+from search_service import validation as check
+from search_service.core import SearchCore
+from search_service.domain import Adaptation, CollectionRecord, FitState
+
+log = logging.getLogger(__name__)
+
+# Below these the map measured no better than none (bench/adaptation_eval.py: one round of
+# 48 judged queries, ~480 judgements, moved R@1 by 0-2 points): judged text queries with at
+# least one image judged relevant, and judgements of text queries in all.
+MIN_QUERIES = 40
+MIN_JUDGEMENTS = 200
+
+
+@dataclass
+class _Fit:
+    state: FitState
+    task: asyncio.Task[None] | None = None
+    error: str = ""
+
+
+class Fits:
+    """The fits this instance runs or ran, by collection key."""
+
+    def __init__(self) -> None:
+        self._fits: dict[str, _Fit] = {}
+
+    def of(self, record: CollectionRecord) -> _Fit:
+        return self._fits.get(record.key, _Fit(FitState.NONE))
+
+    def running(self, record: CollectionRecord) -> bool:
+        return self.of(record).state is FitState.FITTING
+
+    def start(self, record: CollectionRecord, task: asyncio.Task[None]) -> None:
+        self._fits[record.key] = _Fit(FitState.FITTING, task)
+
+    def end(self, record: CollectionRecord, error: str = "") -> None:
+        self._fits[record.key] = _Fit(FitState.FAILED if error else FitState.DONE, None, error)
+
+    def cancel(self, record: CollectionRecord) -> None:
+        fit = self._fits.pop(record.key, None)
+        if fit is not None and fit.task is not None:
+            fit.task.cancel()
+
+    async def close(self) -> None:
+        tasks = [f.task for f in self._fits.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def start_fit(core: SearchCore, fits: Fits, collection: str, enable: bool
+                    ) -> Adaptation:
+    """Starts a fit and returns at once (state FITTING); the running fit's state when one
+    runs already. FailedPrecondition, saying what is needed, when the feedback is too thin."""
+    record = await core.store.get_collection(check.check_collection_name(collection))
+    if fits.running(record):
+        return await get(core, fits, collection)
+    judged, judgements = await _judged(core, record)
+    if len(judged) < MIN_QUERIES or judgements < MIN_JUDGEMENTS:
+        raise FailedPrecondition(
+            f"collection {record.name!r} has {len(judged)} judged text queries with a relevant "
+            f"image and {judgements} judgements of text queries; an adaptation needs at least "
+            f"{MIN_QUERIES} and {MIN_JUDGEMENTS}: record more feedback (RecordFeedback) "
+            "on text queries first")
+    task = asyncio.create_task(_fit(core, fits, record, judged, judgements, enable))
+    fits.start(record, task)
+    return await get(core, fits, collection)
+
+
+async def _fit(core: SearchCore, fits: Fits, record: CollectionRecord,
+               judged: list[fitting.Judged], judgements: int, enable: bool) -> None:
+    try:
+        images = await _image_vectors(core, record, judged)
+        fitted = await asyncio.to_thread(fitting.fit, judged, images)
+        # Switched on only where it measured better on the queries held out of the fit: a
+        # map that does not help (the model already reads this collection well) stays off.
+        helps = fitted.held_out_after > fitted.held_out_before
+        await kept.save(core.store, record, fitted, judgements, enable and helps)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the fit's state says it failed; the traceback goes to the log
+        log.exception("adaptation fit failed", extra={"collection": record.name})
+        fits.end(record, "the fit failed on the server (see its log); the map kept before it, "
+                         "if any, is unchanged: try FitAdaptation again")
+        return
+    core.adaptations.forget(record)
+    fits.end(record)
+
+
+async def _judged(core: SearchCore, record: CollectionRecord
+                  ) -> tuple[list[fitting.Judged], int]:
+    """The collection's judged text queries (grouped by query vector), and how many
+    judgements they hold."""
+    by_query: dict[str, tuple[np.ndarray, list[str], list[str]]] = {}
+    after, total = "", 0
+    while True:
+        page = await core.store.list_images(feedback_space.of(record), check.MAX_PAGE, after,
+                                            True, True)
+        for row in page:
+            if row.metadata.get(feedback_space.KIND_KEY) != "text" or row.vector is None:
+                continue
+            total += 1
+            digest = row.external_id.rpartition("/")[2]
+            _, relevant, not_relevant = by_query.setdefault(digest, (row.vector, [], []))
+            image_id = str(row.metadata[feedback_space.IMAGE_KEY])
+            (relevant if row.metadata.get(feedback_space.RELEVANT_KEY) else not_relevant
+             ).append(image_id)
+        if len(page) < check.MAX_PAGE:
+            break
+        after = page[-1].external_id
+    judged = [fitting.Judged(v, tuple(r), tuple(n)) for v, r, n in by_query.values()]
+    return fitting.usable(judged), total
+
+
+async def _image_vectors(core: SearchCore, record: CollectionRecord,
+                         judged: list[fitting.Judged]) -> dict[str, np.ndarray]:
+    ids = sorted({i for j in judged for i in (*j.relevant, *j.not_relevant)})
+    found: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), check.MAX_IDS):
+        for image in await core.store.get(record, ids[start:start + check.MAX_IDS], True):
+            if image.vector is not None:
+                found[image.external_id] = image.vector
+    return found
+
+
+async def get(core: SearchCore, fits: Fits, collection: str) -> Adaptation:
+    record = await core.store.get_collection(check.check_collection_name(collection))
+    info, _ = await kept.load(core.store, record)
+    fit = fits.of(record)
+    return replace(info, state=fit.state, fit_error=fit.error)
+
+
+async def set_enabled(core: SearchCore, fits: Fits, collection: str, enabled: bool
+                      ) -> Adaptation:
+    record = await core.store.get_collection(check.check_collection_name(collection))
+    info = await kept.set_enabled(core.store, record, enabled)
+    if info is None:
+        raise FailedPrecondition(f"collection {record.name!r} has no fitted adaptation to "
+                                 "switch: fit one first (FitAdaptation)")
+    core.adaptations.forget(record)
+    fit = fits.of(record)
+    return replace(info, state=fit.state, fit_error=fit.error)
+
+
+async def reset(core: SearchCore, fits: Fits, collection: str) -> None:
+    """Stops a running fit here and deletes the kept map: text queries are searched as
+    embedded again. A collection without one is left as it is."""
+    record = await core.store.get_collection(check.check_collection_name(collection))
+    fits.cancel(record)
+    await kept.delete(core.store, record)
+    core.adaptations.forget(record)

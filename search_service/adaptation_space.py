@@ -1,0 +1,136 @@
+"""Where a collection's query adaptation is kept: a space of its own under the collection's
+key, as its feedback and class names are (search_service.feedback_space): made on first use,
+deleted with the collection, kept across restarts, shared by every replica.
+
+The map (I + W, dimension x dimension) is one row per matrix row, beside a header row that
+carries what the collection reports (version, enabled, the fit's figures). Each row is kept
+as a unit vector with its length beside it, so a store that normalises vectors for cosine
+search keeps the map exact. All rows of a version are written in one upsert (every row or
+none); a reader that finds rows of two versions (a replica mid-write) uses neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from search_service import adaptation_fit
+from search_service.domain import Adaptation, CollectionRecord, ModelSpace
+from search_service.ports import VectorStore
+
+HEADER = "header"
+VERSION_KEY, ENABLED_KEY, NORM_KEY, FIT_KEY = "version", "enabled", "norm", "fit"
+_FIGURES = ("queries", "judgements", "fitted_ms", "held_out", "held_out_before",
+            "held_out_after")
+# How long an instance reuses a collection's map before reading it again: a refit, switch
+# or reset made through another replica reaches searches here within this time.
+CACHE_TTL_S = 5.0
+
+
+def of(record: CollectionRecord) -> CollectionRecord:
+    """The record under which the collection's adaptation is kept (a space per model)."""
+    seed = "\n".join([record.model.fingerprint, "adaptation"])
+    space = ModelSpace("sha256:" + hashlib.sha256(seed.encode()).hexdigest(),
+                       record.model.dimension, f"adaptation of {record.model.model_name}")
+    return replace(record, model=space)
+
+
+def _row(index: int) -> str:
+    return f"m{index:05d}"
+
+
+async def load(store: VectorStore, record: CollectionRecord
+               ) -> tuple[Adaptation, np.ndarray | None]:
+    """What is kept: the header's figures and the map (None when none is kept, or when its
+    rows are mid-write)."""
+    found = await store.get(of(record), [HEADER])
+    if not found:
+        return Adaptation(), None
+    meta = found[0].metadata
+    info = Adaptation(version=int(meta[VERSION_KEY]), enabled=bool(meta[ENABLED_KEY]),
+                      **{k: type(getattr(Adaptation(), k))(meta[k]) for k in _FIGURES})
+    dimension = record.model.dimension
+    rows = {r.external_id: r for r in await store.get(
+        of(record), [_row(i) for i in range(dimension)], True)}
+    # Rows of another fit than the header's (a replica mid-write, or two fits at once): none.
+    if len(rows) != dimension or any(
+            r.metadata[FIT_KEY] != meta[FIT_KEY] for r in rows.values()):
+        return info, None
+    if any(r.vector is None for r in rows.values()):
+        return info, None
+    matrix = np.stack([np.asarray(rows[_row(i)].vector, dtype=np.float64)
+                       * float(rows[_row(i)].metadata[NORM_KEY]) for i in range(dimension)])
+    return info, matrix.astype(np.float32)
+
+
+async def save(store: VectorStore, record: CollectionRecord, fitted: adaptation_fit.Fitted,
+               judgements: int, enabled: bool) -> Adaptation:
+    """Keeps a newly fitted map as the next version."""
+    old, _ = await load(store, record)
+    info = Adaptation(version=old.version + 1, enabled=enabled, queries=fitted.queries,
+                      judgements=judgements, fitted_ms=int(time.time() * 1000),
+                      held_out=fitted.held_out, held_out_before=fitted.held_out_before,
+                      held_out_after=fitted.held_out_after)
+    norms = np.linalg.norm(fitted.matrix, axis=1)
+    units = fitted.matrix / np.where(norms > 0, norms, 1.0)[:, None]
+    fit = secrets.token_hex(8)
+    meta = [{VERSION_KEY: info.version, FIT_KEY: fit, NORM_KEY: float(n)} for n in norms]
+    ids = [_row(i) for i in range(len(norms))] + [HEADER]
+    vectors = np.vstack([units, _header_vector(record)]).astype(np.float32)
+    await store.upsert(of(record), ids, vectors, [*meta, {**_header(info), FIT_KEY: fit}])
+    return info
+
+
+async def set_enabled(store: VectorStore, record: CollectionRecord, enabled: bool
+                      ) -> Adaptation | None:
+    """Switches the kept map on or off; None when no map is kept."""
+    found = await store.get(of(record), [HEADER])
+    if not found:
+        return None
+    meta = {**found[0].metadata, ENABLED_KEY: enabled}
+    await store.upsert(of(record), [HEADER], _header_vector(record)[None, :], [meta])
+    info, _ = await load(store, record)
+    return info
+
+
+async def delete(store: VectorStore, record: CollectionRecord) -> None:
+    ids = [HEADER] + [_row(i) for i in range(record.model.dimension)]
+    await store.delete(of(record), ids)
+
+
+def _header(info: Adaptation) -> dict[str, object]:
+    return {VERSION_KEY: info.version, ENABLED_KEY: info.enabled,
+            **{k: getattr(info, k) for k in _FIGURES}}
+
+
+def _header_vector(record: CollectionRecord) -> np.ndarray:
+    vector = np.zeros(record.model.dimension, dtype=np.float32)
+    vector[0] = 1.0
+    return vector
+
+
+class Cache:
+    """Each collection's enabled map, reused for CACHE_TTL_S (searches read it per query
+    batch; a store read each time would add a round trip to every search)."""
+
+    def __init__(self, ttl_s: float = CACHE_TTL_S) -> None:
+        self._ttl = ttl_s
+        self._maps: dict[str, tuple[float, np.ndarray | None]] = {}
+
+    async def active(self, store: VectorStore, record: CollectionRecord) -> np.ndarray | None:
+        now = time.monotonic()
+        cached = self._maps.get(record.key)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        info, matrix = await load(store, record)
+        active = matrix if info.enabled else None
+        self._maps[record.key] = (now, active)
+        return active
+
+    def forget(self, record: CollectionRecord) -> None:
+        """This instance's own changes apply at once."""
+        self._maps.pop(record.key, None)
