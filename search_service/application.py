@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from search_service import analysis, class_names, duplicates, evaluation, feedback, ingest
+from search_service import (
+    adaptation,
+    analysis,
+    class_names,
+    duplicates,
+    evaluation,
+    feedback,
+    ingest,
+)
 from search_service.core import SearchCore
 from search_service.cutoff import Cutoff
 from search_service.domain import (
+    Adaptation,
     Classification,
     ClassSource,
     Collection,
@@ -35,8 +44,10 @@ class SearchApp:
     def __init__(self, core: SearchCore, migrations: Migrations | None = None) -> None:
         self.core = core
         self.migrations = migrations or Migrations(core, worker="")
+        self.fits = adaptation.Fits()
 
     async def close(self) -> None:
+        await self.fits.close()
         await self.core.close()
 
     async def create_collection(self, name: str, description: str,
@@ -161,3 +172,15 @@ class SearchApp:
 
     async def finish_migration(self, name: str) -> Migration:
         return await self.migrations.finish(name)
+
+    async def fit_adaptation(self, name: str, enable: bool) -> Adaptation:
+        return await adaptation.start_fit(self.core, self.fits, name, enable)
+
+    async def get_adaptation(self, name: str) -> Adaptation:
+        return await adaptation.get(self.core, self.fits, name)
+
+    async def set_adaptation_enabled(self, name: str, enabled: bool) -> Adaptation:
+        return await adaptation.set_enabled(self.core, self.fits, name, enabled)
+
+    async def reset_adaptation(self, name: str) -> None:
+        await adaptation.reset(self.core, self.fits, name)

@@ -16,6 +16,7 @@ from imagesearch.search.v1 import search_pb2 as pb
 from search_service.cutoff import Cutoff
 from search_service.domain import (
     DUAL_WRITES,
+    Adaptation,
     Classification,
     ClassSource,
     Collection,
@@ -23,6 +24,7 @@ from search_service.domain import (
     DuplicateMode,
     Feedback,
     FeedbackRecord,
+    FitState,
     Hit,
     MatchKind,
     Migration,
@@ -255,3 +257,20 @@ def classification_out(result: Classification) -> pb.Classification:
     return pb.Classification(labels=[
         pb.LabelScore(label=s.label, confidence=s.confidence, votes=s.votes)
         for s in result.labels], status=status_out(result.outcome))
+
+
+_FIT_STATES = {FitState.NONE: pb.FIT_STATE_NONE, FitState.FITTING: pb.FIT_STATE_FITTING,
+               FitState.DONE: pb.FIT_STATE_DONE, FitState.FAILED: pb.FIT_STATE_FAILED}
+
+
+def adaptation_out(adaptation: Adaptation) -> pb.Adaptation:
+    out = pb.Adaptation(
+        version=adaptation.version, enabled=adaptation.enabled,
+        queries_used=adaptation.queries, judgements_used=adaptation.judgements,
+        held_out_queries=adaptation.held_out,
+        held_out_precision_before=adaptation.held_out_before,
+        held_out_precision_after=adaptation.held_out_after,
+        fit_state=_FIT_STATES[adaptation.state], fit_error=adaptation.fit_error)
+    if adaptation.fitted_ms:
+        out.fitted_time.FromMilliseconds(adaptation.fitted_ms)
+    return out

@@ -297,3 +297,28 @@ class SearchServicer:
         migration = await self._app.finish_migration(request.collection)
         return pb.FinishMigrationResponse(
             migration=out.migration_out(request.collection, migration))
+
+    @requires(Level.WRITE, "collection")
+    async def FitAdaptation(self, request: pb.FitAdaptationRequest,
+                            context: grpc.aio.ServicerContext) -> pb.FitAdaptationResponse:
+        fitted = await self._app.fit_adaptation(request.collection, request.enable)
+        return pb.FitAdaptationResponse(adaptation=out.adaptation_out(fitted))
+
+    @requires(Level.READ, "collection")
+    async def GetAdaptation(self, request: pb.GetAdaptationRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetAdaptationResponse:
+        found = await self._app.get_adaptation(request.collection)
+        return pb.GetAdaptationResponse(adaptation=out.adaptation_out(found))
+
+    @requires(Level.WRITE, "collection")
+    async def SetAdaptationEnabled(self, request: pb.SetAdaptationEnabledRequest,
+                                   context: grpc.aio.ServicerContext
+                                   ) -> pb.SetAdaptationEnabledResponse:
+        switched = await self._app.set_adaptation_enabled(request.collection, request.enabled)
+        return pb.SetAdaptationEnabledResponse(adaptation=out.adaptation_out(switched))
+
+    @requires(Level.WRITE, "collection")
+    async def ResetAdaptation(self, request: pb.ResetAdaptationRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ResetAdaptationResponse:
+        await self._app.reset_adaptation(request.collection)
+        return pb.ResetAdaptationResponse()

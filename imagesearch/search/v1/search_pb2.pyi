@@ -49,6 +49,14 @@ class ClassSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLASS_SOURCE_LABELLED_IMAGES: _ClassVar[ClassSource]
     CLASS_SOURCE_NAMES: _ClassVar[ClassSource]
     CLASS_SOURCE_BOTH: _ClassVar[ClassSource]
+
+class FitState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIT_STATE_UNSPECIFIED: _ClassVar[FitState]
+    FIT_STATE_NONE: _ClassVar[FitState]
+    FIT_STATE_FITTING: _ClassVar[FitState]
+    FIT_STATE_DONE: _ClassVar[FitState]
+    FIT_STATE_FAILED: _ClassVar[FitState]
 OPERATOR_UNSPECIFIED: Operator
 OPERATOR_EQUAL: Operator
 OPERATOR_NOT_EQUAL: Operator
@@ -73,6 +81,11 @@ CLASS_SOURCE_UNSPECIFIED: ClassSource
 CLASS_SOURCE_LABELLED_IMAGES: ClassSource
 CLASS_SOURCE_NAMES: ClassSource
 CLASS_SOURCE_BOTH: ClassSource
+FIT_STATE_UNSPECIFIED: FitState
+FIT_STATE_NONE: FitState
+FIT_STATE_FITTING: FitState
+FIT_STATE_DONE: FitState
+FIT_STATE_FAILED: FitState
 
 class MetadataValue(_message.Message):
     __slots__ = ("string_value", "int_value", "double_value", "bool_value")
@@ -890,3 +903,77 @@ class FinishMigrationResponse(_message.Message):
     MIGRATION_FIELD_NUMBER: _ClassVar[int]
     migration: Migration
     def __init__(self, migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class Adaptation(_message.Message):
+    __slots__ = ("version", "enabled", "queries_used", "judgements_used", "fitted_time", "held_out_queries", "held_out_precision_before", "held_out_precision_after", "fit_state", "fit_error")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_USED_FIELD_NUMBER: _ClassVar[int]
+    JUDGEMENTS_USED_FIELD_NUMBER: _ClassVar[int]
+    FITTED_TIME_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_PRECISION_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_PRECISION_AFTER_FIELD_NUMBER: _ClassVar[int]
+    FIT_STATE_FIELD_NUMBER: _ClassVar[int]
+    FIT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    enabled: bool
+    queries_used: int
+    judgements_used: int
+    fitted_time: _timestamp_pb2.Timestamp
+    held_out_queries: int
+    held_out_precision_before: float
+    held_out_precision_after: float
+    fit_state: FitState
+    fit_error: str
+    def __init__(self, version: _Optional[int] = ..., enabled: _Optional[bool] = ..., queries_used: _Optional[int] = ..., judgements_used: _Optional[int] = ..., fitted_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., held_out_queries: _Optional[int] = ..., held_out_precision_before: _Optional[float] = ..., held_out_precision_after: _Optional[float] = ..., fit_state: _Optional[_Union[FitState, str]] = ..., fit_error: _Optional[str] = ...) -> None: ...
+
+class FitAdaptationRequest(_message.Message):
+    __slots__ = ("collection", "enable")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    enable: bool
+    def __init__(self, collection: _Optional[str] = ..., enable: _Optional[bool] = ...) -> None: ...
+
+class FitAdaptationResponse(_message.Message):
+    __slots__ = ("adaptation",)
+    ADAPTATION_FIELD_NUMBER: _ClassVar[int]
+    adaptation: Adaptation
+    def __init__(self, adaptation: _Optional[_Union[Adaptation, _Mapping]] = ...) -> None: ...
+
+class GetAdaptationRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class GetAdaptationResponse(_message.Message):
+    __slots__ = ("adaptation",)
+    ADAPTATION_FIELD_NUMBER: _ClassVar[int]
+    adaptation: Adaptation
+    def __init__(self, adaptation: _Optional[_Union[Adaptation, _Mapping]] = ...) -> None: ...
+
+class SetAdaptationEnabledRequest(_message.Message):
+    __slots__ = ("collection", "enabled")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    enabled: bool
+    def __init__(self, collection: _Optional[str] = ..., enabled: _Optional[bool] = ...) -> None: ...
+
+class SetAdaptationEnabledResponse(_message.Message):
+    __slots__ = ("adaptation",)
+    ADAPTATION_FIELD_NUMBER: _ClassVar[int]
+    adaptation: Adaptation
+    def __init__(self, adaptation: _Optional[_Union[Adaptation, _Mapping]] = ...) -> None: ...
+
+class ResetAdaptationRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class ResetAdaptationResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -196,6 +196,26 @@ class SearchServiceStub:
                 request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationResponse.FromString,
                 _registered_method=True)
+        self.FitAdaptation = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/FitAdaptation',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FitAdaptationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FitAdaptationResponse.FromString,
+                _registered_method=True)
+        self.GetAdaptation = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/GetAdaptation',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetAdaptationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetAdaptationResponse.FromString,
+                _registered_method=True)
+        self.SetAdaptationEnabled = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/SetAdaptationEnabled',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SetAdaptationEnabledRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SetAdaptationEnabledResponse.FromString,
+                _registered_method=True)
+        self.ResetAdaptation = channel.unary_unary(
+                '/imagesearch.search.v1.SearchService/ResetAdaptation',
+                request_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ResetAdaptationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ResetAdaptationResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -486,6 +506,42 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FitAdaptation(self, request, context):
+        """Starts fitting the collection's query adaptation from its recorded feedback, in the
+        background, and returns at once (state FIT_STATE_FITTING; while a fit runs, its state).
+        The map fit is a residual linear map of text query vectors; image vectors are never
+        changed, so nothing is re-indexed. Each fit is kept as a new version.
+        Errors: NOT_FOUND (collection), FAILED_PRECONDITION (too little feedback: the message
+        says how many judged text queries and judgements are needed, and how many there are).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAdaptation(self, request, context):
+        """The collection's adaptation: the kept map's version, figures and switch, and the state of
+        a fit this instance runs or ran. Errors: NOT_FOUND (collection).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAdaptationEnabled(self, request, context):
+        """Switches the kept map on or off for the collection's text queries (Search, Classify,
+        compound queries). Errors: NOT_FOUND, FAILED_PRECONDITION (no map fit yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetAdaptation(self, request, context):
+        """Deletes the kept map (and stops a fit running on the instance that answers): text
+        queries are searched as embedded again. Recorded feedback is kept. Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -638,6 +694,26 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.FinishMigration,
                     request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationRequest.FromString,
                     response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationResponse.SerializeToString,
+            ),
+            'FitAdaptation': grpc.unary_unary_rpc_method_handler(
+                    servicer.FitAdaptation,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FitAdaptationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.FitAdaptationResponse.SerializeToString,
+            ),
+            'GetAdaptation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAdaptation,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetAdaptationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.GetAdaptationResponse.SerializeToString,
+            ),
+            'SetAdaptationEnabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAdaptationEnabled,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SetAdaptationEnabledRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.SetAdaptationEnabledResponse.SerializeToString,
+            ),
+            'ResetAdaptation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetAdaptation,
+                    request_deserializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ResetAdaptationRequest.FromString,
+                    response_serializer=imagesearch_dot_search_dot_v1_dot_search__pb2.ResetAdaptationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1462,6 +1538,114 @@ class SearchService:
             '/imagesearch.search.v1.SearchService/FinishMigration',
             imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationRequest.SerializeToString,
             imagesearch_dot_search_dot_v1_dot_search__pb2.FinishMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FitAdaptation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/FitAdaptation',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.FitAdaptationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.FitAdaptationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAdaptation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/GetAdaptation',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.GetAdaptationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.GetAdaptationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAdaptationEnabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/SetAdaptationEnabled',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.SetAdaptationEnabledRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.SetAdaptationEnabledResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetAdaptation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.search.v1.SearchService/ResetAdaptation',
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ResetAdaptationRequest.SerializeToString,
+            imagesearch_dot_search_dot_v1_dot_search__pb2.ResetAdaptationResponse.FromString,
             options,
             channel_credentials,
             insecure,
