@@ -24,6 +24,7 @@ from search_service import feedback_space
 from search_service import validation as check
 from search_service.core import SearchCore
 from search_service.domain import Adaptation, CollectionRecord, FitState
+from search_service.errors import CollectionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +43,27 @@ class _Fit:
 
 
 class Fits:
-    """The fits this instance runs or ran, by collection key."""
+    """The fits this instance runs or ran, by collection key and model: a fit belongs to the
+    model it began under, as the map it makes does."""
 
     def __init__(self) -> None:
         self._fits: dict[str, _Fit] = {}
 
     def of(self, record: CollectionRecord) -> _Fit:
-        return self._fits.get(record.key, _Fit(FitState.NONE))
+        return self._fits.get(kept.slot(record), _Fit(FitState.NONE))
 
     def running(self, record: CollectionRecord) -> bool:
         return self.of(record).state is FitState.FITTING
 
     def start(self, record: CollectionRecord, task: asyncio.Task[None]) -> None:
-        self._fits[record.key] = _Fit(FitState.FITTING, task)
+        self._fits[kept.slot(record)] = _Fit(FitState.FITTING, task)
 
     def end(self, record: CollectionRecord, error: str = "") -> None:
-        self._fits[record.key] = _Fit(FitState.FAILED if error else FitState.DONE, None, error)
+        self._fits[kept.slot(record)] = _Fit(FitState.FAILED if error else FitState.DONE, None,
+                                             error)
 
     def cancel(self, record: CollectionRecord) -> None:
-        fit = self._fits.pop(record.key, None)
+        fit = self._fits.pop(kept.slot(record), None)
         if fit is not None and fit.task is not None:
             fit.task.cancel()
 
@@ -95,12 +98,16 @@ async def _fit(core: SearchCore, fits: Fits, record: CollectionRecord,
     try:
         images = await _image_vectors(core, record, judged)
         fitted = await asyncio.to_thread(fitting.fit, judged, images)
+        await _still_current(core, record)
         # Switched on only where it measured better on the queries held out of the fit: a
         # map that does not help (the model already reads this collection well) stays off.
         helps = fitted.held_out_after > fitted.held_out_before
         await kept.save(core.store, record, fitted, judgements, enable and helps)
     except asyncio.CancelledError:
         raise
+    except _Stale as changed:
+        fits.end(record, str(changed))
+        return
     except Exception:  # the fit's state says it failed; the traceback goes to the log
         log.exception("adaptation fit failed", extra={"collection": record.name})
         fits.end(record, "the fit failed on the server (see its log); the map kept before it, "
@@ -108,6 +115,28 @@ async def _fit(core: SearchCore, fits: Fits, record: CollectionRecord,
         return
     core.adaptations.forget(record)
     fits.end(record)
+
+
+class _Stale(Exception):
+    """The collection the fit began on is gone, or has another model: its map is not kept."""
+
+
+async def _still_current(core: SearchCore, began: CollectionRecord) -> None:
+    """A map fit on one model's vectors is not kept once the collection has been deleted or
+    has moved to another model (a migration's switch or rollback during the fit): it would
+    never be applied, and the delete or the migration that drops the old model's rows may
+    already have run. (A write racing this check is left to the store's sweep, as late
+    writes of deleted collections are.)"""
+    try:
+        now = await core.store.get_collection(began.name)
+    except CollectionNotFound:
+        now = None
+    if now is None or now.key != began.key:
+        raise _Stale(f"collection {began.name!r} was deleted while the fit ran")
+    if now.model.fingerprint != began.model.fingerprint:
+        raise _Stale(
+            f"collection {began.name!r} moved to another model while the fit ran; a map "
+            "belongs to one model: fit again (FitAdaptation) on the feedback carried over")
 
 
 async def _judged(core: SearchCore, record: CollectionRecord

@@ -39,6 +39,12 @@ def of(record: CollectionRecord) -> CollectionRecord:
     return replace(record, model=space)
 
 
+def slot(record: CollectionRecord) -> str:
+    """What a collection's map is known by in this process: its key and its model, so a map
+    (or a fit) of the model a migration switched away from is never taken for the new one's."""
+    return f"{record.key}\n{record.model.fingerprint}"
+
+
 def _row(index: int) -> str:
     return f"m{index:05d}"
 
@@ -123,14 +129,14 @@ class Cache:
 
     async def active(self, store: VectorStore, record: CollectionRecord) -> np.ndarray | None:
         now = time.monotonic()
-        cached = self._maps.get(record.key)
+        cached = self._maps.get(slot(record))
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         info, matrix = await load(store, record)
         active = matrix if info.enabled else None
-        self._maps[record.key] = (now, active)
+        self._maps[slot(record)] = (now, active)
         return active
 
     def forget(self, record: CollectionRecord) -> None:
         """This instance's own changes apply at once."""
-        self._maps.pop(record.key, None)
+        self._maps.pop(slot(record), None)

@@ -50,7 +50,7 @@ from imagesearch.errors import (
     NotFound,
     Unavailable,
 )
-from search_service import class_names, feedback, feedback_space
+from search_service import adaptation_space, class_names, feedback, feedback_space
 from search_service import validation as check
 from search_service.core import SearchCore
 from search_service.domain import (
@@ -368,9 +368,12 @@ class Migrations:
         self.core.forget(record.name)
 
     async def _drop(self, space: CollectionRecord) -> None:
-        """A model's rows under the collection's key: its vectors, class names, feedback."""
+        """A model's rows under the collection's key: its vectors, class names, feedback and
+        query adaptation (a map of that model's space, never carried: the new model's is fit
+        again from the carried feedback)."""
         space = replace(space, migration=None)
-        for rows in (space, class_names.of(space), feedback_space.of(space)):
+        for rows in (space, class_names.of(space), feedback_space.of(space),
+                     adaptation_space.of(space)):
             await self.core.store.delete_space(rows)
 
 
