@@ -138,14 +138,15 @@ def table(name: str, rows: list[tuple[int, float, pb.Adaptation | None, float]])
 async def main(images: int, count: int, per_round: int) -> None:
     rng = random.Random(1)
     scenes = [synthetic.random_scene(rng) for _ in range(images)]
-    with tempfile.TemporaryDirectory() as folder:
+    # Milvus Lite may still be writing its files as the stack stops: the figures are printed
+    # before, and a folder it leaves behind is not an error of the evaluation.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
         async with search_stack(Path(folder) / "adapt.db") as stub:
             results = {}
             for name, shifted in (("shifted", True), ("original", False)):
                 labels = await fill(stub, name, scenes, shifted)
                 results[name] = await rounds(stub, name, labels, count, per_round)
-    for name, rows in results.items():
-        table(f"{name} renderer, {images} images", rows)
+                table(f"{name} renderer, {images} images", results[name])
     inside = results["original"][0][1]
     for round_ in REPORTED_ROUNDS:
         if round_ < len(results["shifted"]):

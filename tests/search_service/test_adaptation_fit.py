@@ -51,3 +51,17 @@ def test_queries_without_a_relevant_image_are_not_learnt_from():
     judged, _, _ = _world()
     negative_only = [fitting.Judged(j.query, (), j.not_relevant) for j in judged]
     assert fitting.usable(negative_only) == []
+
+
+def _figures(before: float, after: float, held_out: int) -> fitting.Fitted:
+    return fitting.Fitted(np.eye(2, dtype=np.float32), 5 * held_out, held_out, before, after)
+
+
+def test_a_map_is_switched_on_only_for_a_clear_held_out_gain():
+    # Round 9 on the model's own renderer: one query in 88 more right, and R@1 lost 2 points.
+    assert not fitting.worth_enabling(_figures(0.97, 0.98, 88))
+    assert not fitting.worth_enabling(_figures(0.97, 0.99, 88))
+    assert not fitting.worth_enabling(_figures(0.60, 0.60, 5))
+    assert not fitting.worth_enabling(_figures(0.60, 0.80, 5))  # a gain of one query
+    assert fitting.worth_enabling(_figures(0.38, 0.69, 26))  # round 3 on another renderer
+    assert fitting.worth_enabling(_figures(0.90, 0.95, 40))
