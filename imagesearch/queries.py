@@ -66,9 +66,10 @@ class Feedback:
 
 def query(*, text: str | None = None, image: bytes | None = None, image_id: str | None = None,
           parts: Sequence[Part] = (), feedback: Feedback | None = None,
-          language: str = "") -> pb.Query:
+          language: str = "", skip_adaptation: bool = False) -> pb.Query:
     """A query of one kind, or - with parts - the compound of them and of the one kind given
-    (weight 1), refined by `feedback` when given; `language` is `text`'s."""
+    (weight 1), refined by `feedback` when given; `language` is `text`'s. `skip_adaptation`:
+    its texts are searched as embedded, not through the collection's learned adaptation."""
     given = (Part(text, image, image_id, language=language if text is not None else "")
              if (text, image, image_id) != (None,) * 3 else None)
     if parts:
@@ -82,4 +83,5 @@ def query(*, text: str | None = None, image: bytes | None = None, image_id: str 
         raise ValueError("give a text, an image, an image id or parts to search by")
     if feedback is not None:
         made.feedback.CopyFrom(feedback.message())
+    made.skip_adaptation = skip_adaptation
     return made

@@ -396,11 +396,14 @@ class SearchCore:
         """Each query's unit vector, or the outcome saying why it has none. The atoms of
         every query - parts of compound queries and feedback examples too - are embedded
         together: one embedder call per kind, one store read for every indexed image. Text
-        atoms go through the collection's enabled adaptation unless `adapt` is False."""
+        atoms go through the collection's enabled adaptation unless `adapt` is False or their
+        query skips it."""
         plans = [compose.plan(query) for query in queries]
         atoms = [atom for p in plans if isinstance(p, compose.Plan) for atom in p.atoms]
+        mapped = [adapt and not p.query.skip_adaptation
+                  for p in plans if isinstance(p, compose.Plan) for _ in p.atoms]
         atom_towers = [""] * len(atoms)
-        vectors = iter(await self._atom_vectors(record, atoms, remaining, atom_towers, adapt))
+        vectors = iter(await self._atom_vectors(record, atoms, remaining, atom_towers, mapped))
         used = iter(atom_towers)
         folded: list[Embedding] = []
         for p in plans:
@@ -420,9 +423,10 @@ class SearchCore:
     async def _atom_vectors(self, record: CollectionRecord, queries: Sequence[Query],
                             remaining: float | None,
                             towers: list[str] | None = None,
-                            adapt: bool = True) -> list[Embedding]:
+                            adapt: Sequence[bool] | None = None) -> list[Embedding]:
         """Each single-kind query's unit vector, or the outcome saying why it has none;
-        `towers` gets the text tower of each text query ("" for the others)."""
+        `towers` gets the text tower of each text query ("" for the others); the texts
+        `adapt` marks (all when None) go through the collection's adaptation."""
         out: list[Embedding] = [refused(compose.EMPTY)] * len(queries)
         picked = [i for i, q in enumerate(queries) if q.image is not None]
         if picked:
@@ -431,8 +435,7 @@ class SearchCore:
             for i, embedding in zip(picked, embedded, strict=True):
                 out[i] = embedding
         await self._texts(record, queries, out, towers, remaining)
-        if adapt:
-            await self._adapt(record, queries, out)
+        await self._adapt(record, queries, out, adapt)
         await self._stored_vectors(record, queries, out)
         for i, query in enumerate(queries):
             if query.vector is not None:
@@ -465,10 +468,11 @@ class SearchCore:
                     towers[i] = tower
 
     async def _adapt(self, record: CollectionRecord, queries: Sequence[Query],
-                     out: list[Embedding]) -> None:
+                     out: list[Embedding], adapt: Sequence[bool] | None) -> None:
         """The text vectors through the collection's enabled adaptation, if it has one."""
         texts = [i for i, q in enumerate(queries)
-                 if q.text is not None and not isinstance(out[i], Outcome)]
+                 if q.text is not None and not isinstance(out[i], Outcome)
+                 and (adapt is None or adapt[i])]
         matrix = await self.adaptations.active(self.store, record) if texts else None
         if matrix is not None:
             mapped = adaptation_fit.apply(matrix, np.stack([out[i] for i in texts]))  # type: ignore[misc]

@@ -249,6 +249,7 @@ class Query:
     parts: tuple[Part, ...] | None = None
     feedback: Feedback | None = None
     language: str = ""  # of `text`: a BCP 47 tag, "auto", or "" for the default tower
+    skip_adaptation: bool = False  # its texts are not mapped by the collection's adaptation
 
     @property
     def own_ids(self) -> frozenset[str]:

@@ -77,8 +77,8 @@ def query_in(query: pb.Query) -> Query:
     feedback = feedback_in(query.feedback) if query.HasField("feedback") else None
     if query.WhichOneof("kind") == "compound":
         return Query(parts=tuple(part_in(p) for p in query.compound.parts), feedback=feedback,
-                     language=query.language)
-    return replace(_atom_in(query), feedback=feedback)
+                     language=query.language, skip_adaptation=query.skip_adaptation)
+    return replace(_atom_in(query), feedback=feedback, skip_adaptation=query.skip_adaptation)
 
 
 def _atom_in(query: pb.Query | pb.QueryPart) -> Query:

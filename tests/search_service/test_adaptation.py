@@ -17,7 +17,14 @@ from imagesearch.errors import FailedPrecondition, NotFound
 from search_service import adaptation, adaptation_fit, adaptation_space
 from search_service.application import SearchApp
 from search_service.core import SearchCore
-from search_service.domain import Adaptation, FitState, MigrationState, NewImage, Query
+from search_service.domain import (
+    Adaptation,
+    FitState,
+    MigrationState,
+    NewImage,
+    Part,
+    Query,
+)
 from search_service.migration import Migrations
 from tests.search_service.fakes import (
     MODEL,
@@ -139,6 +146,21 @@ async def test_an_enabled_map_moves_text_queries_and_leaves_image_queries(parts)
     await app.reset_adaptation("c")
     assert await app.get_adaptation("c") == Adaptation()
     assert await best(app, Query(text="the seventh")) != "i07"
+
+
+async def test_a_query_may_skip_the_adaptation_alone_and_with_its_parts(parts):
+    app, _, _ = parts
+    await with_images(app)
+    await keep_map_to(app, "the seventh", 7)
+    plain = Query(text="the seventh", skip_adaptation=True)
+    compound = Query(parts=(Part(Query(text="the seventh")),), skip_adaptation=True)
+    mapped, skipped, skipped_parts = await app.search(
+        "c", [Query(text="the seventh"), plain, compound], 20, -1.0, [])
+    assert mapped.hits[0].external_id == "i07"
+    by_id = {h.external_id: h.similarity for h in skipped.hits}
+    assert by_id == pytest.approx({f"i{n:02d}": float(vector_of(n) @ unit("text:the seventh"))
+                                   for n in range(20)}, abs=1e-5)
+    assert {h.external_id: h.similarity for h in skipped_parts.hits} == pytest.approx(by_id)
 
 
 async def test_switching_with_no_map_kept_is_refused_saying_how_to_get_one(parts):

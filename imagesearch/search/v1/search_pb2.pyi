@@ -336,7 +336,7 @@ class Condition(_message.Message):
     def __init__(self, key: _Optional[str] = ..., operator: _Optional[_Union[Operator, str]] = ..., values: _Optional[_Iterable[_Union[MetadataValue, _Mapping]]] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("text", "image", "image_id", "vector", "compound", "feedback", "language")
+    __slots__ = ("text", "image", "image_id", "vector", "compound", "feedback", "language", "skip_adaptation")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +344,7 @@ class Query(_message.Message):
     COMPOUND_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    SKIP_ADAPTATION_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     image_id: str
@@ -351,7 +352,8 @@ class Query(_message.Message):
     compound: CompoundQuery
     feedback: Feedback
     language: str
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., compound: _Optional[_Union[CompoundQuery, _Mapping]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ..., language: _Optional[str] = ...) -> None: ...
+    skip_adaptation: bool
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., image_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., compound: _Optional[_Union[CompoundQuery, _Mapping]] = ..., feedback: _Optional[_Union[Feedback, _Mapping]] = ..., language: _Optional[str] = ..., skip_adaptation: _Optional[bool] = ...) -> None: ...
 
 class CompoundQuery(_message.Message):
     __slots__ = ("parts",)
