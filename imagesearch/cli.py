@@ -33,7 +33,7 @@ from urllib.parse import quote
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imagesearch import cli_classes, cli_feedback, cli_models, cli_query
+from imagesearch import cli_adaptation, cli_classes, cli_feedback, cli_models, cli_query
 from imagesearch.cli_index import CommandError, cmd_index, id_path, path_id
 from imagesearch.cli_output import emit, hits_out
 from imagesearch.client import IngestIncomplete, Part, SearchClient
@@ -53,7 +53,8 @@ def cmd_search(args: argparse.Namespace, client: SearchClient) -> int:
         args.collection, text=single.text, image=single.image, image_id=single.image_id,
         parts=parts, feedback=cli_query.feedback(args), top_k=args.top_k,
         filters=args.filter, min_similarity=args.min_similarity,
-        cutoff_gap=args.cutoff == "gap", language=single.language))
+        cutoff_gap=args.cutoff == "gap", language=single.language,
+        skip_adaptation=args.no_adaptation))
     return 0
 
 
@@ -237,6 +238,9 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--cutoff", choices=["none", "gap"], default="none",
                         help="gap: only the hits before the largest drop in similarity "
                         "(set -k to the most you would want)")
+    search.add_argument("--no-adaptation", action="store_true",
+                        help="the text as embedded, not through the collection's learned "
+                        "adaptation (imagesearch adaptation)")
     cli_query.add_options(search)
     search.set_defaults(run=cmd_search)
     dups = command("duplicates", "near-duplicate groups, or copies of one image")
@@ -258,6 +262,7 @@ def parser() -> argparse.ArgumentParser:
     cli_classes.add_command(command)
     cli_feedback.add_command(command)
     cli_models.add_commands(command)
+    cli_adaptation.add_command(command)
     command("collections", "list collections").set_defaults(run=cmd_collections)
     images = command("images", "list a collection's images")
     images.add_argument("-c", "--collection", required=True)

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from imagesearch.channels import ChannelConfig, ClientTls, create_channel
+from imagesearch.client_adaptation import Adapting
 from imagesearch.client_classes import Classifying
 from imagesearch.client_feedback import RecordingFeedback
 from imagesearch.client_models import ManagingModels
@@ -103,7 +104,7 @@ def _or_empty(value: Scalar | None) -> Scalar:
     return "" if value is None else value
 
 
-class SearchClient(Classifying, RecordingFeedback, ManagingModels):
+class SearchClient(Classifying, RecordingFeedback, ManagingModels, Adapting):
     def __init__(self, target: str, timeout_s: float = 60.0, *,
                  ca_file: Path | None = None, token: str | None = None,
                  keepalive_s: float = 20.0, keepalive_timeout_s: float = 10.0) -> None:
@@ -259,14 +260,17 @@ class SearchClient(Classifying, RecordingFeedback, ManagingModels):
                image_id: str | None = None, top_k: int = 10,
                filters: Sequence[str] = (), min_similarity: float | None = None,
                parts: Sequence[Part] = (), feedback: Feedback | None = None,
-               cutoff_gap: bool = False, language: str = "") -> list[Hit]:
+               cutoff_gap: bool = False, language: str = "",
+               skip_adaptation: bool = False) -> list[Hit]:
         """By text, image bytes or an indexed image's id; with `parts`, by the weighted sum of
         those parts and the one of text, image or image_id given (weight 1); `feedback`
         refines the query by judged examples (see imagesearch.queries); `cutoff_gap` keeps
         only the hits before the largest drop in similarity within top_k. `language`: the
-        text's (BCP 47, or "auto"), which picks the model's text tower."""
+        text's (BCP 47, or "auto"), which picks the model's text tower. `skip_adaptation`:
+        the texts as embedded, not through the collection's learned adaptation."""
         query = make_query(text=text, image=image, image_id=image_id, parts=parts,
-                           feedback=feedback, language=language)
+                           feedback=feedback, language=language,
+                           skip_adaptation=skip_adaptation)
         request = pb.SearchRequest(collection=collection, queries=[query], top_k=top_k,
                                    filter=[parse_condition(f) for f in filters],
                                    cutoff=pb.CUTOFF_LARGEST_GAP if cutoff_gap
