@@ -99,14 +99,18 @@ async def _fit(core: SearchCore, fits: Fits, record: CollectionRecord,
         images = await _image_vectors(core, record, judged)
         fitted = await asyncio.to_thread(fitting.fit, judged, images)
         await _still_current(core, record)
-        # Switched on only where it measured better on the queries held out of the fit: a
-        # map that does not help (the model already reads this collection well) stays off.
-        helps = fitted.held_out_after > fitted.held_out_before
+        # Switched on only where it measured clearly better on the queries held out of the
+        # fit: a map that does not help (the model already reads this collection well) stays
+        # off.
+        helps = fitting.worth_enabling(fitted)
         await kept.save(core.store, record, fitted, judgements, enable and helps)
     except asyncio.CancelledError:
         raise
     except _Stale as changed:
         fits.end(record, str(changed))
+        return
+    except CollectionNotFound:  # deleted while its images were read: nothing to log
+        fits.end(record, f"collection {record.name!r} was deleted while the fit ran")
         return
     except Exception:  # the fit's state says it failed; the traceback goes to the log
         log.exception("adaptation fit failed", extra={"collection": record.name})

@@ -123,6 +123,12 @@ def calls(collection: str, data: bytes) -> dict[str, tuple[Level, object]]:
             pb.NewImage(id="added", data=data)])),
         "DeleteImages": (Level.WRITE, pb.DeleteImagesRequest(collection=collection,
                                                              ids=["added"])),
+        "GetAdaptation": (Level.READ, pb.GetAdaptationRequest(collection=collection)),
+        # Refused for too little feedback (FAILED_PRECONDITION) where the token may fit.
+        "FitAdaptation": (Level.WRITE, pb.FitAdaptationRequest(collection=collection)),
+        "SetAdaptationEnabled": (Level.WRITE, pb.SetAdaptationEnabledRequest(
+            collection=collection, enabled=False)),
+        "ResetAdaptation": (Level.WRITE, pb.ResetAdaptationRequest(collection=collection)),
         "CreateCollection": (Level.ADMIN, pb.CreateCollectionRequest(name=collection)),
         "EvaluateModels": (Level.WRITE, pb.EvaluateModelsRequest(collection=collection,
                                                                  label_key="label")),
