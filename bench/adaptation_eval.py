@@ -124,13 +124,14 @@ async def rounds(stub: Stub, name: str, labels: dict[str, str], count: int, per_
 
 
 def table(name: str, rows: list[tuple[int, float, pb.Adaptation | None, float]]) -> None:
-    print(f"\n{name}\n| rounds | R@1 | queries used | judgements | held-out P@1 before -> after "
-          "| round s |\n|---|---|---|---|---|---|")
+    print(f"\n{name}\n| rounds | R@1 | map | queries used | judgements | held-out P@1 before "
+          "-> after | round s |\n|---|---|---|---|---|---|---|")
     for round_, recall, state, seconds in rows:
         if state is None:
-            print(f"| {round_} | {recall:.3f} | - | - | - | - |")
+            print(f"| {round_} | {recall:.3f} | - | - | - | - | - |")
             continue
-        print(f"| {round_} | {recall:.3f} | {state.queries_used} | {state.judgements_used} | "
+        print(f"| {round_} | {recall:.3f} | {'on' if state.enabled else 'off'} | "
+              f"{state.queries_used} | {state.judgements_used} | "
               f"{state.held_out_precision_before:.2f} -> {state.held_out_precision_after:.2f} "
               f"({state.held_out_queries}) | {seconds:.1f} |")
 
