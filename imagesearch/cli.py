@@ -53,7 +53,8 @@ def cmd_search(args: argparse.Namespace, client: SearchClient) -> int:
         args.collection, text=single.text, image=single.image, image_id=single.image_id,
         parts=parts, feedback=cli_query.feedback(args), top_k=args.top_k,
         filters=args.filter, min_similarity=args.min_similarity,
-        cutoff_gap=args.cutoff == "gap", language=single.language,
+        cutoff_gap=args.cutoff == "gap", cutoff_zscore=args.cutoff == "zscore",
+        language=single.language,
         skip_adaptation=args.no_adaptation))
     return 0
 
@@ -235,8 +236,9 @@ def parser() -> argparse.ArgumentParser:
                         help="KEY=VALUE, or != < <= > >= (repeatable); = and != on a number "
                         "or true/false also match it stored as text")
     search.add_argument("--min-similarity", type=float)
-    search.add_argument("--cutoff", choices=["none", "gap"], default="none",
-                        help="gap: only the hits before the largest drop in similarity "
+    search.add_argument("--cutoff", choices=["none", "gap", "zscore"], default="none",
+                        help="gap: only the hits before the largest drop in similarity; "
+                        "zscore: those 1.5 standard deviations above the mean "
                         "(set -k to the most you would want)")
     search.add_argument("--no-adaptation", action="store_true",
                         help="the text as embedded, not through the collection's learned "

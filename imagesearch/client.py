@@ -261,11 +261,12 @@ class SearchClient(Classifying, RecordingFeedback, ManagingModels, Adapting):
                filters: Sequence[str] = (), min_similarity: float | None = None,
                parts: Sequence[Part] = (), feedback: Feedback | None = None,
                cutoff_gap: bool = False, language: str = "",
-               skip_adaptation: bool = False) -> list[Hit]:
+               skip_adaptation: bool = False, cutoff_zscore: bool = False) -> list[Hit]:
         """By text, image bytes or an indexed image's id; with `parts`, by the weighted sum of
         those parts and the one of text, image or image_id given (weight 1); `feedback`
         refines the query by judged examples (see imagesearch.queries); `cutoff_gap` keeps
-        only the hits before the largest drop in similarity within top_k. `language`: the
+        only the hits before the largest drop in similarity within top_k, `cutoff_zscore`
+        those 1.5 standard deviations above the mean similarity within top_k. `language`: the
         text's (BCP 47, or "auto"), which picks the model's text tower. `skip_adaptation`:
         the texts as embedded, not through the collection's learned adaptation."""
         query = make_query(text=text, image=image, image_id=image_id, parts=parts,
@@ -274,6 +275,7 @@ class SearchClient(Classifying, RecordingFeedback, ManagingModels, Adapting):
         request = pb.SearchRequest(collection=collection, queries=[query], top_k=top_k,
                                    filter=[parse_condition(f) for f in filters],
                                    cutoff=pb.CUTOFF_LARGEST_GAP if cutoff_gap
+                                   else pb.CUTOFF_Z_SCORE if cutoff_zscore
                                    else pb.CUTOFF_UNSPECIFIED)
         if min_similarity is not None:
             request.min_similarity = min_similarity

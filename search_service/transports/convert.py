@@ -193,7 +193,8 @@ _MATCHES = {MatchKind.EXACT: pb.MATCH_KIND_EXACT, MatchKind.COPY: pb.MATCH_KIND_
 
 
 _CUTOFFS: dict[int, Cutoff] = {pb.CUTOFF_UNSPECIFIED: Cutoff.NONE,
-                               pb.CUTOFF_NONE: Cutoff.NONE, pb.CUTOFF_LARGEST_GAP: Cutoff.GAP}
+                               pb.CUTOFF_NONE: Cutoff.NONE, pb.CUTOFF_LARGEST_GAP: Cutoff.GAP,
+                               pb.CUTOFF_Z_SCORE: Cutoff.ZSCORE}
 
 
 def cutoff_in(cutoff: int) -> Cutoff:

@@ -29,6 +29,7 @@ class Cutoff(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CUTOFF_UNSPECIFIED: _ClassVar[Cutoff]
     CUTOFF_NONE: _ClassVar[Cutoff]
     CUTOFF_LARGEST_GAP: _ClassVar[Cutoff]
+    CUTOFF_Z_SCORE: _ClassVar[Cutoff]
 
 class DuplicateMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -70,6 +71,7 @@ OPERATOR_EXISTS: Operator
 CUTOFF_UNSPECIFIED: Cutoff
 CUTOFF_NONE: Cutoff
 CUTOFF_LARGEST_GAP: Cutoff
+CUTOFF_Z_SCORE: Cutoff
 DUPLICATE_MODE_UNSPECIFIED: DuplicateMode
 DUPLICATE_MODE_COPIES: DuplicateMode
 DUPLICATE_MODE_SIMILAR: DuplicateMode
