@@ -199,7 +199,8 @@ _CUTOFFS: dict[int, Cutoff] = {pb.CUTOFF_UNSPECIFIED: Cutoff.NONE,
 
 def cutoff_in(cutoff: int) -> Cutoff:
     if cutoff not in _CUTOFFS:
-        raise InvalidArgument(f"cutoff {cutoff} is not a Cutoff (NONE 1, LARGEST_GAP 2)")
+        raise InvalidArgument(f"cutoff {cutoff} is not a Cutoff (NONE 1, LARGEST_GAP 2, "
+                              "Z_SCORE 3)")
     return _CUTOFFS[cutoff]
 
 

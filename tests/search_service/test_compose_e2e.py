@@ -213,17 +213,19 @@ async def test_compound_queries_and_feedback_travel_as_json(embedder_server, tmp
     assert cancelled["status"]["message"].startswith("the parts cancel out")
 
 
-async def test_the_gap_cutoff_keeps_a_prefix_of_the_plain_hits(search, scenes):
+async def test_the_adaptive_cutoffs_keep_a_prefix_of_the_plain_hits(search, scenes):
     _, stub = search
     queries = [pb.Query(text="a blue circle"), compound(part(text="a star"),
                                                         part(-0.5, text="red"))]
-    plain, cut = [await stub.Search(pb.SearchRequest(
+    plain, gap, z = [await stub.Search(pb.SearchRequest(
         collection=COLLECTION, queries=queries, top_k=50, cutoff=cutoff))
-        for cutoff in (pb.CUTOFF_NONE, pb.CUTOFF_LARGEST_GAP)]
-    for whole, kept in zip(plain.results, cut.results, strict=True):
+        for cutoff in (pb.CUTOFF_NONE, pb.CUTOFF_LARGEST_GAP, pb.CUTOFF_Z_SCORE)]
+    for whole, kept in [*zip(plain.results, gap.results, strict=True),
+                        *zip(plain.results, z.results, strict=True)]:
         ids = [h.id for h in kept.hits]
         assert 1 <= len(ids) < 50 and ids == [h.id for h in whole.hits][:len(ids)]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Search(pb.SearchRequest(collection=COLLECTION, queries=queries, cutoff=7))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert caught.value.details() == "cutoff 7 is not a Cutoff (NONE 1, LARGEST_GAP 2)"
+    assert caught.value.details() == ("cutoff 7 is not a Cutoff (NONE 1, LARGEST_GAP 2, "
+                                      "Z_SCORE 3)")
