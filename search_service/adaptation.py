@@ -181,7 +181,12 @@ async def _image_vectors(core: SearchCore, record: CollectionRecord,
 
 async def get(core: SearchCore, fits: Fits, collection: str) -> Adaptation:
     record = await core.store.get_collection(check.check_collection_name(collection))
-    info, _ = await kept.load(core.store, record)
+    return await describe(core, fits, record)
+
+
+async def describe(core: SearchCore, fits: Fits, record: CollectionRecord) -> Adaptation:
+    """The kept map's figures and switch (not the map), and the fit's state here."""
+    info = await kept.header(core.store, record)
     fit = fits.of(record)
     return replace(info, state=fit.state, fit_error=fit.error)
 

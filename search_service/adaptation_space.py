@@ -15,6 +15,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -49,16 +50,30 @@ def _row(index: int) -> str:
     return f"m{index:05d}"
 
 
-async def load(store: VectorStore, record: CollectionRecord
-               ) -> tuple[Adaptation, np.ndarray | None]:
-    """What is kept: the header's figures and the map (None when none is kept, or when its
-    rows are mid-write)."""
+async def header(store: VectorStore, record: CollectionRecord) -> Adaptation:
+    """The kept map's figures and switch, without reading the map."""
+    info, _ = await _read_header(store, record)
+    return info
+
+
+async def _read_header(store: VectorStore, record: CollectionRecord
+                       ) -> tuple[Adaptation, dict[str, Any] | None]:
     found = await store.get(of(record), [HEADER])
     if not found:
         return Adaptation(), None
     meta = found[0].metadata
     info = Adaptation(version=int(meta[VERSION_KEY]), enabled=bool(meta[ENABLED_KEY]),
                       **{k: type(getattr(Adaptation(), k))(meta[k]) for k in _FIGURES})
+    return info, meta
+
+
+async def load(store: VectorStore, record: CollectionRecord
+               ) -> tuple[Adaptation, np.ndarray | None]:
+    """What is kept: the header's figures and the map (None when none is kept, or when its
+    rows are mid-write)."""
+    info, meta = await _read_header(store, record)
+    if meta is None:
+        return info, None
     dimension = record.model.dimension
     rows = {r.external_id: r for r in await store.get(
         of(record), [_row(i) for i in range(dimension)], True)}

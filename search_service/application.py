@@ -6,6 +6,7 @@ names."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 
 from search_service import (
     adaptation,
@@ -55,7 +56,9 @@ class SearchApp:
         return await self.core.create_collection(name, description, remaining, model)
 
     async def get_collection(self, name: str) -> Collection:
-        return await self.core.get_collection(name)
+        collection = await self.core.get_collection(name)
+        return replace(collection, adaptation=await adaptation.describe(
+            self.core, self.fits, collection.record))
 
     async def list_collections(self, size: int, token: str,
                                visible: Callable[[str], bool] = lambda name: True,

@@ -120,6 +120,7 @@ class CollectionRecord:
 class Collection:
     record: CollectionRecord
     image_count: int
+    adaptation: Adaptation | None = None  # read for GetCollection only
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,8 @@ def collection_out(collection: Collection) -> pb.Collection:
         create_time=_time(record.created_at_ms), model=model_out(record.model))
     if record.migration is not None and record.migration.state in DUAL_WRITES:
         out.migration.CopyFrom(migration_out(record.name, record.migration))
+    if collection.adaptation is not None:
+        out.adaptation.CopyFrom(adaptation_out(collection.adaptation))
     return out
 
 

@@ -127,6 +127,7 @@ async def test_a_fit_runs_in_the_background_and_keeps_a_new_version(parts):
     assert (done.state, done.version, done.queries, done.judgements) == (
         FitState.DONE, 1, 40, 200)
     assert done.held_out > 0 and done.fitted_ms > 0
+    assert (await app.get_collection("c")).adaptation == done  # in the collection's info
     await app.fit_adaptation("c", False)
     again = await settled(app)
     assert (again.version, again.enabled) == (2, False)

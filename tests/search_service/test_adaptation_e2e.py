@@ -69,6 +69,8 @@ async def test_a_fit_is_kept_switched_and_reset(search, judged):
     on = await stub.SetAdaptationEnabled(pb.SetAdaptationEnabledRequest(
         collection=COLLECTION, enabled=True))
     assert (on.adaptation.version, on.adaptation.enabled) == (1, True)
+    info = await stub.GetCollection(pb.GetCollectionRequest(name=COLLECTION))
+    assert info.collection.adaptation == on.adaptation
     assert await scores(stub, COLLECTION, text) != plain_text
     assert await scores(stub, COLLECTION, image) == plain_image  # image queries as they were
     skipping = pb.Query(text=text.text, skip_adaptation=True)
