@@ -121,7 +121,9 @@ class Migrations:
             # What an abandoned migration to the same model may have left.
             await self._drop(replace(record, model=target))
             (total,) = await self.core.store.counts([record])
-            now = self.now()
+            # Later than the last migration's start: the start names the migration (`same`).
+            now = max(self.now(), record.migration.created_at_ms + 1
+                      if record.migration is not None else 0)
             migration = Migration(record.model, target, MigrationState.COPYING, now, now,
                                   switch_when_copied, grace_period_s, force, total=total)
             await self.write(replace(record, migration=migration))
@@ -158,11 +160,27 @@ class Migrations:
                 name, {MigrationState.COPIED}, "switch",
                 "a switch follows a complete copy (state COPIED)")
             if migration.skipped and not (force or migration.force):
+                migration = await self._still_missing(record, migration)
+            if migration.skipped and not (force or migration.force):
                 raise MigrationConflict(
                     f"{migration.skipped} images of collection {name!r} could not be copied "
                     f"(first: {', '.join(migration.skipped_ids[:5])}): add them again, or "
                     "switch with force (they will be missing under the new model)")
             return await self._switch(record, migration)
+
+    async def _still_missing(self, record: CollectionRecord, migration: Migration
+                             ) -> Migration:
+        """The migration with its skipped images looked at again, where it lists them all: one
+        added again since (now in the target) or deleted (gone from the source) is no longer
+        missing - as the refusal's advice ("add them again") promises."""
+        if migration.skipped != len(migration.skipped_ids):
+            return migration  # more than the record lists: only a new copy can tell
+        ids = list(migration.skipped_ids)
+        target = replace(record, model=migration.target, migration=None)
+        present = {i.external_id for i in await self.core.store.get(target, ids)}
+        source = {i.external_id for i in await self.core.store.get(record, ids)}
+        return _with_skipped(migration, [i for i in ids if i in source and i not in present],
+                             replace_all=True)
 
     async def rollback(self, name: str) -> Migration:
         async with self.lock(name):
@@ -199,9 +217,11 @@ class Migrations:
         if migration.state is MigrationState.SWITCHED:
             if now < migration.grace_ends_at_ms:
                 return False
-            async with self.lock(name):
-                record, migration = await self.current(name, {MigrationState.SWITCHED}, "", "")
-                await self._finish(record, migration)
+            with contextlib.suppress(CollectionNotFound, MigrationConflict):
+                async with self.lock(name):
+                    record, migration = await self.current(
+                        name, {MigrationState.SWITCHED}, "", "", same=(record, migration))
+                    await self._finish(record, migration)
             return False
         if migration.state is not MigrationState.COPYING:
             return False
@@ -217,19 +237,21 @@ class Migrations:
         page = await self.core.store.list_images(source, self.page, migration.cursor)
         if page:
             copied, skipped = await self._copy(source, target, page)
-            await self._progress(record.name, cursor=page[-1].external_id, copied=copied,
-                                 skipped=skipped)
+            await self._progress(record, migration, cursor=page[-1].external_id,
+                                 copied=copied, skipped=skipped)
             return True
         if self.now() < migration.created_at_ms + self.settle_ms:
             # Writes that read the record before the start may still be landing.
-            await self._progress(record.name)
+            await self._progress(record, migration)
             return False
         skipped = await self._reconcile(source, target)
         await class_names.carry(self.core, source, target)
         await feedback.carry(self.core, source, target)
         async with self.lock(record.name):
+            # The same migration still: a cancel and a new start (or a deletion and a new
+            # collection) meanwhile must not have their copy switched by this one's end.
             record, migration = await self.current(record.name, {MigrationState.COPYING},
-                                                    "", "")
+                                                    "", "", same=(record, migration))
             migration = _with_skipped(migration, skipped, replace_all=True)
             if migration.switch_when_copied and (not migration.skipped or migration.force):
                 await self._switch(record, migration)
@@ -314,9 +336,21 @@ class Migrations:
         return self._locks.setdefault(name, asyncio.Lock())
 
     async def current(self, name: str, allowed: set[MigrationState] | frozenset[MigrationState],
-                       verb: str, hint: str) -> tuple[CollectionRecord, Migration]:
+                       verb: str, hint: str,
+                       same: tuple[CollectionRecord, Migration] | None = None,
+                       ) -> tuple[CollectionRecord, Migration]:
+        """The collection's record and migration now, in one of the `allowed` states; with
+        `same` (for the worker), still the migration it read then: the same collection (key)
+        and the same start - or MigrationConflict, so the worker drops what it was doing."""
         record = await self.core.store.get_collection(check.check_collection_name(name))
         migration = record.migration
+        if same is not None and (
+                migration is None or record.key != same[0].key
+                or migration.created_at_ms != same[1].created_at_ms
+                or migration.target != same[1].target
+                or (migration.state is MigrationState.SWITCHED
+                    and self.now() < migration.grace_ends_at_ms)):
+            raise MigrationConflict(f"the migration of collection {name!r} changed meanwhile")
         if migration is None:
             raise NotFound(f"collection {name!r} has no migration")
         if migration.state not in allowed:
@@ -335,12 +369,14 @@ class Migrations:
             await self.write(replace(record, migration=changed))
             return changed
 
-    async def _progress(self, name: str, cursor: str | None = None, copied: int = 0,
+    async def _progress(self, read: CollectionRecord, started: Migration,
+                        cursor: str | None = None, copied: int = 0,
                         skipped: list[str] | None = None) -> None:
         """Saves the copy's progress and renews this worker's claim, unless a control has
-        changed the state meanwhile."""
-        async with self.lock(name):
-            record, migration = await self.current(name, {MigrationState.COPYING}, "", "")
+        changed the state (or started another migration) meanwhile."""
+        async with self.lock(read.name):
+            record, migration = await self.current(read.name, {MigrationState.COPYING}, "", "",
+                                                    same=(read, started))
             now = self.now()
             migration = replace(
                 migration, cursor=migration.cursor if cursor is None else cursor,
