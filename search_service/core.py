@@ -35,6 +35,7 @@ from search_service.domain import (
     Embedding,
     Hit,
     Kept,
+    MigrationState,
     ModelSpace,
     NewImage,
     Outcome,
@@ -209,7 +210,7 @@ class SearchCore:
         # written: an image lands in both spaces or in neither.
         (embedded, kept), twins = await asyncio.gather(
             self._embed_for_keeping(record, data, remaining),
-            self.embed_images(shadow, data, remaining) if shadow else _nothing())
+            self._embed_shadow(record, data, remaining) if shadow else _nothing())
         stored = []
         for at, (index, embedding, extras) in enumerate(zip(valid, embedded, kept, strict=True)):
             twin = twins[at] if shadow is not None else None
@@ -239,6 +240,32 @@ class SearchCore:
             await copy_index.add(self.store, record, [(images[i].id, extras.copy_signal)
                                                       for i, _, extras, _ in stored])
         return outcomes
+
+    async def _embed_shadow(self, record: CollectionRecord, data: Sequence[bytes],
+                            remaining: float | None) -> list[Embedding]:
+        """The images' vectors in the space a migration keeps current besides the
+        collection's own; a model the embedder does not serve fails the write with what to do
+        about the migration (not "move the collection", which it is already doing)."""
+        shadow, migration = record.shadow, record.migration
+        assert shadow is not None
+        assert migration is not None
+        try:
+            return await self.embed_images(shadow, data, remaining)
+        except ModelMismatch as err:
+            other = f"{shadow.model.model_name} ({shadow.model.fingerprint})"
+            if migration.state is MigrationState.SWITCHED:
+                advice = (f"collection {record.name!r} has switched to model "
+                          f"{record.model.model_name} and keeps the vectors of model {other} "
+                          "current until its migration's grace period ends, but the embedder "
+                          "does not serve that model now. Serve it again "
+                          "(EMBEDDER_EXTRA_BUNDLES), or end the grace period "
+                          "(FinishMigration) to write to the new model alone")
+            else:
+                advice = (f"collection {record.name!r} is moving to model {other}, and every "
+                          "write lands in both models until the switch, but the embedder does "
+                          "not serve that model now. Serve it again (EMBEDDER_EXTRA_BUNDLES), "
+                          "or cancel the migration (CancelMigration)")
+            raise ModelMismatch(advice) from err
 
     async def _embed_for_keeping(self, record: CollectionRecord, data: Sequence[bytes],
                                  remaining: float | None) -> tuple[list[Embedding], list[Kept]]:
