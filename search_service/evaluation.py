@@ -52,7 +52,8 @@ async def evaluate(core: SearchCore, name: str, label_key: str, models: Sequence
         raise FailedPrecondition("this service keeps no pixels to embed images again from "
                                  "(SEARCH_IMAGE_STORE or SEARCH_KEEP_PIXELS is off)")
     spaces = await _spaces(core, models, remaining)
-    sample = _even(await _labelled(core, record, label_key, wanted * SCAN_FACTOR), wanted)
+    scanned = wanted * SCAN_FACTOR
+    sample = _even(await _labelled(core, record, label_key, scanned), wanted)
     pixels = await core.kept_pixels(record, [image.external_id for image, _ in sample])
     kept = [(image, label) for image, label in sample if image.external_id in pixels]
     labels = [label for _, label in kept]
@@ -60,8 +61,9 @@ async def evaluate(core: SearchCore, name: str, label_key: str, models: Sequence
     if sum(1 for c in counts.values() if c >= 2) < 2:
         raise FailedPrecondition(
             f"collection {name!r} needs at least two labels with two images each that have "
-            f"kept pixels, under metadata key {label_key!r}; it has {len(counts)} labels over "
-            f"{len(kept)} images")
+            f"kept pixels, under metadata key {label_key!r}, among the first {scanned} images "
+            f"(max_images x {SCAN_FACTOR}); it has {len(counts)} labels over {len(kept)} "
+            "images there: label more images, or ask for more (max_images)")
     data = [pixels[image.external_id] for image, _ in kept]
     evaluations = [await _evaluate(core, record, space, data, labels, remaining)
                    for space in spaces]
@@ -86,19 +88,21 @@ async def _spaces(core: SearchCore, models: Sequence[str], remaining: float | No
 
 async def _labelled(core: SearchCore, record: CollectionRecord, key: str, most: int
                     ) -> list[tuple[StoredImage, str]]:
-    """Images with a string or integer label under `key`, in id order, at most `most`."""
+    """Images with a string or integer label under `key`, among the first `most` in id
+    order: the cost of a call is bounded by what it asks for, not by the collection."""
     found: list[tuple[StoredImage, str]] = []
-    after = ""
-    while len(found) < most:
-        page = await core.store.list_images(record, check.MAX_PAGE, after)
+    after, read = "", 0
+    while read < most:
+        page = await core.store.list_images(record, min(check.MAX_PAGE, most - read), after)
+        read += len(page)
         for image in page:
             value = image.metadata.get(key)
             if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
                 found.append((image, str(value)))
-        if len(page) < check.MAX_PAGE:
+        if not page:
             break
         after = page[-1].external_id
-    return found[:most]
+    return found
 
 
 def _even(images: list[tuple[StoredImage, str]], most: int) -> list[tuple[StoredImage, str]]:

@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 
 # Images embedded again per step of the copy: one embedder call, one write, one saved cursor.
 PAGE = 64
+# Reconciliation passes at most (each copies what the one before could not settle).
+PASSES = 5
 # Ids of images the copy skipped, kept in the record for an operator.
 MAX_SKIPPED_IDS = 20
 DEFAULT_GRACE_S = 86_400
@@ -244,7 +246,8 @@ class Migrations:
             # Writes that read the record before the start may still be landing.
             await self._progress(record, migration)
             return False
-        skipped = await self._reconcile(source, target)
+        skipped = await self._reconcile(source, target,
+                                        migration.created_at_ms - self.settle_ms)
         await class_names.carry(self.core, source, target)
         await feedback.carry(self.core, source, target)
         async with self.lock(record.name):
@@ -297,26 +300,45 @@ class Migrations:
                     and now[i.external_id].updated_at_ms != i.updated_at_ms]
             if not page:
                 break
+        else:
+            # Written again during every attempt: the last copy may have landed after the
+            # newest write. Gone from the target, it is copied afresh by the reconciliation.
+            await self.core.store.delete(target, [i.external_id for i in page])
         return copied, sorted(skipped)
 
-    async def _reconcile(self, source: CollectionRecord, target: CollectionRecord
-                         ) -> list[str]:
-        """Copies again what the target lacks or holds older than the source, deletes what
-        the source no longer has; returns the ids that could not be copied."""
-        theirs = {i.external_id: i.updated_at_ms for i in await self._every(target)}
-        stale: list[StoredImage] = []
+    async def _reconcile(self, source: CollectionRecord, target: CollectionRecord,
+                         since_ms: int) -> list[str]:
+        """Copies again what the target lacks, holds older than the source, or what was
+        written to the source since `since_ms` (the start, less the time a write that began
+        before it may take); deletes what the source no longer has. Row stamps are the
+        writers' clocks, taken before a write lands: a write that read the record before the
+        start and landed after the copy checked its page can carry an older stamp than the
+        copy's, so every row written around the migration is embedded again, whatever its
+        stamp says. Passes repeat until one finds nothing to do; returns the ids that could
+        not be copied (no kept pixels, refused, or rewritten at every attempt)."""
         skipped: list[str] = []
-        for image in await self._every(source):
-            at = theirs.pop(image.external_id, None)
-            if at is None or image.updated_at_ms > at:
-                stale.append(image)
-        for start in range(0, len(stale), self.page):
-            _, missed = await self._copy(source, target, stale[start:start + self.page])
-            skipped += missed
-        extra = sorted(theirs)
-        for start in range(0, len(extra), check.MAX_IDS):
-            await self.core.store.delete(target, extra[start:start + check.MAX_IDS])
-        return skipped
+        for attempt in range(PASSES):
+            theirs = {i.external_id: i.updated_at_ms for i in await self._every(target)}
+            stale: list[StoredImage] = []
+            for image in await self._every(source):
+                at = theirs.pop(image.external_id, None)
+                if (at is None or image.updated_at_ms > at
+                        or (attempt == 0 and image.updated_at_ms >= since_ms)):
+                    stale.append(image)
+            extra = sorted(theirs)
+            for start in range(0, len(extra), check.MAX_IDS):
+                await self.core.store.delete(target, extra[start:start + check.MAX_IDS])
+            skipped = []
+            for start in range(0, len(stale), self.page):
+                _, missed = await self._copy(source, target, stale[start:start + self.page])
+                skipped += missed
+            if len(skipped) == len(stale) and not extra:
+                break  # nothing more a pass can copy
+        # Still missing after the last pass (rewritten at every attempt): not copied.
+        held = {i.external_id for i in await self._every(target)}
+        unsettled = [i.external_id for i in await self._every(source)
+                     if i.external_id not in held]
+        return sorted(set(skipped) | set(unsettled))
 
     async def _every(self, record: CollectionRecord) -> list[StoredImage]:
         found: list[StoredImage] = []
@@ -446,16 +468,21 @@ class MigrationWorker:
             self.migrations.wake.clear()
 
     async def run_once(self) -> None:
-        """Every collection with a migration to move on, until none has more to do now."""
-        names = await self._migrating()
-        for name in names:
-            try:
-                while await self.migrations.step(name):
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                await self._failed(name, err)
+        """Every collection with a migration to move on, a step of each in turn (one large
+        copy does not hold up the others, nor the end of their grace periods), until none has
+        more to do now."""
+        active = await self._migrating()
+        while active:
+            going = []
+            for name in active:
+                try:
+                    if await self.migrations.step(name):
+                        going.append(name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    await self._failed(name, err)
+            active = going
 
     async def _migrating(self) -> list[str]:
         names, after = [], ""

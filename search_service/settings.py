@@ -69,9 +69,11 @@ class SearchSettings(ServingSettings):
     a replica takes over a copy within this plus migration_lease_s."""
     migration_lease_s: float = Field(30.0, gt=0)
     """How long a replica's claim on a migration's copy holds without progress."""
-    migration_settle_s: float = Field(60.0, ge=0)
+    migration_settle_s: float = Field(120.0, ge=0)
     """How long after its start a migration waits before its final reconciliation: at least
-    the longest a write that began before the start may take to land (its deadline)."""
+    the longest a write that began before the start may take to land (an add makes several
+    Milvus calls of milvus_timeout_s and an embedder call of embedder_timeout_s). Rows
+    written in this window before the start, and all written since, are embedded again."""
 
     embedder_target: str = "127.0.0.1:50051"
     """Embedder address; on Kubernetes dns:///<headless-service>:50051 reaches every replica."""

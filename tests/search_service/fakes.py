@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -66,13 +66,15 @@ def _matches(metadata: dict[str, Any], condition: Condition) -> bool:
 class FakeStore:
     """A VectorStore in dicts, with exact (brute-force) cosine search."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
         self.records: dict[str, CollectionRecord] = {}
         # Per collection key, then per space (the fingerprint of a record's model).
         self.spaces: dict[str, dict[str, dict[str, StoredImage]]] = {}
         self.calls: list[str] = []
         self._keys = itertools.count()
-        self._clock = itertools.count(1)
+        # Rows' updated_at_ms: the clock's milliseconds, kept strictly increasing.
+        self._time = clock or (lambda: 0)
+        self._last_stamp = 0
 
     async def create_collection(self, name: str, model: ModelSpace,
                                 description: str) -> CollectionRecord:
@@ -95,6 +97,10 @@ class FakeStore:
     async def delete_collection(self, name: str) -> None:
         record = await self.get_collection(name)
         del self.records[name], self.spaces[record.key]
+
+    def stamp(self) -> int:
+        self._last_stamp = max(self._time(), self._last_stamp + 1)
+        return self._last_stamp
 
     async def update_collection(self, record: CollectionRecord) -> None:
         self.calls.append("update_collection")
@@ -120,7 +126,7 @@ class FakeStore:
         if vectors.shape[1:] != (collection.model.dimension,):
             raise AssertionError(f"vectors of {vectors.shape} into {collection.model}")
         for image_id, vector, meta in zip(ids, vectors, metadata, strict=True):
-            rows[image_id] = StoredImage(image_id, dict(meta), vector, next(self._clock))
+            rows[image_id] = StoredImage(image_id, dict(meta), vector, self.stamp())
 
     async def get(self, collection: CollectionRecord, ids: Sequence[str],
                   with_vectors: bool = False) -> list[StoredImage]:

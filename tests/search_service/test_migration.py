@@ -36,7 +36,8 @@ class Clock:
 
 @pytest.fixture
 def parts():
-    store, embedder, clock = FakeStore(), FakeEmbedder(extra=[OTHER_MODEL]), Clock()
+    clock = Clock()
+    store, embedder = FakeStore(clock), FakeEmbedder(extra=[OTHER_MODEL])
     core = SearchCore(store, embedder, images=MemoryImages(), record_ttl_s=0)
     migrations = Migrations(core, "worker-1", lease_s=30, settle_s=10, page=4, clock=clock)
     return SearchApp(core, migrations), store, embedder, clock
@@ -380,3 +381,24 @@ async def test_a_collection_deleted_mid_copy_stops_its_migration(parts):
     with pytest.raises(NotFound):
         await app.get_migration("c")
     assert replace(store.records["c"]).migration is None
+
+
+async def test_one_large_copy_does_not_hold_up_the_others(parts):
+    app, store, _, _ = parts
+    await app.create_collection("big", "")
+    await app.add_images("big", new(*(f"i{n:03d}" for n in range(40))))
+    await app.create_collection("small", "")
+    await app.add_images("small", new("a"))
+    for name in ("big", "small"):
+        await app.start_migration(name, OTHER_MODEL.model_name)
+    order: list[str] = []
+    step = app.migrations.step
+
+    async def recorded(name: str) -> bool:
+        order.append(name)
+        return await step(name)
+    app.migrations.step = recorded  # type: ignore[method-assign]
+    await MigrationWorker(app.migrations).run_once()
+    # Turns alternate while both have work: the small one's copy is done by its second turn.
+    assert order[:4] == ["big", "small", "big", "small"]
+    assert len(rows(store, store.records["small"])) == 1

@@ -35,7 +35,8 @@ from tests.search_service.test_migration import (
 
 @pytest.fixture
 def parts():
-    store, embedder, clock = FakeStore(), FakeEmbedder(extra=[OTHER_MODEL]), Clock()
+    clock = Clock()
+    store, embedder = FakeStore(clock), FakeEmbedder(extra=[OTHER_MODEL])
     core = SearchCore(store, embedder, images=MemoryImages(), record_ttl_s=0)
     migrations = Migrations(core, "worker-1", lease_s=30, settle_s=10, page=4, clock=clock)
     return SearchApp(core, migrations), store, embedder, clock
@@ -57,8 +58,8 @@ async def test_a_reconciliation_of_a_cancelled_migration_never_switches_the_next
     clock.ms += 11_000
     migrations, reconcile = app.migrations, app.migrations._reconcile
 
-    async def meanwhile(source, target):
-        skipped = await reconcile(source, target)
+    async def meanwhile(source, target, since_ms):
+        skipped = await reconcile(source, target, since_ms)
         # A user's cancel and new start land while the worker was reconciling.
         await app.cancel_migration("c")
         clock.ms += 1
@@ -206,8 +207,8 @@ async def test_delete_and_recreate_mid_reconcile_does_not_switch_the_new_collect
     clock.ms += 11_000
     migrations, reconcile = app.migrations, app.migrations._reconcile
 
-    async def meanwhile(source, target):
-        skipped = await reconcile(source, target)
+    async def meanwhile(source, target, since_ms):
+        skipped = await reconcile(source, target, since_ms)
         await app.delete_collection("c")
         await app.create_collection("c", "")
         await app.add_images("c", new("x", "y"))
@@ -224,9 +225,6 @@ async def test_delete_and_recreate_mid_reconcile_does_not_switch_the_new_collect
 # Races of the copy with writes ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="NOT FIXED: after its 3 attempts the copy leaves its "
-                   "stale vector in the target, stamped later than the source's row, and the "
-                   "reconciliation's 'source newer than target' rule never copies it again")
 async def test_a_hot_image_rewritten_at_every_copy_attempt_is_right_in_the_end(parts):
     """An image rewritten (through the dual writes) while each of the copy's attempts embeds
     it: the copy's stale vector lands after the write's; the end of the migration must still
@@ -258,8 +256,6 @@ async def test_a_hot_image_rewritten_at_every_copy_attempt_is_right_in_the_end(p
     assert_space_holds(store, store.records["c"], {"a": f"pixels of a v{version}".encode()})
 
 
-@pytest.mark.xfail(strict=True, reason="NOT FIXED: versions are writers' clock stamps taken "
-                   "before the write lands; the reconciliation trusts their order")
 async def test_a_late_write_timestamped_before_the_copys_is_not_lost_in_the_target(parts):
     """A write that read the record before the start (so it writes the source alone) takes
     its timestamp, then lands late - after the copy of the same image embedded the old pixels,
@@ -279,7 +275,7 @@ async def test_a_late_write_timestamped_before_the_copys_is_not_lost_in_the_targ
         core.embed_images = real_embed  # type: ignore[method-assign]
         # The late write: its pixels kept, its stamp taken; its row lands later.
         await core.images.put(stale.key, "pixels", [("a", b"pixels of a v2")])
-        stamp = next(store._clock)
+        stamp = store.stamp()
         return await real_embed(record, data, remaining)
     core.embed_images = racing  # type: ignore[method-assign]
     await app.migrations.step("c")
@@ -506,13 +502,12 @@ async def test_evaluation_refuses_out_of_range_sizes_and_unknown_models(parts):
     assert all(e.images == 6 for e in report.evaluations)
 
 
-@pytest.mark.xfail(strict=True, reason="NOT FIXED: the sample is drawn by a scan of every "
-                   "row's metadata until enough labelled images are found")
 async def test_evaluation_reads_a_bounded_number_of_rows(parts):
     """EvaluateModels' cost must be bounded by what it is asked for: a collection with a few
     labelled images among many unlabelled ones must not be read to its end (NOT FIXED: the
     sample is drawn by reading every row's metadata until enough labelled ones are found;
-    on a collection of millions with few labels that is a full scan per call)."""
+    on a collection of millions with few labels that is a full scan per call). Fixed: the
+    first max_images x SCAN_FACTOR images are read, and too few labels there is refused."""
     app, store, _, _ = parts
     await app.create_collection("c", "")
     for start in range(0, 3000, 250):
@@ -529,7 +524,8 @@ async def test_evaluation_reads_a_bounded_number_of_rows(parts):
         reads += len(page)
         return page
     store.list_images = counted  # type: ignore[method-assign]
-    await evaluation.evaluate(app.core, "c", "label", [], 4)
+    with pytest.raises(FailedPrecondition, match="among the first 80 images"):
+        await evaluation.evaluate(app.core, "c", "label", [], 4)
     assert reads <= 4 * evaluation.SCAN_FACTOR + evaluation.check.MAX_PAGE, reads
 
 
