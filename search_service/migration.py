@@ -13,9 +13,11 @@ sees it and a restarted one carries on where the copy stood:
    written or deleted since the page was read is copied again, or deleted from the target.
 3. **Reconcile**, once the cursor reaches the end and every write that began before the start
    has had time to land (`settle_s`): the two spaces are compared id by id - an image missing
-   from the target or written to the source after its copy is copied again, and one the
-   source no longer has is deleted. Class names and the feedback whose query can be embedded
-   again (a text, an indexed image) are carried.
+   from the target, written to the source after its copy, or written at all since the start
+   less `settle_s` (stamps are writers' clocks, taken before a write lands, so a late write
+   can look older than the copy) is copied again, and one the source no longer has is
+   deleted; passes repeat until one finds nothing. Class names and the feedback whose query
+   can be embedded again (a text, an indexed image) are carried.
 4. **Switch**: one record write makes the target the collection's model (SWITCHED). Searches
    use one model per call, so no result ever mixes spaces. Writes still land in both, so that
    a rollback (within the grace period) loses nothing.
