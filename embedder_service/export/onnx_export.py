@@ -136,6 +136,11 @@ def export_text_tower(model: Any, context_length: int, path: Path) -> None:
     _export(text_tower(model), example, TEXT_INPUT, path, dynamic_length=True)
 
 
+def export_text_module(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Any text module taking input_ids [N, L] (for towers built outside open_clip)."""
+    _export(module, example, TEXT_INPUT, path, dynamic_length=True)
+
+
 def _export(module: nn.Module, example: torch.Tensor, input_name: str, path: Path,
             dynamic_length: bool = False) -> None:
     module.eval()
