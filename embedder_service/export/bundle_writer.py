@@ -83,7 +83,9 @@ def add_text_tower(bundle_dir: Path, tower: ExtraTextTower, tokenizer: Tokenizer
     """Adds (or replaces) an extra text tower in an existing bundle, leaving the rest as is.
 
     `graphs` are ONNX files anywhere; they are copied in under the names `tower.variants`
-    gives. The fingerprint does not change: the tower maps into the bundle's existing space.
+    gives, each with its external weights file `<name>.data` if one lies beside it (a graph
+    over protobuf's 2 GB, saved with that location). The fingerprint does not change: the tower
+    maps into the bundle's existing space.
     """
     manifest = Manifest.model_validate_json((bundle_dir / MANIFEST_NAME).read_text("utf-8"))
     old = next((t for t in manifest.text_towers if t.name == tower.name), None)
@@ -93,9 +95,14 @@ def add_text_tower(bundle_dir: Path, tower: ExtraTextTower, tokenizer: Tokenizer
         (bundle_dir / name).unlink(missing_ok=True)
     _save_tokenizer(tokenizer, bundle_dir / tower.text.tokenizer.file)
     for precision, source in graphs.items():
-        shutil.copyfile(source, bundle_dir / tower.variants[precision])
+        target = tower.variants[precision]
+        shutil.copyfile(source, bundle_dir / target)
+        if (sidecar := source.with_name(f"{target}.data")).is_file():
+            shutil.copyfile(sidecar, bundle_dir / sidecar.name)
     for name in _tower_files(tower):
         path = bundle_dir / name
+        if name.endswith(".data") and not path.is_file():
+            continue
         files[name] = FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
     towers = (*(t for t in manifest.text_towers if t.name != tower.name), tower)
     updated = manifest.model_copy(update={"files": dict(sorted(files.items())),
@@ -106,4 +113,6 @@ def add_text_tower(bundle_dir: Path, tower: ExtraTextTower, tokenizer: Tokenizer
 
 
 def _tower_files(tower: ExtraTextTower) -> list[str]:
-    return [tower.text.tokenizer.file, *tower.variants.values()]
+    """Its tokenizer, graphs and the external weights files graphs may have."""
+    graphs = list(tower.variants.values())
+    return [tower.text.tokenizer.file, *graphs, *(f"{graph}.data" for graph in graphs)]

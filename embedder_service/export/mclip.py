@@ -19,10 +19,12 @@ the pad id (XLM-R derives its position ids the same way), so the service feeds i
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from tokenizers import Tokenizer
 from torch import nn
@@ -121,15 +123,24 @@ def tower_config(tokenizer: Any, tower: MClipTower, name: str) -> TextConfig:
 
 
 def export_graph(tower: MClipTower, bos: int, eos: int, path: Path) -> None:
+    """Writes the graph at `path`, and its weights at `<path>.data` if it is over 2 GB."""
     # A padded row in the example: transformers may leave the attention mask out of a traced
     # graph whose example has no padding.
     example = torch.tensor([[bos, 5, 6, 7, eos, tower.pad_id], [bos, 5, 6, 7, 8, eos]])
-    onnx_export.export_text_module(tower, example, path)
-    strays = sorted(p.name for p in path.parent.iterdir() if p != path)
-    if strays:
-        # Over 2 GB, ONNX writes weights beside the graph; a bundle lists one file per graph.
-        raise ValueError(f"the graph needs external data files {strays[:3]}, which bundles do "
-                         "not support yet")
+    with tempfile.TemporaryDirectory() as scratch:
+        traced = Path(scratch) / path.name
+        onnx_export.export_text_module(tower, example, traced)
+        if len(list(Path(scratch).iterdir())) == 1:
+            shutil.move(traced, path)
+        else:
+            # Over protobuf's 2 GB (XLM-R Large in fp32) torch writes a file per weight
+            # beside the graph; a bundle lists one weights file per graph.
+            save_with_weights_beside(onnx.load(str(traced)), path)
+
+
+def save_with_weights_beside(model: onnx.ModelProto, path: Path) -> None:
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data", size_threshold=1024)
 
 
 def check_fits(manifest: Manifest, tower: MClipTower, name: str,
@@ -152,9 +163,9 @@ def export_mclip_tower(source: str, bundle_dir: Path, languages: tuple[str, ...]
     check_fits(manifest, tower, name, languages)
     config = tower_config(hf_tokenizer, tower, name)
     backend: Tokenizer = hf_tokenizer.backend_tokenizer
+    extra = ExtraTextTower(name=name, languages=languages, text=config,
+                           variants={"fp32": f"text_{name}_fp32.onnx"})
     with tempfile.TemporaryDirectory() as scratch:
-        graph = Path(scratch) / "tower.onnx"
+        graph = Path(scratch) / extra.variants["fp32"]
         export_graph(tower, config.tokenizer.bos_id, config.tokenizer.eos_id, graph)
-        extra = ExtraTextTower(name=name, languages=languages, text=config,
-                               variants={"fp32": f"text_{name}_fp32.onnx"})
         return add_text_tower(bundle_dir, extra, backend, {"fp32": graph})

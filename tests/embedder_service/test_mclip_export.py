@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnx
 import pytest
 import pytest_asyncio
 import torch
@@ -32,10 +33,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast, XLMRobertaConfi
 
 from embedder_service.bundle import load_bundle
 from embedder_service.export.__main__ import main
-from embedder_service.export.mclip import export_mclip_tower
+from embedder_service.export.bundle_writer import add_text_tower
+from embedder_service.export.mclip import export_mclip_tower, save_with_weights_beside
 from embedder_service.runtime import RuntimeOptions, Tower
 from embedder_service.server import EmbedderServer
-from embedder_service.tokenizer import TextTokenizer
+from embedder_service.tokenizer import TextTokenizer, load_tokenizer
 from imagesearch.embedder.v1 import embedder_pb2 as pb
 from imagesearch.embedder.v1 import embedder_pb2_grpc
 from tests.conftest import embedder_settings
@@ -148,6 +150,39 @@ def test_onnx_runtime_matches_transformers_on_every_script_and_length(exported):
     # Alone, each text has no padding at all: the same vectors.
     alone = np.concatenate([graph.run(tokenizer.pad([t.ids])) for t in encoded])
     np.testing.assert_allclose(alone, reference, atol=1e-5)
+
+
+def serve_tower(bundle: Path) -> np.ndarray:
+    """TEXTS through the bundle's last tower, as the service tokenizes and runs them."""
+    loaded = load_bundle(bundle)
+    tower = loaded.manifest.text_towers[-1]
+    tokenizer = TextTokenizer(loaded.path(tower.text.tokenizer.file), tower.text.tokenizer,
+                              tower.text.context_length)
+    graph = Tower(loaded.tower_graph(tower, "fp32"), RuntimeOptions(
+        providers=("CPUExecutionProvider",)))
+    return graph.run(tokenizer.pad([t.ids for t in tokenizer.encode_batch(TEXTS)]))
+
+
+def test_a_graph_with_its_weights_beside_it_travels_with_them(exported, tmp_path):
+    """How XLM-R Large's 2.2 GB fp32 graph is carried (shown here on the tiny one)."""
+    bundle, reference = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    tower = load_bundle(copy).manifest.text_towers[-1]
+    graph, tokenizer = copy / tower.variants["fp32"], load_tokenizer(
+        copy / tower.text.tokenizer.file)
+    split = tmp_path / "split" / graph.name
+    split.parent.mkdir()
+    save_with_weights_beside(onnx.load(str(graph)), split)
+    add_text_tower(copy, tower, tokenizer, {"fp32": split})
+    files = load_bundle(copy).manifest.files
+    assert files[f"{graph.name}.data"].bytes > 0
+    assert files[graph.name].bytes < (bundle / graph.name).stat().st_size
+    np.testing.assert_allclose(serve_tower(copy), reference, atol=1e-5)
+    # Replaced by a single-file graph, the weights file goes.
+    add_text_tower(copy, tower, tokenizer, {"fp32": bundle / graph.name})
+    assert f"{graph.name}.data" not in load_bundle(copy).manifest.files
+    assert not (copy / f"{graph.name}.data").exists()
 
 
 @pytest_asyncio.fixture(scope="module")
