@@ -89,6 +89,8 @@ async def run(images: int) -> None:
                     collection="bench"))).migration
                 if migration.state == pb.Migration.STATE_SWITCHED:
                     break
+                if migration.state not in (pb.Migration.STATE_COPYING,):
+                    raise RuntimeError(f"the migration stopped: {migration}")
                 if len(during[0]) < 30:
                     step = await latencies(stub, "bench", fresh, 1)
                     during[0].extend(step[0])

@@ -304,8 +304,10 @@ class Migrations:
                 break
         else:
             # Written again during every attempt: the last copy may have landed after the
-            # newest write. Gone from the target, it is copied afresh by the reconciliation.
+            # newest write. Gone from the target, it is copied afresh by the reconciliation
+            # (or, by the last one, counted as skipped).
             await self.core.store.delete(target, [i.external_id for i in page])
+            skipped |= {i.external_id for i in page}
         return copied, sorted(skipped)
 
     async def _reconcile(self, source: CollectionRecord, target: CollectionRecord,
@@ -336,11 +338,9 @@ class Migrations:
                 skipped += missed
             if len(skipped) == len(stale) and not extra:
                 break  # nothing more a pass can copy
-        # Still missing after the last pass (rewritten at every attempt): not copied.
-        held = {i.external_id for i in await self._every(target)}
-        unsettled = [i.external_id for i in await self._every(source)
-                     if i.external_id not in held]
-        return sorted(set(skipped) | set(unsettled))
+        # Those a write has since put in both spaces are copied after all.
+        held = {i.external_id for i in await self.core.store.get(target, skipped)}
+        return [i for i in skipped if i not in held]
 
     async def _every(self, record: CollectionRecord) -> list[StoredImage]:
         found: list[StoredImage] = []
