@@ -1,12 +1,19 @@
 """Trains the small bundled CLIP on generated scenes and exports it as a bundle.
 
     python -m embedder_service.export.small_model [--variant small|wide] [--out DIR] [--steps N]
+        [--varied FRACTION]
 
 A real open_clip CLIP architecture (ViT image tower, causal text transformer, the real CLIP BPE
 tokenizer and vocabulary) made small enough to train on two CPU cores in a few minutes. It
 prints text->image top-1 accuracy on a held-out generated set and fails below the variant's
 floor. `small` is the bundled primary model; `wide` is a second, different model (another
 embedding dimension, input size and widths, hence another space) for serving several models.
+
+`--varied F` draws that fraction of the training scenes with imagesearch.synthetic_varied (many
+shades, geometries, fills, backgrounds including photographs, degradations) instead of
+imagesearch.synthetic's single style, so the model learns the words rather than one drawing
+style (issue 16); early stopping then needs both held-out sets, the plain and the varied one.
+Measure the result on a renderer it never saw with bench/generalisation_eval.py.
 """
 
 from __future__ import annotations
@@ -33,9 +40,10 @@ from embedder_service.export.bundle_writer import export_bundle
 from embedder_service.export.clip_bpe import build_clip_tokenizer, clip_special_ids
 from embedder_service.preprocess import ImageLimits, ImagePreprocessor
 from embedder_service.tokenizer import TextTokenizer
-from imagesearch import synthetic
+from imagesearch import synthetic, synthetic_varied
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 HELD_OUT_SEED = 20261123
 CONTEXT_LENGTH = 32
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -87,19 +95,29 @@ def build_model(variant: ModelVariant = VARIANTS["small"]) -> torch.nn.Module:
 class Data:
     """Scenes, their images (through the serving preprocessing) and fresh captions per draw."""
 
-    def __init__(self, count: int, seed: int, preprocess: ImagePreprocessor) -> None:
+    def __init__(self, count: int, seed: int, preprocess: ImagePreprocessor,
+                 varied: float = 0.0) -> None:
         rng = random.Random(seed)
         self.scenes = [synthetic.random_scene(rng) for _ in range(count)]
         pixels = []
         for scene in self.scenes:
-            image = synthetic.render(scene, rng.choice((64, 96, 128, 160)), rng)
-            if rng.random() < 0.3:  # JPEG artefacts, as in real uploads and near-duplicates
-                buffer = io.BytesIO()
-                image.save(buffer, "JPEG", quality=rng.randint(50, 95))
-                image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+            # `varied == 0` draws no extra random number: the default data stays as it was.
+            if varied > 0 and rng.random() < varied:
+                image = synthetic_varied.render(scene, rng.choice((48, 64, 96, 128, 160)), rng)
+            else:
+                image = _plain(scene, rng)
             pixels.append(preprocess.from_image(image))
         self.pixels = torch.from_numpy(np.stack(pixels))
         self.rng = rng
+
+
+def _plain(scene: synthetic.Scene, rng: random.Random) -> Image.Image:
+    image = synthetic.render(scene, rng.choice((64, 96, 128, 160)), rng)
+    if rng.random() < 0.3:  # JPEG artefacts, as in real uploads and near-duplicates
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=rng.randint(50, 95))
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return image
 
 
 def tokenize(tokenizer: TextTokenizer, texts: list[str]) -> torch.Tensor:
@@ -152,9 +170,21 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, steps: i
                 return
 
 
-def held_out_accuracy(model: Any, tokenizer: TextTokenizer,
-                      preprocess: ImagePreprocessor) -> float:
+def held_out_accuracy(model: Any, tokenizer: TextTokenizer, preprocess: ImagePreprocessor,
+                      varied: bool = False) -> float:
+    """Top-1 over imagesearch.synthetic's held-out set; with `varied`, the lower of that and
+    the same scenes drawn by the varied renderer (training photos, another seed)."""
     items = synthetic.held_out_set(HELD_OUT_SEED)
+    plain = _top1(model, tokenizer, preprocess, items)
+    if not varied:
+        return plain
+    rng = random.Random(HELD_OUT_SEED + 1)
+    drawn = [(scene, synthetic_varied.render(scene, 96, rng), text) for scene, _, text in items]
+    return min(plain, _top1(model, tokenizer, preprocess, drawn))
+
+
+def _top1(model: Any, tokenizer: TextTokenizer, preprocess: ImagePreprocessor,
+          items: list[tuple[synthetic.Scene, Image.Image, str]]) -> float:
     pixels = torch.from_numpy(np.stack([preprocess.from_image(img) for _, img, _ in items]))
     ids = tokenize(tokenizer, [text for _, _, text in items])
     model.eval()
@@ -166,7 +196,11 @@ def held_out_accuracy(model: Any, tokenizer: TextTokenizer,
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     variant = VARIANTS[args.variant]
-    out: Path = args.out or BUNDLES / variant.model_name
+    varied = args.varied > 0
+    # Another training set gives another vector space, so another name.
+    model_name = variant.model_name + ("-varied" if varied else "")
+    # A varied model is an experiment, not the bundled one: its default folder is gitignored.
+    out: Path = args.out or (MODELS if varied else BUNDLES) / model_name
     seed = variant.seed if args.seed is None else args.seed
     torch.manual_seed(seed)
     raw_tokenizer = build_clip_tokenizer(Path(default_bpe()))
@@ -184,14 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None:
         model.load_state_dict(torch.load(args.checkpoint))
     else:
-        data = Data(args.scenes or variant.scenes, seed, preprocess)
+        data = Data(args.scenes or variant.scenes, seed, preprocess, args.varied)
+        print(f"rendered {len(data.scenes)} scenes", flush=True)
         train(model, data, tokenizer, args.steps or variant.steps,
-              lambda: held_out_accuracy(model, tokenizer, preprocess), args.target)
+              lambda: held_out_accuracy(model, tokenizer, preprocess, varied), args.target)
     checkpoint = out.parent / (out.name + ".pt")
     if args.checkpoint is None:
         torch.save(model.state_dict(), checkpoint)  # lets the export be redone without training
     print(f"saved {checkpoint} (not committed)")
-    accuracy = held_out_accuracy(model, tokenizer, preprocess)
+    accuracy = held_out_accuracy(model, tokenizer, preprocess, varied)
     print(f"text->image top-1 accuracy on held-out generated set: {accuracy:.3f}")
     floor = variant.min_accuracy if args.min_accuracy is None else args.min_accuracy
     if accuracy < floor:
@@ -199,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     model.eval()
     manifest = export_bundle(
-        model, out, model_name=variant.model_name,
+        model, out, model_name=model_name,
         architecture=f"open_clip.CLIP({args.variant})", pretrained=None, image=image_cfg,
         text=text_cfg, tokenizer=raw_tokenizer, precisions=("fp32", "int8"),
     )
@@ -212,7 +247,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="small",
                         help="architecture; each has its own bundle folder, steps and seed")
     parser.add_argument("--out", type=Path, default=None,
-                        help="bundle folder (default: embedder_service/bundles/<model name>)")
+                        help="bundle folder (default: embedder_service/bundles/<model name>, "
+                        "with --varied models/<model name>)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--target", type=float, default=0.98,
                         help="stop early once held-out accuracy reaches this")
@@ -220,6 +256,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="skip training: export these weights (a .pt the trainer saved)")
+    parser.add_argument("--varied", type=float, default=0.0,
+                        help="fraction of training scenes drawn by imagesearch.synthetic_varied")
     parser.add_argument("--min-accuracy", type=float, default=None,
                         help="refuse to export below this held-out accuracy")
     return parser.parse_args(argv)
