@@ -128,10 +128,6 @@ def tokenize(tokenizer: TextTokenizer, texts: list[str]) -> torch.Tensor:
     return torch.from_numpy(full)
 
 
-def caption_batch(data: Data, index: list[int], tokenizer: TextTokenizer) -> torch.Tensor:
-    return tokenize(tokenizer, [synthetic.caption(data.scenes[i], data.rng) for i in index])
-
-
 def soft_targets(data: Data, index: list[int]) -> torch.Tensor:
     """Pairs whose scenes share colour, shape and count count as positives (not negatives)."""
     keys = [(data.scenes[i].colour, data.scenes[i].shape, data.scenes[i].count) for i in index]
@@ -139,8 +135,29 @@ def soft_targets(data: Data, index: list[int]) -> torch.Tensor:
     return same / same.sum(dim=1, keepdim=True)
 
 
+def caption_targets(data: Data, index: list[int], texts: list[str]) -> torch.Tensor:
+    """[image, caption] positives where the caption is true of the image: soft_targets also
+    pairs "a red circle on the left" with a red circle on the right, which teaches the model
+    to ignore position, size and background words; this does not."""
+    true = [[_true_of(data.scenes[i], text) for text in texts] for i in index]
+    return torch.tensor(true, dtype=torch.float32)
+
+
+def _true_of(scene: synthetic.Scene, text: str) -> bool:
+    words = text.split()
+    noun = scene.shape if scene.count == 1 else synthetic.plural(scene.shape)
+    if scene.colour not in words or noun not in words:
+        return False
+    counts = {"a", "an", "one"} if scene.count == 1 else {str(scene.count),
+                                                          ("two", "three")[scene.count - 2]}
+    said = [w for w in words if w in synthetic.SIZES or w in synthetic.POSITIONS
+            or w in synthetic.BACKGROUNDS]
+    attributes = {scene.size, scene.position, scene.background}
+    return bool(counts & set(words)) and all(w in attributes for w in said)
+
+
 def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, steps: int,
-          evaluate: Any, target: float) -> None:
+          evaluate: Any, target: float, by_caption: bool = False) -> None:
     """Trains up to `steps`; stops early once held-out accuracy reaches `target`."""
     opt = torch.optim.AdamW(model.parameters(), lr=1.5e-3, weight_decay=0.05)
     batch, warmup = 128, max(1, steps // 20)
@@ -150,11 +167,17 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, steps: i
     started = time.monotonic()
     for step in range(steps):
         index = data.rng.sample(range(len(data.scenes)), batch)
+        texts = [synthetic.caption(data.scenes[i], data.rng) for i in index]
         image_features, text_features, logit_scale = model(
-            data.pixels[index], caption_batch(data, index, tokenizer))[:3]
+            data.pixels[index], tokenize(tokenizer, texts))[:3]
         logits = logit_scale * image_features @ text_features.T
-        targets = soft_targets(data, index)
-        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        if by_caption:
+            true = caption_targets(data, index, texts)
+            loss = (F.cross_entropy(logits, true / true.sum(1, keepdim=True))
+                    + F.cross_entropy(logits.T, true.T / true.T.sum(1, keepdim=True))) / 2
+        else:
+            targets = soft_targets(data, index)
+            loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -221,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         data = Data(args.scenes or variant.scenes, seed, preprocess, args.varied)
         print(f"rendered {len(data.scenes)} scenes", flush=True)
         train(model, data, tokenizer, args.steps or variant.steps,
-              lambda: held_out_accuracy(model, tokenizer, preprocess, varied), args.target)
+              lambda: held_out_accuracy(model, tokenizer, preprocess, varied), args.target,
+              args.caption_targets)
     checkpoint = out.parent / (out.name + ".pt")
     if args.checkpoint is None:
         torch.save(model.state_dict(), checkpoint)  # lets the export be redone without training
@@ -258,6 +282,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip training: export these weights (a .pt the trainer saved)")
     parser.add_argument("--varied", type=float, default=0.0,
                         help="fraction of training scenes drawn by imagesearch.synthetic_varied")
+    parser.add_argument("--caption-targets", action="store_true",
+                        help="positives are the captions true of each image (position, size "
+                        "and background words included), not all of the same colour, shape, count")
     parser.add_argument("--min-accuracy", type=float, default=None,
                         help="refuse to export below this held-out accuracy")
     return parser.parse_args(argv)
