@@ -99,16 +99,18 @@ class Data:
                  varied: float = 0.0) -> None:
         rng = random.Random(seed)
         self.scenes = [synthetic.random_scene(rng) for _ in range(count)]
-        pixels = []
+        pixels, drawn_varied = [], []
         for scene in self.scenes:
             # `varied == 0` draws no extra random number: the default data stays as it was.
-            if varied > 0 and rng.random() < varied:
+            drawn_varied.append(varied > 0 and rng.random() < varied)
+            if drawn_varied[-1]:
                 image = synthetic_varied.render(scene, rng.choice((48, 64, 96, 128, 160)), rng)
             else:
                 image = _plain(scene, rng)
             pixels.append(preprocess.from_image(image))
         self.pixels = torch.from_numpy(np.stack(pixels))
         self.rng = rng
+        self.plain = [i for i, d in enumerate(drawn_varied) if not d]
 
 
 def _plain(scene: synthetic.Scene, rng: random.Random) -> Image.Image:
@@ -157,8 +159,10 @@ def _true_of(scene: synthetic.Scene, text: str) -> bool:
 
 
 def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, steps: int,
-          evaluate: Any, target: float, by_caption: bool = False) -> None:
-    """Trains up to `steps`; stops early once held-out accuracy reaches `target`."""
+          evaluate: Any, target: float, by_caption: bool = False, plain_steps: int = 0) -> None:
+    """Trains up to `steps`; stops early once held-out accuracy reaches `target`. The first
+    `plain_steps` draw only imagesearch.synthetic's scenes (a curriculum: shape is learnt
+    there first, then kept across the varied drawings)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1.5e-3, weight_decay=0.05)
     batch, warmup = 128, max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5
@@ -166,7 +170,8 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, steps: i
     model.train()
     started = time.monotonic()
     for step in range(steps):
-        index = data.rng.sample(range(len(data.scenes)), batch)
+        pool = data.plain if step < plain_steps else range(len(data.scenes))
+        index = data.rng.sample(pool, batch)
         texts = [synthetic.caption(data.scenes[i], data.rng) for i in index]
         image_features, text_features, logit_scale = model(
             data.pixels[index], tokenize(tokenizer, texts))[:3]
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rendered {len(data.scenes)} scenes", flush=True)
         train(model, data, tokenizer, args.steps or variant.steps,
               lambda: held_out_accuracy(model, tokenizer, preprocess, varied), args.target,
-              args.caption_targets)
+              args.caption_targets, int(args.plain_first * (args.steps or variant.steps)))
     checkpoint = out.parent / (out.name + ".pt")
     if args.checkpoint is None:
         torch.save(model.state_dict(), checkpoint)  # lets the export be redone without training
@@ -282,6 +287,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip training: export these weights (a .pt the trainer saved)")
     parser.add_argument("--varied", type=float, default=0.0,
                         help="fraction of training scenes drawn by imagesearch.synthetic_varied")
+    parser.add_argument("--plain-first", type=float, default=0.0,
+                        help="with --varied: this fraction of the steps sees plain scenes only")
     parser.add_argument("--caption-targets", action="store_true",
                         help="positives are the captions true of each image (position, size "
                         "and background words included), not all of the same colour, shape, count")
