@@ -59,7 +59,7 @@ class SearchSettings(ServingSettings):
     keep_pixels: Literal["normalized", "original", "off"] = "normalized"
     """What the image store keeps of each image added, to embed it again with another model
     (StartMigration, EvaluateModels): "normalized", a JPEG (quality 90) at most pixels_side on
-    its longer side, made by the embedder from its decode (~40-60 KB); "original", the bytes
+    its longer side, made by the embedder from its decode (~20-60 KB a photo); "original", the bytes
     as sent; "off", nothing (collections cannot move to another model)."""
     pixels_side: int = Field(448, ge=64, le=2048)
     """The longer side of a "normalized" copy: at least the largest input of any model you
