@@ -504,9 +504,9 @@ async def test_evaluation_refuses_out_of_range_sizes_and_unknown_models(parts):
 
 async def test_evaluation_reads_a_bounded_number_of_rows(parts):
     """EvaluateModels' cost must be bounded by what it is asked for: a collection with a few
-    labelled images among many unlabelled ones must not be read to its end (NOT FIXED: the
-    sample is drawn by reading every row's metadata until enough labelled ones are found;
-    on a collection of millions with few labels that is a full scan per call). Fixed: the
+    labelled images among many unlabelled ones must not be read to its end (it was: the
+    sample was drawn by reading every row's metadata until enough labelled ones were found;
+    on a collection of millions with few labels, a full scan per call). Fixed: the
     first max_images x SCAN_FACTOR images are read, and too few labels there is refused."""
     app, store, _, _ = parts
     await app.create_collection("c", "")
