@@ -58,8 +58,7 @@ async def add(core: SearchCore, collection: str, names: Sequence[str],
         raise ResourceExhausted(
             f"collection {collection!r} holds {held.total} class names; {held.new} more would "
             f"pass the limit of {check.MAX_CLASS_NAMES}: delete some first")
-    vectors = _ensembles(wanted, await core.embed_texts(
-        record, [p.format(n) for n in wanted for p in PROMPTS], remaining))
+    vectors = await embed_names(core, record, wanted, remaining)
     await core.store.upsert(of(record), [row_id(n) for n in wanted], vectors,
                             [{NAME_KEY: n} for n in wanted])
     return held.total + held.new
@@ -72,8 +71,7 @@ async def carry(core: SearchCore, source: CollectionRecord, target: CollectionRe
     while rows := await core.store.list_images(of(source), check.MAX_CLASS_NAMES_PER_CALL,
                                                after):
         names = [str(row.metadata[NAME_KEY]) for row in rows]
-        vectors = _ensembles(names, await core.embed_texts(
-            target, [p.format(n) for n in names for p in PROMPTS], None))
+        vectors = await embed_names(core, target, names, None)
         await core.store.upsert(of(target), [row_id(n) for n in names], vectors,
                                 [{NAME_KEY: n} for n in names])
         carried += len(names)
@@ -96,6 +94,14 @@ async def _held(core: SearchCore, record: CollectionRecord, names: list[str]) ->
     (total,) = await core.store.counts([of(record)])
     present = await core.store.get(of(record), [row_id(n) for n in names])
     return _Held(total, len(names) - len(present))
+
+
+async def embed_names(core: SearchCore, record: CollectionRecord, names: list[str],
+                      remaining: float | None) -> np.ndarray:
+    """Each name's prompt-ensemble vector in the space of `record.model`; InvalidArgument
+    naming the first name that cannot be embedded."""
+    return _ensembles(names, await core.embed_texts(
+        record, [p.format(n) for n in names for p in PROMPTS], remaining))
 
 
 def _ensembles(names: list[str], embedded: list[Embedding]) -> np.ndarray:

@@ -168,11 +168,9 @@ async def _zero_shot(core: SearchCore, target: CollectionRecord, vectors: np.nda
     names = sorted(set(labels))
     if not labels or all(name.lstrip("-").isdigit() for name in names):
         return 0.0
-    embedded = await core.embed_texts(
-        target, [p.format(n) for n in names for p in class_names.PROMPTS], remaining)
-    if any(isinstance(v, Outcome) for v in embedded):
+    try:
+        prompts = await class_names.embed_names(core, target, names, remaining)
+    except InvalidArgument:  # a label no text tower can embed
         return 0.0
-    prompts = np.stack(embedded).reshape(len(names), len(class_names.PROMPTS), -1).mean(axis=1)  # type: ignore[arg-type]
-    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
     predicted = np.asarray(names)[(vectors @ prompts.T).argmax(axis=1)]
     return float((predicted == np.asarray(labels)).mean())
