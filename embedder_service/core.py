@@ -20,7 +20,9 @@ from embedder_service.preprocess import (
     Extras,
     ImagePreprocessor,
     ImageRejected,
+    Prepared,
     Rejection,
+    finish,
 )
 from embedder_service.runtime import Tower
 from embedder_service.text_towers import TextModel, TextTowerInfo
@@ -135,6 +137,10 @@ class Embedder:
         # Decoding and tokenising are CPU-bound and release the GIL in Pillow/Rust; they get a
         # pool of their own so they never wait behind model calls (and never block the loop).
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        # What callers ask beside the embedding (copy signals above all: ~7 ms of a core an
+        # image, several times the decoding) is made in a pool of its own while the model call
+        # goes on: an image's latency is the longer of the two, not their sum.
+        self._extras_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="extras")
         self._observer = observer
         self._image_batcher: DynamicBatcher[np.ndarray, np.ndarray] | None = None
 
@@ -175,6 +181,7 @@ class Embedder:
         for batcher in self._batchers():
             await batcher.close()
         self._decode_pool.shutdown(wait=True)
+        self._extras_pool.shutdown(wait=True)
 
     def _run_images(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
         return list(self._image_tower.run(np.stack(pixels)))
@@ -198,16 +205,24 @@ class Embedder:
         batcher = self._require(self._image_batcher)
         loop = asyncio.get_running_loop()
         try:
-            prepared = await loop.run_in_executor(
-                self._decode_pool, self._preprocess.prepare, data, extras)
-        except ImageRejected as rejected:
-            return Outcome(failure=ItemFailure(_FROM_REJECTION[rejected.reason], str(rejected)))
-        except Exception:
-            log.exception("image preprocessing failed")
-            return Outcome(failure=INTERNAL_FAILURE)
-        outcome = await self._embed(batcher, prepared.pixels)
-        if outcome.embedding is None:
+            decoded = await loop.run_in_executor(
+                self._decode_pool, self._preprocess.decode, data, extras)
+        except Exception as error:
+            return _rejected(error)
+        finishing = (loop.run_in_executor(self._extras_pool, finish, decoded, extras)
+                     if extras.wanted else None)
+        outcome = Outcome()
+        try:
+            outcome = await self._embed(batcher, decoded.pixels)
+        finally:
+            if finishing is not None and outcome.embedding is None:
+                finishing.cancel()  # the image failed: its extras are dropped
+        if finishing is None or outcome.embedding is None:
             return outcome
+        try:
+            prepared: Prepared = await finishing
+        except Exception as error:
+            return _rejected(error)
         return Outcome(outcome.embedding, copy_signal=prepared.copy_signal,
                        thumbnail=prepared.thumbnail, pixels=prepared.normalised_copy)
 
@@ -270,6 +285,14 @@ class Embedder:
         if batcher is None:
             raise ModelNotReady("the model is still loading; retry shortly")
         return batcher
+
+
+def _rejected(error: Exception) -> Outcome:
+    """The outcome of an image that preprocessing refused (or failed on)."""
+    if isinstance(error, ImageRejected):
+        return Outcome(failure=ItemFailure(_FROM_REJECTION[error.reason], str(error)))
+    log.error("image preprocessing failed", exc_info=error)
+    return Outcome(failure=INTERNAL_FAILURE)
 
 
 async def _failed(failure: ItemFailure) -> Outcome:

@@ -67,6 +67,10 @@ class Extras:
     thumbnail_side: int = 0  # the thumbnail's longest side (a JPEG to show); 0: none
     pixels_side: int = 0  # the normalised copy's longest side (a JPEG to re-embed); 0: none
 
+    @property
+    def wanted(self) -> bool:
+        return bool(self.copy_signal or self.thumbnail_side or self.pixels_side)
+
 
 NO_EXTRAS = Extras()
 
@@ -102,9 +106,14 @@ class ImagePreprocessor:
     def prepare(self, data: bytes, extras: Extras = NO_EXTRAS) -> Prepared:
         """The model's input and, when asked, the image's encoded copy signal
         (imagesearch.copies) and JPEG copies, all from one decoding of the bytes."""
+        return finish(self.decode(data, extras), extras)
+
+    def decode(self, data: bytes, extras: Extras = NO_EXTRAS) -> Decoded:
+        """The model's input, and the upright picture that `finish` makes `extras` from: the
+        two halves of `prepare`, so that a server can run them on different threads."""
         image = self._open(data)
         try:
-            return self._pixels(image, extras)
+            return self._decoded(image, extras)
         finally:
             image.close()
 
@@ -160,24 +169,20 @@ class ImagePreprocessor:
         """Preprocesses an already decoded image (used by the trainer and tests)."""
         return self._normalise(self._resize_and_flatten(_resizable(image)))
 
-    def _pixels(self, image: Image.Image, extras: Extras) -> Prepared:
+    def _decoded(self, image: Image.Image, extras: Extras) -> Decoded:
         try:
             self._maybe_draft(image, extras.pixels_side)
             image.load()
             upright = _resizable(ImageOps.exif_transpose(image))
+            upright.load()  # its own pixels: the file is closed before `finish` runs
             rgb = self._resize_and_flatten(upright)
-            # From the upright picture as decoded (a large JPEG at its draft scale, which
-            # keeps the shorter side at least 2x the model's input: ample for the signal).
-            signal = signals.encode(signals.compute(upright)) if extras.copy_signal else None
-            thumbnail = _jpeg_copy(upright, extras.thumbnail_side, THUMBNAIL_QUALITY)
-            pixels = _jpeg_copy(upright, extras.pixels_side, PIXELS_QUALITY)
         except Image.DecompressionBombError as err:
             raise self._too_many_pixels(None, str(err)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise ImageRejected(
                 Rejection.CORRUPT, f"{image.format} image is truncated or corrupt: {err}"
             ) from None
-        return Prepared(self._normalise(rgb), signal, thumbnail, pixels)
+        return Decoded(self._normalise(rgb), upright if extras.wanted else None)
 
     def _normalise(self, rgb: Image.Image) -> np.ndarray:
         array = np.asarray(rgb, dtype=np.float32)
@@ -226,6 +231,31 @@ class ImagePreprocessor:
 
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded image: the model's input, and the upright picture as decoded (a large JPEG
+    at its draft scale) when extras were asked for."""
+
+    pixels: np.ndarray
+    upright: Image.Image | None = None
+
+
+def finish(decoded: Decoded, extras: Extras) -> Prepared:
+    """The extras asked of a decoded image: its copy signal (from the picture as decoded,
+    whose shorter side stays at least 2x the model's input: ample for the signal) and JPEG
+    copies. Thread-safe; ImageRejected if the pixels cannot be read."""
+    upright = decoded.upright
+    if upright is None or not extras.wanted:
+        return Prepared(decoded.pixels)
+    try:
+        signal = signals.encode(signals.compute(upright)) if extras.copy_signal else None
+        thumbnail = _jpeg_copy(upright, extras.thumbnail_side, THUMBNAIL_QUALITY)
+        pixels = _jpeg_copy(upright, extras.pixels_side, PIXELS_QUALITY)
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageRejected(Rejection.CORRUPT, f"image is corrupt: {err}") from None
+    return Prepared(decoded.pixels, signal, thumbnail, pixels)
 
 
 @dataclass(frozen=True)
