@@ -4,9 +4,10 @@
   colour shifts and horizontal flips keep it within a few bits);
 - a grey thumbnail, 64 pixels on its longer side, for a photometric check once two images
   are aligned;
-- up to 768 ORB keypoints and descriptors on a contrast-equalised grey copy normalised to
-  512 pixels on its longer side (crops, padding, rotation and overlays keep enough of them for
-  a geometric match).
+- up to 768 ORB keypoints and descriptors of the picture inside any uniform frame, contrast-
+  equalised, 320 pixels on its longer side; their points in the pixels of the image normalised
+  to 512 on its longer side (crops, padding, rotation and overlays keep enough of them for a
+  geometric match).
 
 Encoded as one versioned little-endian blob (see `encode`), opaque to callers: the layout may
 change with the version, and a signal of another version compares as "no evidence".
@@ -14,6 +15,7 @@ change with the version, and a signal of another version compares as "no evidenc
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ VERSION = 1
 FORMAT = f"imagesearch-copy/{VERSION}"
 MAGIC = b"ISC"
 NORMALISED_SIDE = 512
+ORB_SIDE = 320  # see `_keypoints`
 THUMB_SIDE = 64
 MAX_KEYPOINTS = 768
 _HEADER = struct.Struct("<3sBHH8s8sBBH")
@@ -33,6 +36,8 @@ MAX_ENCODED_BYTES = _HEADER.size + THUMB_SIDE * THUMB_SIDE + MAX_KEYPOINTS * 36
 # FAST threshold 7 (OpenCV's default is 20) and CLAHE before detection: smooth photographs
 # (retinas, skies) otherwise yield too few keypoints to verify a crop of them.
 _ORB_FAST_THRESHOLD = 7
+ORB_SCALE_FACTOR = 1.2
+ORB_LEVELS = 8
 _CLAHE_CLIP = 3.0
 FRAME_TOLERANCE = 6  # grey levels, see `frameless`
 # ORB keeps 31 pixels clear of every border (its patch size).
@@ -61,7 +66,7 @@ def compute(image: Image.Image) -> CopySignal:
     height, width = grey.shape
     phash, mirrored = dct_hashes(grey)
     thumbnail = cv2.resize(grey, _thumbnail_size(width, height), interpolation=cv2.INTER_AREA)
-    points, descriptors = _keypoints(grey)
+    points, descriptors = _keypoints(grey, thumbnail)
     return CopySignal(width, height, phash, mirrored, thumbnail, points, descriptors)
 
 
@@ -108,20 +113,50 @@ def _bits(low: np.ndarray) -> bytes:
 def frameless(thumbnail: np.ndarray) -> np.ndarray:
     """The thumbnail without a uniform frame: the rows and columns at its edges that are all
     within FRAME_TOLERANCE of the corners' colour (a screenshot's window, a mat, padding)."""
-    grey = thumbnail.astype(np.int16)
-    corners = np.median([grey[0, 0], grey[0, -1], grey[-1, 0], grey[-1, -1]])
-    flat = np.abs(grey - corners) <= FRAME_TOLERANCE
+    top, bottom, left, right = _content_box(thumbnail)
+    return thumbnail[top:bottom, left:right]
+
+
+def _content_box(grey: np.ndarray) -> tuple[int, int, int, int]:
+    """Top, bottom, left and right (exclusive) of what `frameless` keeps."""
+    image = grey.astype(np.int16)
+    corners = np.median([image[0, 0], image[0, -1], image[-1, 0], image[-1, -1]])
+    flat = np.abs(image - corners) <= FRAME_TOLERANCE
     rows, columns = np.flatnonzero(~flat.all(axis=1)), np.flatnonzero(~flat.all(axis=0))
     if len(rows) == 0 or len(columns) == 0:
-        return thumbnail  # all one colour
-    return thumbnail[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+        return 0, grey.shape[0], 0, grey.shape[1]  # all one colour
+    return rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
 
 
-def _keypoints(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _keypoints(grey: np.ndarray, thumbnail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ORB features of the picture inside any uniform frame, at ORB_SIDE pixels on its longer
+    side, their points in the pixels of the normalised image `grey`. Frame-stripped, a
+    screenshot-like copy shows its picture at the original's scale, and where there is no
+    frame the features cost (ORB_SIDE / NORMALISED_SIDE)^2 of detecting them on `grey`."""
+    top, bottom, left, right = _content_box(thumbnail)
+    # The box found on the thumbnail, one thumbnail pixel wider each way: some frame may stay,
+    # no picture is cut.
+    rows, columns = grey.shape[0] / thumbnail.shape[0], grey.shape[1] / thumbnail.shape[1]
+    top, left = max(0, int((top - 1) * rows)), max(0, int((left - 1) * columns))
+    bottom = min(grey.shape[0], math.ceil((bottom + 1) * rows))
+    right = min(grey.shape[1], math.ceil((right + 1) * columns))
+    content = grey[top:bottom, left:right]
+    scale = ORB_SIDE / max(content.shape)
+    size = (max(1, round(content.shape[1] * scale)), max(1, round(content.shape[0] * scale)))
+    method = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    points, descriptors = _orb(cv2.resize(content, size, interpolation=method))
+    # Back to `grey`'s pixels (the resize maps pixel centres: x' + 0.5 = (x + 0.5) * s).
+    stretch = np.array([content.shape[1] / size[0], content.shape[0] / size[1]], np.float32)
+    points = (points + 0.5) * stretch - 0.5 + np.array([left, top], np.float32)
+    return np.clip(points, 0, None).astype(np.float32), descriptors
+
+
+def _orb(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if min(grey.shape) < _MIN_KEYPOINT_SIDE:  # a strip: ORB's pyramid cannot be built
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
     equalised = cv2.createCLAHE(clipLimit=_CLAHE_CLIP, tileGridSize=(8, 8)).apply(grey)
-    orb = cv2.ORB.create(nfeatures=MAX_KEYPOINTS, fastThreshold=_ORB_FAST_THRESHOLD)
+    orb = cv2.ORB.create(nfeatures=MAX_KEYPOINTS, scaleFactor=ORB_SCALE_FACTOR,
+                         nlevels=ORB_LEVELS, fastThreshold=_ORB_FAST_THRESHOLD)
     keypoints, descriptors = orb.detectAndCompute(equalised, None)
     if descriptors is None:
         return np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)

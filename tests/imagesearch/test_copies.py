@@ -193,6 +193,29 @@ def test_transparency_counts_as_white_as_it_does_for_the_embedding(
     assert not compare(signals.compute(invisible), signals.compute(photo)).is_copy
 
 
+@pytest.mark.parametrize(("wide", "high", "grey"), [(1.0, 1.0, 0), (1.6, 1.5, 30),
+                                                    (3.0, 2.5, 240), (1.0, 4.0, 128)])
+def test_features_are_found_on_the_picture_inside_a_frame(
+        photos: dict[str, Image.Image], originals: dict[str, signals.CopySignal],
+        wide: float, high: float, grey: int) -> None:
+    """Features are detected inside any uniform frame (at the picture's own scale, however
+    deep the frame) and placed in the whole image's normalised pixels, where the picture is:
+    a photo shown small in a big window is still verified as its copy."""
+    photo = photos["astronaut"]
+    frame = Image.new("RGB", (int(photo.width * wide), int(photo.height * high)), (grey,) * 3)
+    left, top = (frame.width - photo.width) // 3, (frame.height - photo.height) // 2
+    frame.paste(photo, (left, top))
+    signal = signals.compute(frame)
+    scale = signals.NORMALISED_SIDE / max(frame.size)
+    inside = ((signal.points[:, 0] >= left * scale - 1)
+              & (signal.points[:, 0] <= (left + photo.width) * scale + 1)
+              & (signal.points[:, 1] >= top * scale - 1)
+              & (signal.points[:, 1] <= (top + photo.height) * scale + 1))
+    assert len(signal.points) > 300 and inside.all()
+    evidence = compare(signal, originals["astronaut"])
+    assert evidence.is_copy and evidence.inliers >= 30, evidence
+
+
 @pytest.mark.parametrize("data", [None, 7, "ISC", [1, 2]])
 def test_what_is_not_bytes_is_not_a_signal(data: object) -> None:
     with pytest.raises(signals.SignalFormatError):
