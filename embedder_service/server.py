@@ -3,10 +3,11 @@
 Start-up order: the port opens first with health NOT_SERVING (so probes and clients get a
 clear answer while the model loads), then every served bundle's manifest is read (two with one
 name or fingerprint stop start-up), then the primary bundle is checked, its sessions are
-created and warmed up off the event loop, and health turns SERVING; then each extra bundle
-loads the same way, its own health name ("imagesearch.embedder.v1.EmbedderService/<model name>")
-turning SERVING when it is ready. A bad bundle or an unusable required GPU stops start-up with
-a message naming the cause.
+created and warmed up off the event loop; then each extra bundle loads the same way, its own
+health name ("imagesearch.embedder.v1.EmbedderService/<model name>") turning SERVING when it is
+ready. The service's health turns SERVING when all are loaded (EMBEDDER_READY_WHEN=primary:
+when the primary is). A bad bundle or an unusable required GPU stops start-up with a message
+naming the cause.
 """
 
 from __future__ import annotations
@@ -169,8 +170,16 @@ class EmbedderServer:
         for served in self.holder:
             await self._load_one(served)
             if served.is_primary:
-                await self._host.set_serving(True)
                 self._start_watchdog()
+            stalled = self._stall_watchdog is not None and self._stall_watchdog.stalled
+            if self._ready() and not stalled:
+                await self._host.set_serving(True)
+
+    def _ready(self) -> bool:
+        """Whether the service takes traffic (its readiness), as EMBEDDER_READY_WHEN says."""
+        if self.settings.ready_when == "primary":
+            return self.holder.embedder is not None
+        return all(served.ready for served in self.holder)
 
     async def _load_one(self, served: ServedModel) -> None:
         embedder = await asyncio.get_running_loop().run_in_executor(
@@ -194,7 +203,7 @@ class EmbedderServer:
             self._watchdog = asyncio.get_running_loop().create_task(self._stall_watchdog.run())
 
     async def _report_healthy(self, healthy: bool) -> None:
-        await self._host.set_serving(healthy)
+        await self._host.set_serving(healthy and self._ready())
         for served in self.holder:
             await self._host.set_health(model_health_name(served.name), healthy and served.ready)
         await self._host.report_alive(healthy)

@@ -27,6 +27,11 @@ class EmbedderSettings(ServingSettings):
     (memory: the sum of the models): a JSON list or comma-separated directories. Requests
     pick one by model name or fingerprint. Two bundles with one name or fingerprint: start-up
     fails."""
+    ready_when: Literal["all", "primary"] = "all"
+    """When the server reports SERVING (its readiness): once every served bundle is loaded
+    (all), so that a rollout sends no traffic to a pod that would answer UNAVAILABLE for a
+    model still loading; or once the primary is (primary: the others follow, each under its
+    own health name)."""
     precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
     """Variant to serve. auto: fp16 on a GPU when the bundle has it, else fp32."""
     providers: list[str] = Field(default_factory=lambda: [

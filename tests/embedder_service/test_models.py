@@ -158,18 +158,49 @@ async def test_batch_metrics_are_labelled_by_model(two_models, stub):
     assert items._value.get() == before + 3
 
 
-async def test_a_model_still_loading_is_unavailable_while_the_primary_serves(
-        monkeypatch, photos):
+def _slow_to_load(monkeypatch, bundle: Path) -> threading.Event:
+    """Makes `bundle` load only once the returned event is set."""
     release = threading.Event()
     real_load = server_module.load_embedder
 
-    def slow_extra(settings, metrics, bundle_dir=None):
-        if bundle_dir == WIDE:
+    def slow(settings, metrics, bundle_dir=None):
+        if bundle_dir == bundle:
             release.wait(30)
         return real_load(settings, metrics, bundle_dir)
 
-    monkeypatch.setattr(server_module, "load_embedder", slow_extra)
+    monkeypatch.setattr(server_module, "load_embedder", slow)
+    return release
+
+
+async def test_the_service_is_ready_only_once_every_model_is_loaded(monkeypatch):
+    """A rollout must not send traffic to a pod that would answer UNAVAILABLE for a model
+    still loading: readiness (the service's health) waits for all of them, while the primary
+    already answers under its own health name."""
+    release = _slow_to_load(monkeypatch, WIDE)
     server = EmbedderServer(embedder_settings(extra_bundles=[WIDE]))
+    starting = asyncio.create_task(server.start())
+    try:
+        while server.holder.embedder is None:  # noqa: ASYNC110 (loads inside start())
+            await asyncio.sleep(0.01)
+        primary_health = f"imagesearch.embedder.v1.EmbedderService/{PRIMARY_NAME}"
+        assert await _health(server.port, primary_health) == (
+            health_pb2.HealthCheckResponse.SERVING)
+        for name in ("", "imagesearch.embedder.v1.EmbedderService"):
+            assert await _health(server.port, name) == health_pb2.HealthCheckResponse.NOT_SERVING
+        release.set()
+        await starting
+        for name in ("", "imagesearch.embedder.v1.EmbedderService"):
+            assert await _health(server.port, name) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        release.set()
+        await starting
+        await server.stop(grace=1)
+
+
+async def test_a_model_still_loading_is_unavailable_while_the_primary_serves(
+        monkeypatch, photos):
+    release = _slow_to_load(monkeypatch, WIDE)
+    server = EmbedderServer(embedder_settings(extra_bundles=[WIDE], ready_when="primary"))
     starting = asyncio.create_task(server.start())
     try:
         while server.holder.embedder is None:  # noqa: ASYNC110 (loads inside start())
