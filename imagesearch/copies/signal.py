@@ -40,6 +40,9 @@ ORB_SCALE_FACTOR = 1.2
 ORB_LEVELS = 8
 _CLAHE_CLIP = 3.0
 FRAME_TOLERANCE = 6  # grey levels, see `frameless`
+FRAME_SHARE = 0.9  # see `_picture_box`
+FRAME_PASSES = 3
+MAX_PICTURE_ZOOM = 2.0  # see `_keypoints`
 # ORB keeps 31 pixels clear of every border (its patch size).
 _MIN_KEYPOINT_SIDE = 64
 
@@ -128,12 +131,40 @@ def _content_box(grey: np.ndarray) -> tuple[int, int, int, int]:
     return rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
 
 
+def _picture_box(thumbnail: np.ndarray) -> tuple[int, int, int, int]:
+    """Top, bottom, left and right (exclusive) of the picture inside the thumbnail's frames:
+    like `_content_box`, but a row or column counts as frame when FRAME_SHARE of it is the
+    frame's colour (a caption or a logo written on the frame leaves it one), and frames
+    inside frames are stripped too (a mat inside a thin line: FRAME_PASSES). A frame that is
+    not one colour (a gradient, a window's furniture) is not found."""
+    top, bottom, left, right = 0, thumbnail.shape[0], 0, thumbnail.shape[1]
+    for _ in range(FRAME_PASSES):
+        inner = thumbnail[top:bottom, left:right].astype(np.int16)
+        if min(inner.shape) < 3:
+            break
+        # The frame's colour: the commonest along the edges (a line drawn round the frame
+        # blurs into its corners, not into the middle of its sides).
+        edges = np.concatenate([inner[0], inner[-1], inner[:, 0], inner[:, -1]])
+        flat = np.abs(inner - np.median(edges)) <= FRAME_TOLERANCE
+        rows = np.flatnonzero(flat.mean(axis=1) < FRAME_SHARE)
+        columns = np.flatnonzero(flat.mean(axis=0) < FRAME_SHARE)
+        if len(rows) == 0 or len(columns) == 0:
+            break  # all frame: keep what the last pass kept
+        box = (top + rows[0], top + rows[-1] + 1, left + columns[0], left + columns[-1] + 1)
+        if box == (top, bottom, left, right):
+            break
+        top, bottom, left, right = box
+    return top, bottom, left, right
+
+
 def _keypoints(grey: np.ndarray, thumbnail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ORB features of the picture inside any uniform frame, at ORB_SIDE pixels on its longer
-    side, their points in the pixels of the normalised image `grey`. Frame-stripped, a
-    screenshot-like copy shows its picture at the original's scale, and where there is no
-    frame the features cost (ORB_SIDE / NORMALISED_SIDE)^2 of detecting them on `grey`."""
-    top, bottom, left, right = _content_box(thumbnail)
+    """ORB features of the picture inside any frame `_picture_box` finds, at ORB_SIDE pixels
+    on its longer side, their points in the pixels of the normalised image `grey`. Frame-
+    stripped, a screenshot-like copy shows its picture at the original's scale, and where
+    there is no frame the features cost (ORB_SIDE / NORMALISED_SIDE)^2 of detecting them on
+    `grey`. The picture is enlarged at most MAX_PICTURE_ZOOM times: a few pixels blown up to
+    ORB_SIDE are all edges, alike in any two such images."""
+    top, bottom, left, right = _picture_box(thumbnail)
     # The box found on the thumbnail, one thumbnail pixel wider each way: some frame may stay,
     # no picture is cut.
     rows, columns = grey.shape[0] / thumbnail.shape[0], grey.shape[1] / thumbnail.shape[1]
@@ -141,7 +172,7 @@ def _keypoints(grey: np.ndarray, thumbnail: np.ndarray) -> tuple[np.ndarray, np.
     bottom = min(grey.shape[0], math.ceil((bottom + 1) * rows))
     right = min(grey.shape[1], math.ceil((right + 1) * columns))
     content = grey[top:bottom, left:right]
-    scale = ORB_SIDE / max(content.shape)
+    scale = min(ORB_SIDE / max(content.shape), MAX_PICTURE_ZOOM)
     size = (max(1, round(content.shape[1] * scale)), max(1, round(content.shape[0] * scale)))
     method = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     points, descriptors = _orb(cv2.resize(content, size, interpolation=method))
