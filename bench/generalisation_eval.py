@@ -155,25 +155,27 @@ async def attribute_recall(stub: Stub, render: Renderer, attribute: str, seed: i
     return _r_at_1(images, texts[:len(gallery)]), _r_at_1(images, texts[len(gallery):])
 
 
-async def evaluate(stub: Stub, seeds: list[int]) -> None:
+async def evaluate(stub: Stub, seeds: list[int], renderers: dict[str, Renderer] = RENDERERS,
+                   attribute_renderers: tuple[str, ...] = ("plain", "shifted")) -> None:
     print("| renderer | colour+shape R@1 | per seed |")
     print("|---|---|---|")
-    for name, render in RENDERERS.items():
+    for name, render in renderers.items():
         scores = [await class_recall(stub, render, seed) for seed in seeds]
         print(f"| {name} | {np.mean(scores):.3f} | {' '.join(f'{s:.3f}' for s in scores)} |",
               flush=True)
     print("\n| renderer | attribute | gallery per colour x shape | R@1 with the word | without |")
     print("|---|---|---|---|---|")
-    for name in ("plain", "shifted"):
+    for name in attribute_renderers:
         for attribute, k in (("position", 4), ("size", 2), ("count", 3)):
-            pairs = [await attribute_recall(stub, RENDERERS[name], attribute, seed)
+            pairs = [await attribute_recall(stub, renderers[name], attribute, seed)
                      for seed in seeds]
             with_word, without = np.mean(pairs, axis=0)
             print(f"| {name} | {attribute} | {k} | {with_word:.3f} | {without:.3f} |",
                   flush=True)
 
 
-async def main(bundle: Path, seeds: list[int]) -> None:
+async def main(bundle: Path, seeds: list[int], renderers: dict[str, Renderer] = RENDERERS,
+               attribute_renderers: tuple[str, ...] = ("plain", "shifted")) -> None:
     server = EmbedderServer(EmbedderSettings(bundle=bundle, port=0, log_level="WARNING",
                                              providers=["CPUExecutionProvider"]))
     await server.start()
@@ -184,7 +186,7 @@ async def main(bundle: Path, seeds: list[int]) -> None:
             info = await stub.GetModelInfo(pb.GetModelInfoRequest())
             served = ", ".join(f"{m.model_name} {m.fingerprint[:19]}" for m in info.models)
             print(f"bundle {bundle}: {served}\n")
-            await evaluate(stub, seeds)
+            await evaluate(stub, seeds, renderers, attribute_renderers)
     finally:
         await server.stop(grace=1)
 
