@@ -37,6 +37,7 @@ from PIL import Image
 
 from embedder_service.bundle import ImageConfig, TextConfig, TokenizerConfig
 from embedder_service.export import scene_batches
+from embedder_service.export.attribute_heads import AttributeHeads
 from embedder_service.export.bundle_writer import export_bundle
 from embedder_service.export.clip_bpe import build_clip_tokenizer, clip_special_ids
 from embedder_service.preprocess import ImageLimits, ImagePreprocessor
@@ -165,6 +166,7 @@ class Schedule:
     by_caption: bool = False  # caption_targets instead of soft_targets
     dihedral: bool = False  # flips/quarter turns per image, positions moved with them
     refresh: int = 0  # pool slots re-drawn with new scenes each step
+    aux_weight: float = 0.0  # weight of attribute_heads' shape/count loss on the image tower
 
 
 def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Schedule,
@@ -173,14 +175,16 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Sc
     first `plan.plain_steps` draw only imagesearch.synthetic's scenes (a curriculum: shape is
     learnt there first, then kept across the varied drawings)."""
     steps = plan.steps
-    opt = torch.optim.AdamW(model.parameters(), lr=1.5e-3, weight_decay=0.05)
+    heads = AttributeHeads(int(model.text_projection.shape[-1]))  # unused at aux_weight 0
+    opt = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=1.5e-3,
+                            weight_decay=0.05)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5
                                                  * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
     started = time.monotonic()
     for step in range(steps):
-        loss = _step(model, data, tokenizer, plan, step)
+        loss = _step(model, heads, data, tokenizer, plan, step)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -198,8 +202,8 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Sc
                 return
 
 
-def _step(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Schedule,
-          step: int, batch: int = 128) -> torch.Tensor:
+def _step(model: torch.nn.Module, heads: AttributeHeads, data: Data, tokenizer: TextTokenizer,
+          plan: Schedule, step: int, batch: int = 128) -> torch.Tensor:
     pool = data.plain if step < plan.plain_steps else range(len(data.scenes))
     index = data.rng.sample(pool, batch)
     pixels, scenes = data.pixels[index], [data.scenes[i] for i in index]
@@ -208,12 +212,13 @@ def _step(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Sc
     texts = [synthetic.caption(scene, data.rng) for scene in scenes]
     image_features, text_features, logit_scale = model(pixels, tokenize(tokenizer, texts))[:3]
     logits = logit_scale * image_features @ text_features.T
-    if plan.by_caption:
-        true = scene_batches.caption_targets(scenes, texts)
-        return (F.cross_entropy(logits, true / true.sum(1, keepdim=True))
-                + F.cross_entropy(logits.T, true.T / true.T.sum(1, keepdim=True))) / 2
-    targets = soft_targets(scenes)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    targets = (scene_batches.caption_targets(scenes, texts) if plan.by_caption
+               else soft_targets(scenes))
+    loss = (F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
+            + F.cross_entropy(logits.T, targets.T / targets.T.sum(1, keepdim=True))) / 2
+    if plan.aux_weight:
+        loss = loss + plan.aux_weight * heads.loss(image_features, scenes)
+    return loss
 
 
 def held_out_accuracy(model: Any, tokenizer: TextTokenizer, preprocess: ImagePreprocessor,
@@ -268,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rendered {len(data.scenes)} scenes", flush=True)
         steps = args.steps or variant.steps
         plan = Schedule(steps, int(args.plain_first * steps), args.caption_targets,
-                        args.dihedral, args.refresh)
+                        args.dihedral, args.refresh, args.aux_weight)
         train(model, data, tokenizer, plan,
               lambda: held_out_accuracy(model, tokenizer, preprocess, varied), args.target)
     checkpoint = out.parent / (out.name + ".pt")
@@ -316,6 +321,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="flip/turn each training image at random, its position words with it")
     parser.add_argument("--refresh", type=int, default=0,
                         help="re-draw this many pool scenes with new ones every step")
+    parser.add_argument("--aux-weight", type=float, default=0.0,
+                        help="weight of a shape/count classification loss on the image tower "
+                        "(training only; the heads are not exported)")
     parser.add_argument("--min-accuracy", type=float, default=None,
                         help="refuse to export below this held-out accuracy")
     return parser.parse_args(argv)
