@@ -1,19 +1,28 @@
 """Trains the small bundled CLIP on generated scenes and exports it as a bundle.
 
-    python -m embedder_service.export.small_model [--variant small|wide] [--out DIR] [--steps N]
-        [--varied FRACTION]
+    python -m embedder_service.export.small_model [--variant small|small-vit|wide] [--out DIR]
+        [--steps N] [--varied FRACTION] [--plain-first FRACTION] [--[no-]caption-targets]
+        [--[no-]dihedral] [--refresh N] [--aux-weight W]
 
-A real open_clip CLIP architecture (ViT image tower, causal text transformer, the real CLIP BPE
-tokenizer and vocabulary) made small enough to train on two CPU cores in a few minutes. It
-prints text->image top-1 accuracy on a held-out generated set and fails below the variant's
-floor. `small` is the bundled primary model; `wide` is a second, different model (another
-embedding dimension, input size and widths, hence another space) for serving several models.
+A real open_clip CLIP architecture (a small ResNet or ViT image tower, causal text
+transformer, the real CLIP BPE tokenizer and vocabulary) made small enough to train on one CPU
+core (`small` ~25 minutes, `wide` ~7). It prints text->image top-1 accuracy on a held-out
+generated set and fails below the variant's floor. `small` is the bundled primary model; `wide`
+is a second, different model (another embedding dimension, input size and widths, hence
+another space) for serving several models.
 
 `--varied F` draws that fraction of the training scenes with imagesearch.synthetic_varied (many
 shades, geometries, fills, backgrounds including photographs, degradations) instead of
 imagesearch.synthetic's single style, so the model learns the words rather than one drawing
 style (issue 16); early stopping then needs both held-out sets, the plain and the varied one.
-Measure the result on a renderer it never saw with bench/generalisation_eval.py.
+Choose between runs with bench/validation_eval.py (the training renderers, unseen seeds);
+measure the chosen one on a renderer it never saw with bench/generalisation_eval.py.
+
+`small` trains this way by default (bench/RESULTS.md, issue 16, second experiment): a
+convolutional image tower, 60% varied scenes after a plain-only start; `--caption-targets` make
+position words work; `--dihedral` and `--refresh` (embedder_service.export.scene_batches) show
+new drawings each step; `--aux-weight` adds a training-only shape/count loss
+(embedder_service.export.attribute_heads).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from embedder_service.export import scene_batches
 from embedder_service.export.attribute_heads import AttributeHeads
 from embedder_service.export.bundle_writer import export_bundle
 from embedder_service.export.clip_bpe import build_clip_tokenizer, clip_special_ids
+from embedder_service.export.small_variants import CONTEXT_LENGTH, VARIANTS, ModelVariant
 from embedder_service.preprocess import ImageLimits, ImagePreprocessor
 from embedder_service.tokenizer import TextTokenizer
 from imagesearch import synthetic, synthetic_varied
@@ -47,57 +57,7 @@ from imagesearch import synthetic, synthetic_varied
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 MODELS = Path(__file__).resolve().parents[2] / "models"
 HELD_OUT_SEED = 20261123
-CONTEXT_LENGTH = 32
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class ModelVariant:
-    """One trainable architecture and the defaults it trains with."""
-
-    model_name: str  # also the bundle's folder under embedder_service/bundles
-    image_size: int
-    embed_dim: int
-    vision: dict[str, Any]  # ModifiedResNet takes a tuple of layers
-    text: dict[str, int]
-    steps: int
-    scenes: int
-    seed: int
-    min_accuracy: float
-
-    def model_cfg(self) -> dict[str, Any]:
-        return {"embed_dim": self.embed_dim,
-                "vision_cfg": {"image_size": self.image_size, **self.vision},
-                "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408,
-                             **self.text}}
-
-
-VARIANTS = {
-    "small": ModelVariant(
-        "synthetic-clip-small", image_size=64, embed_dim=64,
-        vision={"layers": 4, "width": 64, "patch_size": 8, "head_width": 32},
-        text={"width": 48, "heads": 4, "layers": 3},
-        steps=4000, scenes=20000, seed=0, min_accuracy=0.9),
-    # The small model with a convolutional image tower (open_clip's ModifiedResNet, one
-    # bottleneck block per stage, attention pooling): a ViT on 8x8 patches of 20k drawings
-    # learns their drawing style; convolutions see edges and corners wherever they are, which
-    # is what tells one shape from another in a style it never saw (issue 16). Same text
-    # tower, input and embedding size; ~0.27 s a step like the ViT's, ~5 MB more fp32 weights.
-    "small-cnn": ModelVariant(
-        "synthetic-clip-small-cnn", image_size=64, embed_dim=64,
-        vision={"layers": (1, 1, 1, 1), "width": 16, "head_width": 32},
-        text={"width": 48, "heads": 4, "layers": 3},
-        steps=4500, scenes=20000, seed=0, min_accuracy=0.9),
-    # A different space: wider embedding and image tower on a smaller input, a narrower and
-    # shallower text tower (the 49408-token table dominates the bundle's size, so a narrow text
-    # width keeps it small), fewer scenes and another seed. Its steps are cheaper than the
-    # small model's (~0.15 s on two idle cores: ~7 min); 1500 of them reached only 0.79.
-    "wide": ModelVariant(
-        "synthetic-clip-wide", image_size=48, embed_dim=96,
-        vision={"layers": 3, "width": 96, "patch_size": 8, "head_width": 32},
-        text={"width": 32, "heads": 4, "layers": 2},
-        steps=2500, scenes=12000, seed=1, min_accuracy=0.9),
-}
 
 
 def build_model(variant: ModelVariant = VARIANTS["small"]) -> torch.nn.Module:
@@ -162,6 +122,7 @@ class Schedule:
     """How a run draws its batches (the defaults train as the bundled model was trained)."""
 
     steps: int
+    varied: float = 0.0  # fraction of the pool drawn by imagesearch.synthetic_varied
     plain_steps: int = 0  # the first steps draw only imagesearch.synthetic's scenes
     by_caption: bool = False  # caption_targets instead of soft_targets
     dihedral: bool = False  # flips/quarter turns per image, positions moved with them
@@ -175,7 +136,7 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Sc
     first `plan.plain_steps` draw only imagesearch.synthetic's scenes (a curriculum: shape is
     learnt there first, then kept across the varied drawings)."""
     steps = plan.steps
-    heads = AttributeHeads(int(model.text_projection.shape[-1]))  # unused at aux_weight 0
+    heads = AttributeHeads(_embed_dim(model))  # unused at aux_weight 0
     opt = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=1.5e-3,
                             weight_decay=0.05)
     warmup = max(1, steps // 20)
@@ -200,6 +161,10 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Sc
             print(f"step {step:5d}  held-out accuracy {accuracy:.3f}", flush=True)
             if accuracy >= target:
                 return
+
+
+def _embed_dim(model: Any) -> int:
+    return int(model.text_projection.shape[-1])
 
 
 def _step(model: torch.nn.Module, heads: AttributeHeads, data: Data, tokenizer: TextTokenizer,
@@ -247,11 +212,13 @@ def _top1(model: Any, tokenizer: TextTokenizer, preprocess: ImagePreprocessor,
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     variant = VARIANTS[args.variant]
-    varied = args.varied > 0
-    # Another training set gives another vector space, so another name.
-    model_name = variant.model_name + ("-varied" if varied else "")
-    # A varied model is an experiment, not the bundled one: its default folder is gitignored.
-    out: Path = args.out or (MODELS if varied else BUNDLES) / model_name
+    plan = _plan(variant, args)
+    varied = plan.varied > 0
+    # Another mix of training data gives another vector space, so another name; such a model
+    # is an experiment, not the bundled one: its default folder is gitignored.
+    experiment = plan.varied != variant.varied
+    model_name = variant.model_name + ("-varied" if experiment else "")
+    out: Path = args.out or (MODELS if experiment else BUNDLES) / model_name
     seed = variant.seed if args.seed is None else args.seed
     torch.manual_seed(seed)
     raw_tokenizer = build_clip_tokenizer(Path(default_bpe()))
@@ -269,11 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None:
         model.load_state_dict(torch.load(args.checkpoint))
     else:
-        data = Data(args.scenes or variant.scenes, seed, preprocess, args.varied)
+        data = Data(args.scenes or variant.scenes, seed, preprocess, plan.varied)
         print(f"rendered {len(data.scenes)} scenes", flush=True)
-        steps = args.steps or variant.steps
-        plan = Schedule(steps, int(args.plain_first * steps), args.caption_targets,
-                        args.dihedral, args.refresh, args.aux_weight)
         train(model, data, tokenizer, plan,
               lambda: held_out_accuracy(model, tokenizer, preprocess, varied), args.target)
     checkpoint = out.parent / (out.name + ".pt")
@@ -296,13 +260,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _plan(variant: ModelVariant, args: argparse.Namespace) -> Schedule:
+    """The variant's training defaults, with the flags given on the command line."""
+    def pick(name: str) -> Any:
+        given = getattr(args, name)
+        return getattr(variant, name) if given is None else given
+
+    steps = args.steps or variant.steps
+    return Schedule(steps, pick("varied"), int(pick("plain_first") * steps),
+                    pick("caption_targets"), pick("dihedral"), pick("refresh"),
+                    pick("aux_weight"))
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="small",
                         help="architecture; each has its own bundle folder, steps and seed")
     parser.add_argument("--out", type=Path, default=None,
                         help="bundle folder (default: embedder_service/bundles/<model name>, "
-                        "with --varied models/<model name>)")
+                        "with another --varied models/<model name>-varied)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--target", type=float, default=0.98,
                         help="stop early once held-out accuracy reaches this")
@@ -310,18 +286,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="skip training: export these weights (a .pt the trainer saved)")
-    parser.add_argument("--varied", type=float, default=0.0,
-                        help="fraction of training scenes drawn by imagesearch.synthetic_varied")
-    parser.add_argument("--plain-first", type=float, default=0.0,
+    # Training data and batches: None takes the variant's default (`small`: all on).
+    parser.add_argument("--varied", type=float, default=None,
+                        help="fraction of training scenes drawn by imagesearch.synthetic_varied "
+                        "(another fraction than the variant's writes to models/<name>-varied)")
+    parser.add_argument("--plain-first", type=float, default=None,
                         help="with --varied: this fraction of the steps sees plain scenes only")
-    parser.add_argument("--caption-targets", action="store_true",
+    parser.add_argument("--caption-targets", action=argparse.BooleanOptionalAction,
                         help="positives are the captions true of each image (position, size "
                         "and background words included), not all of the same colour, shape, count")
-    parser.add_argument("--dihedral", action="store_true",
+    parser.add_argument("--dihedral", action=argparse.BooleanOptionalAction,
                         help="flip/turn each training image at random, its position words with it")
-    parser.add_argument("--refresh", type=int, default=0,
+    parser.add_argument("--refresh", type=int, default=None,
                         help="re-draw this many pool scenes with new ones every step")
-    parser.add_argument("--aux-weight", type=float, default=0.0,
+    parser.add_argument("--aux-weight", type=float, default=None,
                         help="weight of a shape/count classification loss on the image tower "
                         "(training only; the heads are not exported)")
     parser.add_argument("--min-accuracy", type=float, default=None,

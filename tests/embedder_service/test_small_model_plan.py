@@ -1,0 +1,26 @@
+"""The trainer's command line: the default trains the bundled recipe, flags override it."""
+
+from __future__ import annotations
+
+from embedder_service.export import small_model
+
+
+def _plan(*argv: str) -> small_model.Schedule:
+    args = small_model._parse_args(list(argv))
+    return small_model._plan(small_model.VARIANTS[args.variant], args)
+
+
+def test_default_invocation_trains_the_generalising_recipe():
+    plan = _plan()
+    assert plan == small_model.Schedule(steps=4500, varied=0.6, plain_steps=1350,
+                                        by_caption=True, dihedral=True, refresh=16)
+
+
+def test_flags_switch_single_parts_off():
+    assert not _plan("--no-dihedral").dihedral
+    assert not _plan("--no-caption-targets").by_caption
+    assert _plan("--aux-weight", "0.5").aux_weight == 0.5
+
+
+def test_the_previous_bundled_recipe_stays_available():
+    assert _plan("--variant", "small-vit") == small_model.Schedule(steps=4000)
