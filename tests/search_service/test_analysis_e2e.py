@@ -132,7 +132,10 @@ async def test_classification_labels_unseen_images_by_their_neighbours(search, l
         assert sum(label.confidence for label in result.labels) == pytest.approx(1.0, abs=1e-5)
         assert sum(label.votes for label in result.labels) <= 7
         right += result.labels[0].label == scene.colour
-    assert right >= 0.85 * len(scenes), f"{right}/{len(scenes)}"
+    # Measured: 32 of 40 with the bundled ResNet model, whose image neighbours also weigh
+    # position, size and background (the captions it trained on name them); 35 with the ViT
+    # model before it. Chance is 5.
+    assert right >= 0.75 * len(scenes), f"{right}/{len(scenes)}"
 
 
 async def test_classification_handles_ids_and_bad_queries_per_item(search, labelled):
