@@ -151,8 +151,13 @@ class Catalog:
         params = self._client.prepare_index_params()
         params.add_index(vector_field, index_type=index.index_type, metric_type="COSINE",
                          params=index.build_params)
-        self._client.create_index(name, params, timeout=self._load_timeout_s,
-                                  sync=self._traits.waits_for_index)
+        try:
+            self._client.create_index(name, params, timeout=self._load_timeout_s,
+                                      sync=self._traits.waits_for_index)
+        except MilvusException as err:
+            # Another creator's index, not yet listed (two clients of one Lite file): done.
+            if "index already exists" not in str(err):
+                raise
 
     def load(self, name: str) -> None:
         # A reopened Milvus Lite file (or a restarted server) has its collections released.
