@@ -4,10 +4,10 @@
   colour shifts and horizontal flips keep it within a few bits);
 - a grey thumbnail, 64 pixels on its longer side, for a photometric check once two images
   are aligned;
-- up to 768 ORB keypoints and descriptors of the picture inside any uniform frame, contrast-
-  equalised, 320 pixels on its longer side; their points in the pixels of the image normalised
-  to 512 on its longer side (crops, padding, rotation and overlays keep enough of them for a
-  geometric match).
+- up to 768 ORB keypoints and descriptors of the picture inside any frame of one colour (see
+  `_picture_box`), contrast-equalised, 320 pixels on its longer side; their points in the
+  pixels of the image normalised to 512 on its longer side (crops, padding, rotation and
+  overlays keep enough of them for a geometric match).
 
 Encoded as one versioned little-endian blob (see `encode`), opaque to callers: the layout may
 change with the version, and a signal of another version compares as "no evidence".
