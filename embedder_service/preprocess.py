@@ -25,12 +25,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from embedder_service.bundle import ImageConfig
 from imagesearch.copies import signal as signals
+from imagesearch.image_modes import resizable
 
 # Pillow plugin ids (JPEG also opens multi-picture MPO files, BMP also DIB).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-# Modes Pillow resizes natively; anything else is first converted to one of these.
-_RESIZABLE_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "LA", "CMYK"})
 _NEAREST_MODES = frozenset({"1", "P"})
 _WHITE = (255, 255, 255, 255)
 
@@ -167,13 +166,13 @@ class ImagePreprocessor:
 
     def from_image(self, image: Image.Image) -> np.ndarray:
         """Preprocesses an already decoded image (used by the trainer and tests)."""
-        return self._normalise(self._resize_and_flatten(_resizable(image)))
+        return self._normalise(self._resize_and_flatten(resizable(image)))
 
     def _decoded(self, image: Image.Image, extras: Extras) -> Decoded:
         try:
             self._maybe_draft(image, extras.pixels_side)
             image.load()
-            upright = _resizable(ImageOps.exif_transpose(image))
+            upright = resizable(ImageOps.exif_transpose(image))
             upright.load()  # its own pixels: the file is closed before `finish` runs
             rgb = self._resize_and_flatten(upright)
         except Image.DecompressionBombError as err:
@@ -293,25 +292,3 @@ def _on_white(image: Image.Image) -> Image.Image:
     flattened = Image.new("RGBA", rgba.size, _WHITE)
     flattened.alpha_composite(rgba)
     return flattened.convert("RGB")
-
-
-def _resizable(image: Image.Image) -> Image.Image:
-    """Brings exotic modes (16-bit, float, PA, YCbCr...) to a mode Pillow resizes natively."""
-    if image.mode in _RESIZABLE_MODES:
-        return image
-    if image.mode.startswith("I") or image.mode == "F":
-        return _to_8bit_gray(image)
-    if image.mode == "PA":
-        return image.convert("RGBA")
-    return image.convert("RGB")
-
-
-def _to_8bit_gray(image: Image.Image) -> Image.Image:
-    values = np.asarray(image, dtype=np.float64)
-    if image.mode == "F":
-        # Float images are conventionally in [0, 1]; anything larger is taken as 8-bit.
-        scaled = values * 255.0 if values.max(initial=0.0) <= 1.0 else values
-    else:
-        # 16-bit data fills 0..65535; 65535 / 257 = 255 maps the full range onto 8 bits.
-        scaled = values / 257.0
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from imagesearch.image_modes import resizable
+
 VERSION = 1
 FORMAT = f"imagesearch-copy/{VERSION}"
 MAGIC = b"ISC"
@@ -65,7 +67,7 @@ class CopySignal:
 def compute(image: Image.Image) -> CopySignal:
     """The signal of a decoded image (any mode; transparent pixels count as white, as they
     do for the embedding). Thread-safe."""
-    grey = _normalised_grey(_flattened(image))
+    grey = _normalised_grey(_flattened(resizable(image)))
     height, width = grey.shape
     phash, mirrored = dct_hashes(grey)
     thumbnail = cv2.resize(grey, _thumbnail_size(width, height), interpolation=cv2.INTER_AREA)

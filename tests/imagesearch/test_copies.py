@@ -193,6 +193,22 @@ def test_transparency_counts_as_white_as_it_does_for_the_embedding(
     assert not compare(signals.compute(invisible), signals.compute(photo)).is_copy
 
 
+@pytest.mark.parametrize("mode", ["F", "F255", "I;16", "I"])
+def test_float_and_16_bit_pictures_are_copies_of_their_8_bit_selves(
+        photos: dict[str, Image.Image], mode: str) -> None:
+    # Pillow's convert("L") clips a 0..1 float picture to black: the signal found no feature.
+    grey = photos["astronaut"].convert("L")
+    values = np.asarray(grey, dtype=np.float64)
+    deep = {"F": Image.fromarray((values / 255).astype(np.float32)),
+            "F255": Image.fromarray(values.astype(np.float32)),
+            "I;16": Image.fromarray((values * 257).astype(np.uint16)),
+            "I": Image.fromarray((values * 257).astype(np.int32))}[mode]
+    assert deep.mode == mode.removesuffix("255")
+    signal = signals.compute(deep)
+    assert len(signal.points) > 500
+    assert compare(signal, signals.compute(grey)).is_copy
+
+
 @pytest.mark.parametrize(("wide", "high", "grey"), [(1.0, 1.0, 0), (1.6, 1.5, 30),
                                                     (3.0, 2.5, 240), (1.0, 4.0, 128)])
 def test_features_are_found_on_the_picture_inside_a_frame(
