@@ -6,7 +6,9 @@ Fitting runs off the request path: FitAdaptation reads the judgements, refuses a
 there are too few to help, then fits (search_service.adaptation_fit, numpy on a worker thread)
 in a background task and keeps the map (search_service.adaptation_space) as a new version.
 Which fits are running is known to the instance that runs them; what was fit is kept in the
-store and read by every replica.
+store and read by every replica. A reset through any replica stops every fit begun before it:
+the fit compares the store's reset token with the one it began under, before and after it
+keeps its map (search_service.adaptation_space).
 """
 
 from __future__ import annotations
@@ -88,25 +90,40 @@ async def start_fit(core: SearchCore, fits: Fits, collection: str, enable: bool
             f"image and {judgements} judgements of text queries; an adaptation needs at least "
             f"{MIN_QUERIES} and {MIN_JUDGEMENTS}: record more feedback (RecordFeedback) "
             "on text queries first")
-    task = asyncio.create_task(_fit(core, fits, record, judged, judgements, enable))
+    began = Began(record, await kept.reset_token(core.store, record))
+    task = asyncio.create_task(_fit(core, fits, began, judged, judgements, enable))
     fits.start(record, task)
     return await get(core, fits, collection)
 
 
-async def _fit(core: SearchCore, fits: Fits, record: CollectionRecord,
-               judged: list[fitting.Judged], judgements: int, enable: bool) -> None:
+@dataclass(frozen=True)
+class Began:
+    """What a fit began under: the collection as it was, and the last reset's token."""
+
+    record: CollectionRecord
+    reset_token: str
+
+
+async def _fit(core: SearchCore, fits: Fits, began: Began, judged: list[fitting.Judged],
+               judgements: int, enable: bool) -> None:
+    record = began.record
     try:
         images = await _image_vectors(core, record, judged)
         fitted = await asyncio.to_thread(fitting.fit, judged, images)
-        await _still_current(core, record)
+        await _still_current(core, began)
         # Switched on only where it measured clearly better on the queries held out of the
         # fit: a map that does not help (the model already reads this collection well) stays
         # off.
         helps = fitting.worth_enabling(fitted)
-        await kept.save(core.store, record, fitted, judgements, enable and helps)
+        fit = await kept.save(core.store, record, fitted, judgements, enable and helps)
+        if await kept.reset_token(core.store, record) != began.reset_token:
+            # A reset between the check and the save: its delete may have run before it.
+            await kept.withdraw(core.store, record, fit)
+            raise _Stale(RESET_DURING_FIT)
     except asyncio.CancelledError:
         raise
     except _Stale as changed:
+        core.adaptations.forget(record)
         fits.end(record, str(changed))
         return
     except CollectionNotFound:  # deleted while its images were read: nothing to log
@@ -121,26 +138,34 @@ async def _fit(core: SearchCore, fits: Fits, record: CollectionRecord,
     fits.end(record)
 
 
+RESET_DURING_FIT = ("the adaptation was reset (ResetAdaptation) while this fit ran, so it kept "
+                    "nothing: fit again (FitAdaptation) if a map is wanted")
+
+
 class _Stale(Exception):
-    """The collection the fit began on is gone, or has another model: its map is not kept."""
+    """The collection the fit began on is gone, has another model, or was reset: its map is
+    not kept."""
 
 
-async def _still_current(core: SearchCore, began: CollectionRecord) -> None:
+async def _still_current(core: SearchCore, began: Began) -> None:
     """A map fit on one model's vectors is not kept once the collection has been deleted or
     has moved to another model (a migration's switch or rollback during the fit): it would
     never be applied, and the delete or the migration that drops the old model's rows may
     already have run. (A write racing this check is left to the store's sweep, as late
-    writes of deleted collections are.)"""
+    writes of deleted collections are.) Nor once the adaptation was reset through any
+    replica."""
     try:
-        now = await core.store.get_collection(began.name)
+        now = await core.store.get_collection(began.record.name)
     except CollectionNotFound:
         now = None
-    if now is None or now.key != began.key:
-        raise _Stale(f"collection {began.name!r} was deleted while the fit ran")
-    if now.model.fingerprint != began.model.fingerprint:
+    if now is None or now.key != began.record.key:
+        raise _Stale(f"collection {began.record.name!r} was deleted while the fit ran")
+    if now.model.fingerprint != began.record.model.fingerprint:
         raise _Stale(
-            f"collection {began.name!r} moved to another model while the fit ran; a map "
+            f"collection {began.record.name!r} moved to another model while the fit ran; a map "
             "belongs to one model: fit again (FitAdaptation) on the feedback carried over")
+    if await kept.reset_token(core.store, began.record) != began.reset_token:
+        raise _Stale(RESET_DURING_FIT)
 
 
 async def _judged(core: SearchCore, record: CollectionRecord
@@ -204,9 +229,9 @@ async def set_enabled(core: SearchCore, fits: Fits, collection: str, enabled: bo
 
 
 async def reset(core: SearchCore, fits: Fits, collection: str) -> None:
-    """Stops a running fit here and deletes the kept map: text queries are searched as
-    embedded again. A collection without one is left as it is."""
+    """Stops a running fit - here at once, on other replicas before it keeps anything - and
+    deletes the kept map: text queries are searched as embedded again."""
     record = await core.store.get_collection(check.check_collection_name(collection))
     fits.cancel(record)
-    await kept.delete(core.store, record)
+    await kept.reset(core.store, record)
     core.adaptations.forget(record)

@@ -7,6 +7,10 @@ carries what the collection reports (version, enabled, the fit's figures). Each 
 as a unit vector with its length beside it, so a store that normalises vectors for cosine
 search keeps the map exact. All rows of a version are written in one upsert (every row or
 none); a reader that finds rows of two versions (a replica mid-write) uses neither.
+
+A reset leaves a row of its own (a new random token each time) before deleting the map: a fit
+running on another replica compares the token it began under before and after it keeps its
+map, so a reset made through any replica stops every fit begun before it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from search_service.domain import Adaptation, CollectionRecord, ModelSpace
 from search_service.ports import VectorStore
 
 HEADER = "header"
-VERSION_KEY, ENABLED_KEY, NORM_KEY, FIT_KEY = "version", "enabled", "norm", "fit"
+RESET = "reset"  # its token changes at every reset
+VERSION_KEY, ENABLED_KEY, NORM_KEY, FIT_KEY, TOKEN_KEY = (
+    "version", "enabled", "norm", "fit", "token")
 _FIGURES = ("queries", "judgements", "fitted_ms", "held_out", "held_out_before",
             "held_out_after")
 # How long an instance reuses a collection's map before reading it again: a refit, switch
@@ -89,8 +95,9 @@ async def load(store: VectorStore, record: CollectionRecord
 
 
 async def save(store: VectorStore, record: CollectionRecord, fitted: adaptation_fit.Fitted,
-               judgements: int, enabled: bool) -> Adaptation:
-    """Keeps a newly fitted map as the next version."""
+               judgements: int, enabled: bool) -> str:
+    """Keeps a newly fitted map as the next version; returns the id its rows are written
+    under (withdraw takes it)."""
     old, _ = await load(store, record)
     info = Adaptation(version=old.version + 1, enabled=enabled, queries=fitted.queries,
                       judgements=judgements, fitted_ms=int(time.time() * 1000),
@@ -103,7 +110,7 @@ async def save(store: VectorStore, record: CollectionRecord, fitted: adaptation_
     ids = [_row(i) for i in range(len(norms))] + [HEADER]
     vectors = np.vstack([units, _header_vector(record)]).astype(np.float32)
     await store.upsert(of(record), ids, vectors, [*meta, {**_header(info), FIT_KEY: fit}])
-    return info
+    return fit
 
 
 async def set_enabled(store: VectorStore, record: CollectionRecord, enabled: bool
@@ -118,7 +125,28 @@ async def set_enabled(store: VectorStore, record: CollectionRecord, enabled: boo
     return info
 
 
-async def delete(store: VectorStore, record: CollectionRecord) -> None:
+async def reset_token(store: VectorStore, record: CollectionRecord) -> str:
+    """The token of the last reset ("" when there was none)."""
+    found = await store.get(of(record), [RESET])
+    return str(found[0].metadata[TOKEN_KEY]) if found else ""
+
+
+async def reset(store: VectorStore, record: CollectionRecord) -> None:
+    """A new reset token, then the map deleted: a fit that began before the token changed
+    keeps nothing, whichever replica runs it (search_service.adaptation)."""
+    await store.upsert(of(record), [RESET], _header_vector(record)[None, :],
+                       [{TOKEN_KEY: secrets.token_hex(8)}])
+    await _delete_map(store, record)
+
+
+async def withdraw(store: VectorStore, record: CollectionRecord, fit: str) -> None:
+    """Deletes the map kept by the fit `fit`, unless another fit has replaced it since."""
+    found = await store.get(of(record), [HEADER])
+    if found and found[0].metadata.get(FIT_KEY) == fit:
+        await _delete_map(store, record)
+
+
+async def _delete_map(store: VectorStore, record: CollectionRecord) -> None:
     ids = [HEADER] + [_row(i) for i in range(record.model.dimension)]
     await store.delete(of(record), ids)
 

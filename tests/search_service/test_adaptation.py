@@ -233,6 +233,49 @@ async def test_reset_during_a_running_fit_stops_it_and_keeps_nothing(parts, held
     assert await app.get_adaptation("c") == Adaptation()
 
 
+async def test_a_reset_through_another_replica_stops_the_fit_before_it_keeps_a_map(
+        parts, held_fit):
+    app, store, clock = parts
+    other = SearchCore(store, FakeEmbedder(extra=[OTHER_MODEL]), images=MemoryImages(),
+                       record_ttl_s=0)
+    replica = SearchApp(other, Migrations(other, "worker-2", lease_s=30, settle_s=10, page=4,
+                                          clock=clock))
+    await with_images(app)
+    await enough_feedback(app)
+    await app.fit_adaptation("c", True)  # runs on the first replica, held
+    await replica.reset_adaptation("c")  # answered by the second
+    held_fit()
+    ended = await settled(app)
+    assert (ended.state, ended.version) == (FitState.FAILED, 0)
+    assert ended.fit_error == adaptation.RESET_DURING_FIT
+    assert (await replica.get_adaptation("c")).version == 0
+    # A fit begun after the reset keeps its map.
+    await app.fit_adaptation("c", True)
+    assert (await settled(app)).version == 1
+
+
+async def test_a_reset_landing_between_the_fits_check_and_its_save_withdraws_the_map(
+        parts, monkeypatch):
+    app, _, _ = parts
+    await with_images(app)
+    await enough_feedback(app)
+    real_save = adaptation_space.save
+
+    async def save_then_reset(store, record, *args):
+        fit = await real_save(store, record, *args)
+        # Another replica's reset: a new token; its delete ran before this save landed.
+        await store.upsert(adaptation_space.of(record), [adaptation_space.RESET],
+                           np.eye(1, record.model.dimension, dtype=np.float32),
+                           [{adaptation_space.TOKEN_KEY: "another"}])
+        return fit
+
+    monkeypatch.setattr(adaptation.kept, "save", save_then_reset)
+    await app.fit_adaptation("c", True)
+    ended = await settled(app)
+    assert (ended.state, ended.version, ended.fit_error) == (
+        FitState.FAILED, 0, adaptation.RESET_DURING_FIT)
+
+
 async def test_a_second_fit_while_one_runs_reports_the_running_one(parts, held_fit):
     app, _, _ = parts
     await with_images(app)

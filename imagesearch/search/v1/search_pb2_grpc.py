@@ -535,8 +535,9 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResetAdaptation(self, request, context):
-        """Deletes the kept map (and stops a fit running on the instance that answers): text
-        queries are searched as embedded again. Recorded feedback is kept. Errors: NOT_FOUND.
+        """Deletes the kept map and stops every fit begun before it, on whichever replica it runs
+        (such a fit keeps nothing; one on another replica ends FAILED saying so): text queries
+        are searched as embedded again. Recorded feedback is kept. Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
