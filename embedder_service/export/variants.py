@@ -5,7 +5,9 @@
   graphs at the default optimisation level: fp16 is served on GPU only.)
 - int8: dynamic quantisation of MatMul/Gemm weights for CPU serving. QUInt8, not the default
   QInt8: on CPUs without VNNI, QInt8 saturates and cosine to fp32 drops to ~0.98, while QUInt8
-  keeps ~0.9997 at ~1.5x the fp32 speed.
+  keeps ~0.9997 at ~1.5x the fp32 speed. Convolutions stay fp32: quantised they become
+  ConvInteger, which ONNX Runtime's CPU provider ran 1.5x slower than fp32 on the bundled ResNet
+  to save 1.5 of its 21 MB (`python -m bench.int8_conv_bench`, bench/RESULTS.md).
 """
 
 from __future__ import annotations
