@@ -10,7 +10,9 @@ anti-aliasing, gradient, textured and photographic backgrounds (imagesearch.synt
 partial occlusion by neutral patches, then blur, noise, tone changes and JPEG.
 
 Sizes and positions keep their meaning (small and large radii do not overlap; positions keep
-their slots) so captions naming them stay right. imagesearch.synthetic's own output is unchanged.
+their slots) so captions naming them stay right. Copies of a shape lie in a row or column, on a
+diagonal or scattered, so that counting is not tied to one layout. imagesearch.synthetic's own
+output is unchanged.
 """
 
 from __future__ import annotations
@@ -75,15 +77,38 @@ def _shade(rgb: tuple[int, int, int], rng: random.Random) -> tuple[int, int, int
 
 
 def _centres(scene: Scene, canvas: int, radius: float, rng: random.Random) -> list[Point]:
-    if scene.count > 1:
-        slots = [(i + 0.5) / scene.count for i in range(scene.count)]
-        horizontal = rng.random() < 0.5
-        spots = [(s, 0.5) if horizontal else (0.5, s) for s in slots]
-    else:
-        spots = [_SLOTS[scene.position]]
     wobble = 0.05 * canvas
+    if scene.count == 1:
+        spots = [_SLOTS[scene.position]]
+    else:
+        layout = rng.choice(("line", "diagonal", "scattered"))
+        if layout == "scattered":
+            scattered = _scatter(scene.count, canvas, radius, rng)
+            if scattered:
+                return scattered
+        slots = [(i + 0.5) / scene.count for i in range(scene.count)]
+        if layout == "line":
+            horizontal = rng.random() < 0.5
+            spots = [(s, 0.5) if horizontal else (0.5, s) for s in slots]
+        else:  # either diagonal; also what a failed scatter falls back to
+            falling = rng.random() < 0.5
+            spots = [(s, s if falling else 1 - s) for s in slots]
     return [(x * canvas + rng.uniform(-wobble, wobble), y * canvas + rng.uniform(-wobble, wobble))
             for x, y in spots]
+
+
+def _scatter(count: int, canvas: int, radius: float, rng: random.Random) -> list[Point]:
+    """`count` centres anywhere on the canvas, the shapes apart and inside it; [] if no luck.
+
+    Copies of a shape are counted wherever they lie: with rows alone a model learns "a row of
+    three" rather than "three" (bench/RESULTS.md, issue 16)."""
+    low, high = 1.1 * radius, canvas - 1.1 * radius
+    for _ in range(50):
+        spots = [(rng.uniform(low, high), rng.uniform(low, high)) for _ in range(count)]
+        if all(math.dist(a, b) > 2.3 * radius for i, a in enumerate(spots)
+               for b in spots[i + 1:]):
+            return spots
+    return []
 
 
 def _shape(shape: str, cx: float, cy: float, r: float, rng: random.Random) -> list[Point]:
