@@ -42,14 +42,16 @@ VARIANTS = {
     # attention pooling) trained on plain and varied drawings: the ViT on 8x8 patches learnt
     # imagesearch.synthetic's drawing style, not shapes; convolutions see edges and corners
     # wherever they are, and transfer to renderers never seen (issue 16, bench/RESULTS.md:
-    # 0.93 R@1 on bench.shifted_render against the ViT's 0.42-0.59). ~0.33 s a step (~25 min
+    # 0.90-0.93 R@1 on bench.shifted_render against the ViT's 0.42-0.59). ~0.33 s a step (~25 min
     # on one core), 21 MB of fp32 + int8 bundle. Its held-out floor is on the lower of the
-    # plain and varied sets (one gallery of 48 each): 0.81 when it was chosen.
+    # plain and varied sets (one gallery of 48 each): 0.81 when it was chosen. Seed 1: of the
+    # two seeds trained with copies in varied layouts (bench/RESULTS.md, third experiment),
+    # the one with the better validation R@1; seed 0 is within the seeds' spread.
     "small": ModelVariant(
         "synthetic-clip-small", image_size=64, embed_dim=64,
         vision={"layers": (1, 1, 1, 1), "width": 16, "head_width": 32},
         text={"width": 48, "heads": 4, "layers": 3},
-        steps=4500, scenes=20000, seed=0, min_accuracy=0.75, varied=0.6, plain_first=0.3,
+        steps=4500, scenes=20000, seed=1, min_accuracy=0.75, varied=0.6, plain_first=0.3,
         caption_targets=True, dihedral=True, refresh=16),
     # How the bundled synthetic-clip-small was trained before issue 16 (ViT, plain scenes
     # only): ~0.975 on its own renderer, 0.42 on another.
