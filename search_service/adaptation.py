@@ -42,6 +42,7 @@ class _Fit:
     state: FitState
     task: asyncio.Task[None] | None = None
     error: str = ""
+    reset_token: str = ""  # the last reset's when the fit began (adaptation_space)
 
 
 class Fits:
@@ -57,12 +58,14 @@ class Fits:
     def running(self, record: CollectionRecord) -> bool:
         return self.of(record).state is FitState.FITTING
 
-    def start(self, record: CollectionRecord, task: asyncio.Task[None]) -> None:
-        self._fits[kept.slot(record)] = _Fit(FitState.FITTING, task)
+    def start(self, record: CollectionRecord, fit: _Fit) -> None:
+        self._fits[kept.slot(record)] = fit
 
-    def end(self, record: CollectionRecord, error: str = "") -> None:
-        self._fits[kept.slot(record)] = _Fit(FitState.FAILED if error else FitState.DONE, None,
-                                             error)
+    def end(self, record: CollectionRecord, fit: _Fit, error: str = "") -> None:
+        """Records how `fit` ended, unless another fit has taken its place since."""
+        if self._fits.get(kept.slot(record)) is fit:
+            self._fits[kept.slot(record)] = _Fit(
+                FitState.FAILED if error else FitState.DONE, None, error)
 
     def cancel(self, record: CollectionRecord) -> None:
         fit = self._fits.pop(kept.slot(record), None)
@@ -81,8 +84,12 @@ async def start_fit(core: SearchCore, fits: Fits, collection: str, enable: bool
     """Starts a fit and returns at once (state FITTING); the running fit's state when one
     runs already. FailedPrecondition, saying what is needed, when the feedback is too thin."""
     record = await core.store.get_collection(check.check_collection_name(collection))
+    token = await kept.reset_token(core.store, record)
     if fits.running(record):
-        return await get(core, fits, collection)
+        if fits.of(record).reset_token == token:
+            return await get(core, fits, collection)
+        # Begun before a reset through another replica, it would keep nothing: a new one.
+        fits.cancel(record)
     judged, judgements = await _judged(core, record)
     if len(judged) < MIN_QUERIES or judgements < MIN_JUDGEMENTS:
         raise FailedPrecondition(
@@ -90,56 +97,73 @@ async def start_fit(core: SearchCore, fits: Fits, collection: str, enable: bool
             f"image and {judgements} judgements of text queries; an adaptation needs at least "
             f"{MIN_QUERIES} and {MIN_JUDGEMENTS}: record more feedback (RecordFeedback) "
             "on text queries first")
-    began = Began(record, await kept.reset_token(core.store, record))
-    task = asyncio.create_task(_fit(core, fits, began, judged, judgements, enable))
-    fits.start(record, task)
+    fit = _Fit(FitState.FITTING, reset_token=token)
+    fit.task = asyncio.create_task(_fit(core, fits, fit, record, judged, judgements, enable))
+    fits.start(record, fit)
     return await get(core, fits, collection)
 
 
-@dataclass(frozen=True)
-class Began:
-    """What a fit began under: the collection as it was, and the last reset's token."""
-
-    record: CollectionRecord
-    reset_token: str
-
-
-async def _fit(core: SearchCore, fits: Fits, began: Began, judged: list[fitting.Judged],
-               judgements: int, enable: bool) -> None:
-    record = began.record
+async def _fit(core: SearchCore, fits: Fits, fit: _Fit, record: CollectionRecord,
+               judged: list[fitting.Judged], judgements: int, enable: bool) -> None:
     try:
         images = await _image_vectors(core, record, judged)
         fitted = await asyncio.to_thread(fitting.fit, judged, images)
-        await _still_current(core, began)
+        await _still_current(core, record, fit.reset_token)
         # Switched on only where it measured clearly better on the queries held out of the
         # fit: a map that does not help (the model already reads this collection well) stays
         # off.
         helps = fitting.worth_enabling(fitted)
-        fit = await kept.save(core.store, record, fitted, judgements, enable and helps)
-        if await kept.reset_token(core.store, record) != began.reset_token:
-            # A reset between the check and the save: its delete may have run before it.
-            await kept.withdraw(core.store, record, fit)
-            raise _Stale(RESET_DURING_FIT)
+        # Shielded: a store write on its way lands even if this task is cancelled (a local
+        # reset), so what follows it must run too - the check that withdraws it.
+        error = await asyncio.shield(
+            _keep(core, record, fit.reset_token, fitted, judgements, enable and helps))
     except asyncio.CancelledError:
         raise
     except _Stale as changed:
-        core.adaptations.forget(record)
-        fits.end(record, str(changed))
-        return
+        error = str(changed)
     except CollectionNotFound:  # deleted while its images were read: nothing to log
-        fits.end(record, f"collection {record.name!r} was deleted while the fit ran")
-        return
+        error = _deleted(record)
     except Exception:  # the fit's state says it failed; the traceback goes to the log
         log.exception("adaptation fit failed", extra={"collection": record.name})
-        fits.end(record, "the fit failed on the server (see its log); the map kept before it, "
-                         "if any, is unchanged: try FitAdaptation again")
-        return
+        error = FIT_FAILED
     core.adaptations.forget(record)
-    fits.end(record)
+    fits.end(record, fit, error)
+
+
+async def _keep(core: SearchCore, record: CollectionRecord, token: str,
+                fitted: fitting.Fitted, judgements: int, enabled: bool) -> str:
+    """Keeps the map unless the adaptation was reset since the fit began: "" when kept, else
+    why not. The rows go under the fit's own ids, then the token is checked, then the header
+    is switched to them; a reset landing between that check and the switch (its delete may
+    have run first) is caught by checking again, and the map withdrawn. (The store has no
+    compare-and-set: a fit begun after that reset and kept within those milliseconds could
+    still lose its map to the withdrawal.)"""
+    store = core.store
+    try:
+        rows = await kept.write_rows(store, record, fitted)
+        if await kept.reset_token(store, record) != token:
+            await kept.drop_rows(store, record, rows)
+            return RESET_DURING_FIT
+        await kept.publish(store, record, rows, fitted, judgements, enabled)
+        if await kept.reset_token(store, record) != token:
+            await kept.withdraw(store, record, rows)
+            return RESET_DURING_FIT
+        return ""
+    except CollectionNotFound:
+        return _deleted(record)
+    except Exception:  # may outlive a cancelled fit: nothing else would log it
+        log.exception("adaptation fit failed", extra={"collection": record.name})
+        return FIT_FAILED
 
 
 RESET_DURING_FIT = ("the adaptation was reset (ResetAdaptation) while this fit ran, so it kept "
                     "nothing: fit again (FitAdaptation) if a map is wanted")
+FIT_FAILED = ("the fit failed on the server (see its log); the map kept before it, if any, is "
+              "unchanged: try FitAdaptation again")
+
+
+def _deleted(record: CollectionRecord) -> str:
+    return f"collection {record.name!r} was deleted while the fit ran"
 
 
 class _Stale(Exception):
@@ -147,7 +171,7 @@ class _Stale(Exception):
     not kept."""
 
 
-async def _still_current(core: SearchCore, began: Began) -> None:
+async def _still_current(core: SearchCore, began: CollectionRecord, token: str) -> None:
     """A map fit on one model's vectors is not kept once the collection has been deleted or
     has moved to another model (a migration's switch or rollback during the fit): it would
     never be applied, and the delete or the migration that drops the old model's rows may
@@ -155,16 +179,16 @@ async def _still_current(core: SearchCore, began: Began) -> None:
     writes of deleted collections are.) Nor once the adaptation was reset through any
     replica."""
     try:
-        now = await core.store.get_collection(began.record.name)
+        now = await core.store.get_collection(began.name)
     except CollectionNotFound:
         now = None
-    if now is None or now.key != began.record.key:
-        raise _Stale(f"collection {began.record.name!r} was deleted while the fit ran")
-    if now.model.fingerprint != began.record.model.fingerprint:
+    if now is None or now.key != began.key:
+        raise _Stale(_deleted(began))
+    if now.model.fingerprint != began.model.fingerprint:
         raise _Stale(
-            f"collection {began.record.name!r} moved to another model while the fit ran; a map "
+            f"collection {began.name!r} moved to another model while the fit ran; a map "
             "belongs to one model: fit again (FitAdaptation) on the feedback carried over")
-    if await kept.reset_token(core.store, began.record) != began.reset_token:
+    if await kept.reset_token(core.store, began) != token:
         raise _Stale(RESET_DURING_FIT)
 
 

@@ -5,12 +5,15 @@ deleted with the collection, kept across restarts, shared by every replica.
 The map (I + W, dimension x dimension) is one row per matrix row, beside a header row that
 carries what the collection reports (version, enabled, the fit's figures). Each row is kept
 as a unit vector with its length beside it, so a store that normalises vectors for cosine
-search keeps the map exact. All rows of a version are written in one upsert (every row or
-none); a reader that finds rows of two versions (a replica mid-write) uses neither.
+search keeps the map exact. Each fit writes its rows under ids of its own, then switches the
+header to them (one row: every reader sees the old map or the new one) and deletes the
+previous fit's rows; a reader that finds the header's rows incomplete (deleted under it) uses
+none. A fit that never switched the header leaves nothing another fit reads.
 
-A reset leaves a row of its own (a new random token each time) before deleting the map: a fit
-running on another replica compares the token it began under before and after it keeps its
-map, so a reset made through any replica stops every fit begun before it.
+A reset leaves a row of its own (a new random token each time) in the space of every model
+the collection has (both during a migration) before deleting the maps: a fit running on any
+replica compares the token it began under before and after it keeps its map, so a reset made
+through any replica stops every fit begun before it (search_service.adaptation).
 """
 
 from __future__ import annotations
@@ -52,8 +55,13 @@ def slot(record: CollectionRecord) -> str:
     return f"{record.key}\n{record.model.fingerprint}"
 
 
-def _row(index: int) -> str:
-    return f"m{index:05d}"
+def _row(index: int, fit: str = "") -> str:
+    """A map row's id: under its fit's id (maps kept before fits had ids of their own: none)."""
+    return f"{fit}:m{index:05d}" if fit else f"m{index:05d}"
+
+
+def _rows(record: CollectionRecord, fit: str = "") -> list[str]:
+    return [_row(i, fit) for i in range(record.model.dimension)]
 
 
 async def header(store: VectorStore, record: CollectionRecord) -> Adaptation:
@@ -76,41 +84,62 @@ async def _read_header(store: VectorStore, record: CollectionRecord
 async def load(store: VectorStore, record: CollectionRecord
                ) -> tuple[Adaptation, np.ndarray | None]:
     """What is kept: the header's figures and the map (None when none is kept, or when its
-    rows are mid-write)."""
+    rows are incomplete)."""
     info, meta = await _read_header(store, record)
     if meta is None:
         return info, None
-    dimension = record.model.dimension
-    rows = {r.external_id: r for r in await store.get(
-        of(record), [_row(i) for i in range(dimension)], True)}
-    # Rows of another fit than the header's (a replica mid-write, or two fits at once): none.
-    if len(rows) != dimension or any(
-            r.metadata[FIT_KEY] != meta[FIT_KEY] for r in rows.values()):
+    fit = str(meta[FIT_KEY])
+    rows = {r.external_id: r for r in await store.get(of(record), _rows(record, fit), True)}
+    ids = _rows(record, fit)
+    if not rows:  # kept before fits had row ids of their own
+        ids = _rows(record)
+        rows = {r.external_id: r for r in await store.get(of(record), ids, True)}
+    if len(rows) != len(ids) or any(
+            r.metadata[FIT_KEY] != fit or r.vector is None for r in rows.values()):
         return info, None
-    if any(r.vector is None for r in rows.values()):
-        return info, None
-    matrix = np.stack([np.asarray(rows[_row(i)].vector, dtype=np.float64)
-                       * float(rows[_row(i)].metadata[NORM_KEY]) for i in range(dimension)])
+    matrix = np.stack([np.asarray(rows[i].vector, dtype=np.float64)
+                       * float(rows[i].metadata[NORM_KEY]) for i in ids])
     return info, matrix.astype(np.float32)
 
 
 async def save(store: VectorStore, record: CollectionRecord, fitted: adaptation_fit.Fitted,
                judgements: int, enabled: bool) -> str:
-    """Keeps a newly fitted map as the next version; returns the id its rows are written
-    under (withdraw takes it)."""
-    old, _ = await load(store, record)
+    """Keeps a newly fitted map as the next version; returns its fit's id."""
+    fit = await write_rows(store, record, fitted)
+    await publish(store, record, fit, fitted, judgements, enabled)
+    return fit
+
+
+async def write_rows(store: VectorStore, record: CollectionRecord,
+                     fitted: adaptation_fit.Fitted) -> str:
+    """Writes a map's rows under a new fit id (read by no one until `publish`); the id."""
+    norms = np.linalg.norm(fitted.matrix, axis=1)
+    units = fitted.matrix / np.where(norms > 0, norms, 1.0)[:, None]
+    fit = secrets.token_hex(8)
+    meta: list[dict[str, object]] = [{FIT_KEY: fit, NORM_KEY: float(n)} for n in norms]
+    await store.upsert(of(record), _rows(record, fit), units.astype(np.float32), meta)
+    return fit
+
+
+async def publish(store: VectorStore, record: CollectionRecord, fit: str,
+                  fitted: adaptation_fit.Fitted, judgements: int, enabled: bool) -> Adaptation:
+    """Switches the header to the rows of `fit` as the next version, then deletes the rows
+    of the map it replaces."""
+    old, meta = await _read_header(store, record)
     info = Adaptation(version=old.version + 1, enabled=enabled, queries=fitted.queries,
                       judgements=judgements, fitted_ms=int(time.time() * 1000),
                       held_out=fitted.held_out, held_out_before=fitted.held_out_before,
                       held_out_after=fitted.held_out_after)
-    norms = np.linalg.norm(fitted.matrix, axis=1)
-    units = fitted.matrix / np.where(norms > 0, norms, 1.0)[:, None]
-    fit = secrets.token_hex(8)
-    meta = [{VERSION_KEY: info.version, FIT_KEY: fit, NORM_KEY: float(n)} for n in norms]
-    ids = [_row(i) for i in range(len(norms))] + [HEADER]
-    vectors = np.vstack([units, _header_vector(record)]).astype(np.float32)
-    await store.upsert(of(record), ids, vectors, [*meta, {**_header(info), FIT_KEY: fit}])
-    return fit
+    await store.upsert(of(record), [HEADER], _header_vector(record)[None, :],
+                       [{**_header(info), FIT_KEY: fit}])
+    if meta is not None and meta[FIT_KEY] != fit:
+        await drop_rows(store, record, str(meta[FIT_KEY]))
+    return info
+
+
+async def drop_rows(store: VectorStore, record: CollectionRecord, fit: str) -> None:
+    """Deletes the rows written under `fit` (and rows kept before fits had ids of their own)."""
+    await store.delete(of(record), _rows(record, fit) + _rows(record))
 
 
 async def set_enabled(store: VectorStore, record: CollectionRecord, enabled: bool
@@ -126,29 +155,38 @@ async def set_enabled(store: VectorStore, record: CollectionRecord, enabled: boo
 
 
 async def reset_token(store: VectorStore, record: CollectionRecord) -> str:
-    """The token of the last reset ("" when there was none)."""
+    """The token of the last reset of the record's model's space ("" when there was none)."""
     found = await store.get(of(record), [RESET])
     return str(found[0].metadata[TOKEN_KEY]) if found else ""
 
 
 async def reset(store: VectorStore, record: CollectionRecord) -> None:
-    """A new reset token, then the map deleted: a fit that began before the token changed
-    keeps nothing, whichever replica runs it (search_service.adaptation)."""
-    await store.upsert(of(record), [RESET], _header_vector(record)[None, :],
-                       [{TOKEN_KEY: secrets.token_hex(8)}])
-    await _delete_map(store, record)
+    """A new reset token, then the map deleted, in the space of each model the collection has
+    (a migration's source and target both: a rollback must not bring a map back, nor a fit
+    begun on the source keep one): a fit that began before the token changed keeps nothing,
+    whichever replica runs it (search_service.adaptation)."""
+    for space in _models(record):
+        await store.upsert(of(space), [RESET], _header_vector(space)[None, :],
+                           [{TOKEN_KEY: secrets.token_hex(8)}])
+        found = await store.get(of(space), [HEADER])
+        if found:
+            await store.delete(of(space), [HEADER])
+            await drop_rows(store, space, str(found[0].metadata[FIT_KEY]))
+
+
+def _models(record: CollectionRecord) -> list[CollectionRecord]:
+    if record.migration is None:
+        return [record]
+    return [replace(record, model=model, migration=None)
+            for model in (record.migration.source, record.migration.target)]
 
 
 async def withdraw(store: VectorStore, record: CollectionRecord, fit: str) -> None:
-    """Deletes the map kept by the fit `fit`, unless another fit has replaced it since."""
+    """Deletes the map kept by the fit `fit` - the header only if it still names that fit."""
     found = await store.get(of(record), [HEADER])
     if found and found[0].metadata.get(FIT_KEY) == fit:
-        await _delete_map(store, record)
-
-
-async def _delete_map(store: VectorStore, record: CollectionRecord) -> None:
-    ids = [HEADER] + [_row(i) for i in range(record.model.dimension)]
-    await store.delete(of(record), ids)
+        await store.delete(of(record), [HEADER])
+    await store.delete(of(record), _rows(record, fit))
 
 
 def _header(info: Adaptation) -> dict[str, object]:

@@ -254,26 +254,27 @@ async def test_a_reset_through_another_replica_stops_the_fit_before_it_keeps_a_m
     assert (await settled(app)).version == 1
 
 
-async def test_a_reset_landing_between_the_fits_check_and_its_save_withdraws_the_map(
+async def test_a_reset_landing_between_the_fits_check_and_its_switch_withdraws_the_map(
         parts, monkeypatch):
     app, _, _ = parts
     await with_images(app)
     await enough_feedback(app)
-    real_save = adaptation_space.save
+    real_publish = adaptation_space.publish
 
-    async def save_then_reset(store, record, *args):
-        fit = await real_save(store, record, *args)
-        # Another replica's reset: a new token; its delete ran before this save landed.
+    async def reset_then_publish(store, record, *args):
+        # Another replica's reset: a new token, its delete already run (nothing to delete).
         await store.upsert(adaptation_space.of(record), [adaptation_space.RESET],
                            np.eye(1, record.model.dimension, dtype=np.float32),
                            [{adaptation_space.TOKEN_KEY: "another"}])
-        return fit
+        return await real_publish(store, record, *args)
 
-    monkeypatch.setattr(adaptation.kept, "save", save_then_reset)
+    monkeypatch.setattr(adaptation.kept, "publish", reset_then_publish)
     await app.fit_adaptation("c", True)
     ended = await settled(app)
     assert (ended.state, ended.version, ended.fit_error) == (
         FitState.FAILED, 0, adaptation.RESET_DURING_FIT)
+    record = await app.core.store.get_collection("c")
+    assert await adaptation_space.load(app.core.store, record) == (Adaptation(), None)
 
 
 async def test_a_second_fit_while_one_runs_reports_the_running_one(parts, held_fit):
@@ -301,3 +302,25 @@ async def test_a_fit_during_the_collections_delete_keeps_nothing(parts, held_fit
         await app.get_adaptation("c")
     await with_images(app)  # the name again: a new collection, with nothing of the old
     assert await app.get_adaptation("c") == Adaptation()
+
+
+async def test_a_map_kept_before_fits_had_row_ids_of_their_own_still_applies(parts):
+    app, store, _ = parts
+    await with_images(app)
+    record = await app.core.store.get_collection("c")
+    matrix = np.outer(vector_of(3), unit("text:a red star")).astype(np.float32)
+    norms = np.linalg.norm(matrix, axis=1)
+    units = matrix / np.where(norms > 0, norms, 1.0)[:, None]
+    dimension = record.model.dimension
+    header = {"version": 1, "enabled": True, "queries": 40, "judgements": 200, "fitted_ms": 1,
+              "held_out": 8, "held_out_before": 0.5, "held_out_after": 0.9, "fit": "old"}
+    await store.upsert(adaptation_space.of(record),
+                       [f"m{i:05d}" for i in range(dimension)] + ["header"],
+                       np.vstack([units, np.eye(1, dimension)]).astype(np.float32),
+                       [*({"version": 1, "fit": "old", "norm": float(n)} for n in norms),
+                        header])
+    assert await best(app, Query(text="a red star")) == "i03"
+    await app.reset_adaptation("c")
+    assert await app.get_adaptation("c") == Adaptation()
+    assert set(store.spaces[record.key][adaptation_space.of(record).model.fingerprint]) == {
+        adaptation_space.RESET}
