@@ -136,8 +136,8 @@ async def _keep(core: SearchCore, record: CollectionRecord, token: str,
     why not. The rows go under the fit's own ids, then the token is checked, then the header
     is switched to them; a reset landing between that check and the switch (its delete may
     have run first) is caught by checking again, and the map withdrawn. (The store has no
-    compare-and-set: a fit begun after that reset and kept within those milliseconds could
-    still lose its map to the withdrawal.)"""
+    compare-and-set: if this header write is delayed past a reset and past the whole run of a
+    fit begun after it, it replaces that fit's map, and the withdrawal leaves none.)"""
     store = core.store
     try:
         rows = await kept.write_rows(store, record, fitted)
