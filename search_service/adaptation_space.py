@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from search_service import adaptation_fit
-from search_service.domain import Adaptation, CollectionRecord, ModelSpace
+from search_service.domain import DUAL_WRITES, Adaptation, CollectionRecord, ModelSpace
 from search_service.ports import VectorStore
 
 HEADER = "header"
@@ -175,7 +175,9 @@ async def reset(store: VectorStore, record: CollectionRecord) -> None:
 
 
 def _models(record: CollectionRecord) -> list[CollectionRecord]:
-    if record.migration is None:
+    """The record as each model it has rows of: both while a migration writes to both, the
+    current one otherwise (an ended migration's other model was dropped: not made again)."""
+    if record.migration is None or record.migration.state not in DUAL_WRITES:
         return [record]
     return [replace(record, model=model, migration=None)
             for model in (record.migration.source, record.migration.target)]

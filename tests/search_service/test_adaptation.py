@@ -324,3 +324,17 @@ async def test_a_map_kept_before_fits_had_row_ids_of_their_own_still_applies(par
     assert await app.get_adaptation("c") == Adaptation()
     assert set(store.spaces[record.key][adaptation_space.of(record).model.fingerprint]) == {
         adaptation_space.RESET}
+
+
+async def test_a_reset_after_a_finished_migration_leaves_the_old_model_without_rows(parts):
+    app, store, clock = parts
+    await with_images(app)
+    await app.start_migration("c", OTHER_MODEL.model_name)
+    await copy_all(app, clock)
+    await app.reset_adaptation("c")  # switched: both models' spaces get the token
+    await app.finish_migration("c")
+    await app.reset_adaptation("c")
+    record = store.records["c"]
+    old = adaptation_space.of(replace(record, model=MODEL, migration=None))
+    assert old.model.fingerprint not in store.spaces[record.key]
+    assert adaptation_space.of(record).model.fingerprint in store.spaces[record.key]
