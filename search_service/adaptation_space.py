@@ -89,8 +89,8 @@ async def load(store: VectorStore, record: CollectionRecord
     if meta is None:
         return info, None
     fit = str(meta[FIT_KEY])
-    rows = {r.external_id: r for r in await store.get(of(record), _rows(record, fit), True)}
     ids = _rows(record, fit)
+    rows = {r.external_id: r for r in await store.get(of(record), ids, True)}
     if not rows:  # kept before fits had row ids of their own
         ids = _rows(record)
         rows = {r.external_id: r for r in await store.get(of(record), ids, True)}
