@@ -29,6 +29,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from embedder_service.bundle import ExtraTextTower, TextConfig, TokenizerConfig, load_bundle
 from embedder_service.export import onnx_export
 from embedder_service.export.bundle_writer import add_text_tower
+from embedder_service.export.cpu_training import bf16_supported, fast_math
 from embedder_service.runtime import RuntimeOptions, Tower
 from embedder_service.settings import BUNDLED_MODEL
 from embedder_service.tokenizer import TextTokenizer
@@ -90,7 +91,7 @@ def build_student(vocab_size: int, dim: int, config: TextConfig) -> TextTransfor
 
 
 def distil(student: TextTransformer, ids: torch.Tensor, targets: torch.Tensor,
-           steps: int, seed: int) -> None:
+           steps: int, seed: int, bf16: bool = False) -> None:
     """Cosine to the teacher, plus a contrastive term against the batch's other targets that
     keeps captions of different scenes apart (what retrieval needs, beyond closeness)."""
     opt = torch.optim.AdamW(student.parameters(), lr=2e-3, weight_decay=0.01)
@@ -100,7 +101,8 @@ def distil(student: TextTransformer, ids: torch.Tensor, targets: torch.Tensor,
     student.train()
     for step in range(steps):
         index = torch.randint(0, len(ids), (256,), generator=generator)
-        predicted = F.normalize(student(ids[index]), dim=-1)
+        with fast_math(bf16):
+            predicted = F.normalize(student(ids[index]).float(), dim=-1)
         target = targets[index]
         same = (target @ target.T > 0.995).float()
         logits = 30 * predicted @ target.T
@@ -138,6 +140,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="training scenes; each is captioned in every language")
     parser.add_argument("--vocab", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                        help="bfloat16 autocast in training (default: where the CPU has bf16 "
+                        "instructions)")
     parser.add_argument("--min-cosine", type=float, default=0.8,
                         help="refuse to export when a language's held-out mean cosine is lower")
     return parser.parse_args(argv)
@@ -156,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = serving_tokenizer(raw_tokenizer, config, Path(scratch))
         student = build_student(raw_tokenizer.get_vocab_size(), teacher.shape[1], config)
         distil(student, encode(tokenizer, [text for _, text in captions]),
-               teacher[[i for i, _ in captions]], args.steps, args.seed)
+               teacher[[i for i, _ in captions]], args.steps, args.seed,
+               bf16_supported() if args.bf16 is None else args.bf16)
         cosines = held_out_cosines(student, tokenizer, args.bundle)
         print("held-out mean cosine to the teacher: " + ", ".join(
             f"{lang} {value:.3f}" for lang, value in cosines.items()))

@@ -6,8 +6,9 @@ drawings. Two cheap ways to show it new ones each step without rendering every i
 - `dihedral`: one of the 8 flips/quarter turns of each image, with its Scene's position moved
   the same way, so captions naming the position stay true. Shapes keep their names under all
   of them (an upside-down triangle is still a triangle).
-- `Pool.refresh`: a few pool slots re-drawn with new scenes every step (rendering is ~4 ms a
-  scene, a step ~250 ms: 16 a step costs ~25% more time and shows ~70k new scenes in a run).
+- refresh (`small_model.Data.refresh`): a few pool slots re-drawn with new scenes every step,
+  16 a step showing ~70k new scenes in a run; embedder_service.export.scene_stream draws them
+  in a process beside the step (~2-3.5 ms a scene, a step ~130 ms).
 """
 
 from __future__ import annotations
@@ -47,18 +48,33 @@ def caption_targets(scenes: list[Scene], texts: list[str]) -> torch.Tensor:
     """[image, caption] positives where the caption is true of the image: soft_targets also
     pairs "a red circle on the left" with a red circle on the right, which teaches the model
     to ignore position, size and background words; this does not."""
-    true = [[_true_of(scene, text) for text in texts] for scene in scenes]
+    claims = [_claims(text) for text in texts]  # each text and scene read once, not per pair
+    true = [[_true_of(facts, said) for said in claims] for facts in map(_facts, scenes)]
     return torch.tensor(true, dtype=torch.float32)
 
 
-def _true_of(scene: Scene, text: str) -> bool:
-    words = text.split()
+_ATTRIBUTE_WORDS = {*synthetic.SIZES, *synthetic.POSITIONS, *synthetic.BACKGROUNDS}
+
+
+def _claims(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """A caption's words, and those of them naming a size, position or background."""
+    words = frozenset(text.split())
+    return words, words & _ATTRIBUTE_WORDS
+
+
+def _facts(scene: Scene) -> tuple[str, str, frozenset[str], frozenset[str]]:
+    """What a true caption of the scene must say: its colour, its noun, one of its count
+    words; and the only size, position and background words it may say."""
     noun = scene.shape if scene.count == 1 else synthetic.plural(scene.shape)
-    if scene.colour not in words or noun not in words:
-        return False
-    counts = {"a", "an", "one"} if scene.count == 1 else {str(scene.count),
-                                                          ("two", "three")[scene.count - 2]}
-    said = [w for w in words if w in synthetic.SIZES or w in synthetic.POSITIONS
-            or w in synthetic.BACKGROUNDS]
-    attributes = {scene.size, scene.position, scene.background}
-    return bool(counts & set(words)) and all(w in attributes for w in said)
+    counts = ({"a", "an", "one"} if scene.count == 1
+              else {str(scene.count), ("two", "three")[scene.count - 2]})
+    return (scene.colour, noun, frozenset(counts),
+            frozenset((scene.size, scene.position, scene.background)))
+
+
+def _true_of(facts: tuple[str, str, frozenset[str], frozenset[str]],
+             said: tuple[frozenset[str], frozenset[str]]) -> bool:
+    colour, noun, counts, attributes = facts
+    words, named = said
+    return colour in words and noun in words and not counts.isdisjoint(words) and (
+        named <= attributes)

@@ -29,6 +29,7 @@ class ModelVariant:
     dihedral: bool = False
     refresh: int = 0
     aux_weight: float = 0.0
+    lr: float = 1.5e-3
 
     def model_cfg(self) -> dict[str, Any]:
         return {"embed_dim": self.embed_dim,

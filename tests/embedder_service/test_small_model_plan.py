@@ -13,14 +13,16 @@ def _plan(*argv: str) -> small_model.Schedule:
 def test_default_invocation_trains_the_generalising_recipe():
     plan = _plan()
     assert plan == small_model.Schedule(steps=4500, varied=0.6, plain_steps=1350,
-                                        by_caption=True, dihedral=True, refresh=16)
+                                        by_caption=True, dihedral=True, refresh=16,
+                                        bf16=small_model.bf16_supported())
 
 
 def test_flags_switch_single_parts_off():
     assert not _plan("--no-dihedral").dihedral
     assert not _plan("--no-caption-targets").by_caption
     assert _plan("--aux-weight", "0.5").aux_weight == 0.5
+    assert not _plan("--no-bf16").bf16
 
 
 def test_the_previous_bundled_recipe_stays_available():
-    assert _plan("--variant", "small-vit") == small_model.Schedule(steps=4000)
+    assert _plan("--variant", "small-vit", "--no-bf16") == small_model.Schedule(steps=4000)

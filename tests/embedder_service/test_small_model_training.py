@@ -1,0 +1,141 @@
+"""The trainer's shortcuts change its speed, never what it computes or draws.
+
+Text features from ids cut after the longest caption equal open_clip's on the full context;
+the scene pool and the per-step fresh scenes drawn in other processes depend only on the seed;
+the refresh process ends when the trainer is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from open_clip.tokenizer import default_bpe
+
+from embedder_service.bundle import ImageConfig, TokenizerConfig
+from embedder_service.export import scene_stream, small_model
+from embedder_service.export.clip_bpe import build_clip_tokenizer, clip_special_ids
+from embedder_service.tokenizer import TextTokenizer
+from imagesearch import synthetic
+
+IMAGE = ImageConfig(size=32, mean=small_model.MEAN, std=small_model.STD)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> TextTokenizer:
+    raw = build_clip_tokenizer(Path(default_bpe()))
+    sot, eot = clip_special_ids(raw)
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    raw.save(str(path))
+    config = TokenizerConfig(clean="lower", bos_id=sot, eos_id=eot, pad_id=0)
+    return TextTokenizer(path, config, small_model.CONTEXT_LENGTH)
+
+
+def _captions(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    return [synthetic.caption(synthetic.random_scene(rng), rng) for _ in range(count)]
+
+
+def test_trimmed_text_features_equal_open_clips_on_the_full_context(tokenizer):
+    torch.manual_seed(0)
+    model = small_model.build_model().eval()
+    texts = [*_captions(1, 20), "a", "three large pink crosses at the top on a dark background"]
+    with torch.no_grad():
+        full = model.encode_text(small_model.tokenize(tokenizer, texts), normalize=True)
+        trimmed = small_model.encode_text(model, small_model.CachedTokens(tokenizer)(texts))
+    assert small_model.CachedTokens(tokenizer)(texts).shape[1] < small_model.CONTEXT_LENGTH
+    torch.testing.assert_close(trimmed, full, atol=1e-6, rtol=0)
+
+
+def test_cached_tokens_give_the_same_ids_when_texts_repeat(tokenizer):
+    tokens = small_model.CachedTokens(tokenizer)
+    texts = _captions(2, 30)
+    first = tokens(texts)
+    again = tokens([*reversed(texts), "a new caption never seen"])
+    assert torch.equal(again[:30].flip(0)[:, : first.shape[1]], first)
+    expected = tokenizer.pad([t.ids for t in tokenizer.encode_batch(texts)])
+    assert np.array_equal(first.numpy(), expected)
+
+
+def test_the_pool_depends_on_the_seed_not_on_how_many_processes_finish_first():
+    one = scene_stream.draw_pool(9, seed=5, varied=0.5, image=IMAGE, processes=2)
+    two = scene_stream.draw_pool(9, seed=5, varied=0.5, image=IMAGE, processes=2)
+    other = scene_stream.draw_pool(9, seed=6, varied=0.5, image=IMAGE, processes=2)
+    assert one.scenes == two.scenes and one.varied == two.varied
+    assert np.array_equal(one.pixels, two.pixels)
+    assert one.pixels.shape == (9, 3, 32, 32) and one.pixels.dtype == np.float32
+    assert one.scenes != other.scenes
+    assert any(one.varied) and not all(one.varied)
+
+
+def test_refreshes_are_the_same_sequence_for_the_same_seed():
+    varied = [False, True] * 10
+
+    def first_three(seed: int) -> list[scene_stream.Refresh]:
+        with scene_stream.RefreshStream(seed, varied, IMAGE, per_step=4, ahead=2) as stream:
+            return [stream.next() for _ in range(3)]
+
+    a, b = first_three(11), first_three(11)
+    for x, y in zip(a, b, strict=True):
+        assert x.slots == y.slots and x.scenes == y.scenes
+        assert np.array_equal(x.pixels, y.pixels)
+        assert len(set(x.slots)) == 4 and all(0 <= s < len(varied) for s in x.slots)
+    assert [r.slots for r in first_three(12)] != [r.slots for r in a]
+
+
+def test_close_ends_the_refresh_process():
+    stream = scene_stream.RefreshStream(1, [True] * 8, IMAGE, per_step=2, ahead=1)
+    stream.next()
+    stream.close()
+    assert not stream._process.is_alive()
+
+
+_ORPHAN = """
+import sys, time
+from embedder_service.bundle import ImageConfig
+from embedder_service.export.scene_stream import RefreshStream
+stream = RefreshStream(1, [False] * 8, ImageConfig(size=32, mean=(0.5,) * 3, std=(0.5,) * 3),
+                       per_step=2, ahead=1)
+stream.next()
+print(stream._process.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_refresh_process_ends_when_the_trainer_is_killed():
+    trainer = subprocess.Popen([sys.executable, "-c", _ORPHAN], stdout=subprocess.PIPE,
+                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+    child = 0
+    try:
+        child = int(trainer.stdout.readline())
+        assert _running(child)
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+        deadline = time.monotonic() + 20
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(child), "the refresh process outlived its trainer"
+    finally:
+        trainer.kill()
+        trainer.wait()
+        if child and _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie left for its new parent to reap."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "Z" not in state.split()[1]
