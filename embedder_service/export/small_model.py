@@ -5,8 +5,9 @@
         [--[no-]dihedral] [--refresh N] [--aux-weight W]
 
 A real open_clip CLIP architecture (a small ResNet or ViT image tower, causal text
-transformer, the real CLIP BPE tokenizer and vocabulary) made small enough to train on one CPU
-core (`small` ~25 minutes, `wide` ~7). It prints text->image top-1 accuracy on a held-out
+transformer, the real CLIP BPE tokenizer and vocabulary) made small enough to train on two CPU
+cores (`small` ~10 minutes: bf16 autocast where the CPU has it, scenes drawn in processes
+beside the step; bench/training_step_bench.py). It prints text->image top-1 accuracy on a held-out
 generated set and fails below the variant's floor. `small` is the bundled primary model; `wide`
 is a second, different model (another embedding dimension, input size and widths, hence
 another space) for serving several models.

@@ -43,8 +43,8 @@ VARIANTS = {
     # attention pooling) trained on plain and varied drawings: the ViT on 8x8 patches learnt
     # imagesearch.synthetic's drawing style, not shapes; convolutions see edges and corners
     # wherever they are, and transfer to renderers never seen (issue 16, bench/RESULTS.md:
-    # 0.90-0.93 R@1 on bench.shifted_render against the ViT's 0.42-0.59). ~0.33 s a step (~25 min
-    # on one core), 21 MB of fp32 + int8 bundle. Its held-out floor is on the lower of the
+    # 0.90-0.93 R@1 on bench.shifted_render against the ViT's 0.42-0.59). ~0.12 s a step on two
+    # cores (~10 min in all; 0.2 s in fp32), 21 MB of fp32 + int8 bundle. Its held-out floor is on the lower of the
     # plain and varied sets (one gallery of 48 each): 0.81 when it was chosen. Seed 1: of the
     # two seeds trained with copies in varied layouts (bench/RESULTS.md, third experiment),
     # the one with the better validation R@1; seed 0 is within the seeds' spread.

@@ -1,0 +1,162 @@
+"""What each of the small model's training shortcuts buys, side by side (issue 16: training time).
+
+    python -m bench.training_step_bench [--steps 20] [--rounds 3]
+
+Times the parts of a training step of the `small` recipe (batch 128, 64 px, a random model)
+with each shortcut off and on, in interleaved rounds (best round kept), and prints each
+ratio to its baseline: the ResNet's forward and backward in fp32 NCHW, channels-last, and
+channels-last under bf16 autocast; the text tower on the full context with the flash attention
+kernel against cut ids with the math kernel; AdamW's foreach and fused updates; and the whole
+step (embedder_service.export.small_model._step, backward, update) with the 16 fresh scenes
+drawn on the training thread against drawn by scene_stream's process. Run it on idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from open_clip.tokenizer import default_bpe
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from embedder_service.bundle import ImageConfig, TokenizerConfig
+from embedder_service.export import scene_stream, small_model
+from embedder_service.export.attribute_heads import AttributeHeads
+from embedder_service.export.clip_bpe import build_clip_tokenizer, clip_special_ids
+from embedder_service.export.cpu_training import bf16_supported, fast_math
+from embedder_service.export.small_variants import CONTEXT_LENGTH
+from embedder_service.preprocess import ImageLimits, ImagePreprocessor
+from embedder_service.tokenizer import TextTokenizer
+from imagesearch import synthetic
+
+IMAGE = ImageConfig(size=64, mean=small_model.MEAN, std=small_model.STD)
+
+
+def _tokenizer(scratch: Path) -> TextTokenizer:
+    raw = build_clip_tokenizer(Path(default_bpe()))
+    sot, eot = clip_special_ids(raw)
+    raw.save(str(scratch))
+    config = TokenizerConfig(clean="lower", bos_id=sot, eos_id=eot, pad_id=0)
+    return TextTokenizer(scratch, config, CONTEXT_LENGTH)
+
+
+def image_tower(layout: torch.memory_format, bf16: bool) -> Callable[[], None]:
+    model = small_model.build_model().visual.to(memory_format=layout)
+    pixels = torch.randn(128, 3, 64, 64).contiguous(memory_format=layout)
+
+    def run() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(pixels)
+        out.float().sum().backward()
+    return run
+
+
+def text_tower(tokenizer: TextTokenizer, shortcut: bool, bf16: bool) -> Callable[[], None]:
+    model = small_model.build_model()
+    rng = random.Random(0)
+    texts = [synthetic.caption(synthetic.random_scene(rng), rng) for _ in range(128)]
+    full = small_model.tokenize(tokenizer, texts)
+    cut = small_model.CachedTokens(tokenizer)(texts)
+
+    def run() -> None:
+        if shortcut:
+            with fast_math(bf16):
+                out = small_model.encode_text(model, cut)
+        else:
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                out = model.encode_text(full, normalize=True)
+        out.float().sum().backward()
+    return run
+
+
+def adamw(fused: bool) -> Callable[[], None]:
+    model = small_model.build_model()
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05,
+                            foreach=not fused, fused=fused)
+    return opt.step
+
+
+def whole_step(tokenizer: TextTokenizer, in_process: bool, bf16: bool) -> Callable[[], None]:
+    """The trainer's own step on a pool of 2000 scenes; 16 of them re-drawn after each."""
+    data = small_model.Data(2000, 1, IMAGE, varied=0.6, processes=1)
+    model = small_model.build_model().to(memory_format=torch.channels_last)
+    heads = AttributeHeads(64)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=True)
+    plan = small_model.Schedule(1000, 0.6, 0, True, True, 16, bf16=bf16)
+    tokens = small_model.CachedTokens(tokenizer)
+    stream = data.refreshes(16) if in_process else None
+    preprocess, rng = ImagePreprocessor(IMAGE, ImageLimits()), random.Random(2)
+
+    def run() -> None:
+        # As in the trainer: one torch thread fewer while the refresh process draws.
+        with small_model._threads(torch.get_num_threads() - 1 if stream else None):
+            loss = small_model._step(model, heads, data, tokens, plan, 0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if stream is not None:
+            data.refresh(stream.next())
+            return
+        slots = rng.sample(range(len(data.scenes)), 16)
+        scenes = [synthetic.random_scene(rng) for _ in slots]
+        data.refresh(scene_stream.Refresh(slots, scenes, np.stack(
+            [scene_stream.draw(s, data.drawn_varied[i], rng, preprocess)
+             for s, i in zip(scenes, slots, strict=True)])))
+    return run
+
+
+def mean_ms(run: Callable[[], None], steps: int) -> float:
+    started = time.perf_counter()
+    for _ in range(steps):
+        run()
+    return 1000 * (time.perf_counter() - started) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    bf16 = bf16_supported()
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = _tokenizer(Path(scratch) / "tokenizer.json")
+    groups = {
+        "image tower fwd+bwd": {
+            "fp32, NCHW": image_tower(torch.contiguous_format, False),
+            "fp32, channels-last": image_tower(torch.channels_last, False),
+            f"channels-last, bf16 {bf16}": image_tower(torch.channels_last, bf16)},
+        "text tower fwd+bwd": {
+            "full context, flash kernel": text_tower(tokenizer, False, False),
+            f"cut ids, math kernel, bf16 {bf16}": text_tower(tokenizer, True, bf16)},
+        "AdamW update": {"foreach": adamw(False), "fused": adamw(True)},
+        "whole step, bf16 as the CPU allows": {
+            "fresh scenes on the training thread": whole_step(tokenizer, False, bf16),
+            "fresh scenes in a process beside": whole_step(tokenizer, True, bf16)},
+    }
+    print(f"torch threads {torch.get_num_threads()}, bf16 supported: {bf16}\n")
+    runs = [(part, name, run) for part, settings in groups.items()
+            for name, run in settings.items()]
+    for _, _, run in runs:
+        run()  # warm-up: the first calls choose kernels
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(args.rounds):  # interleaved, so that a busy moment hits every setting
+        for i, (_, _, run) in enumerate(runs):
+            times[i].append(mean_ms(run, args.steps))
+    best = [min(t) for t in times]
+    print("| part | setting | ms | ratio to the first |\n|---|---|---|---|")
+    first: dict[str, float] = {}
+    for (part, name, _), ms in zip(runs, best, strict=True):
+        first.setdefault(part, ms)
+        print(f"| {part} | {name} | {ms:.1f} | {ms / first[part]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
