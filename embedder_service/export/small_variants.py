@@ -44,10 +44,11 @@ VARIANTS = {
     # imagesearch.synthetic's drawing style, not shapes; convolutions see edges and corners
     # wherever they are, and transfer to renderers never seen (issue 16, bench/RESULTS.md:
     # 0.90-0.93 R@1 on bench.shifted_render against the ViT's 0.42-0.59). ~0.12 s a step on two
-    # cores (~10 min in all; 0.2 s in fp32), 21 MB of fp32 + int8 bundle. Its held-out floor is on the lower of the
-    # plain and varied sets (one gallery of 48 each): 0.81 when it was chosen. Seed 1: of the
-    # two seeds trained with copies in varied layouts (bench/RESULTS.md, third experiment),
-    # the one with the better validation R@1; seed 0 is within the seeds' spread.
+    # cores (~10 min in all; 0.2 s in fp32), 21 MB of fp32 + int8 bundle. Its held-out floor
+    # is on the lower of the plain and varied sets (one gallery of 48 each): 0.81 when it was
+    # chosen. Seed 1: of the two seeds trained with copies in varied layouts (bench/RESULTS.md,
+    # third experiment), the one with the better validation R@1; seed 0 is within the seeds'
+    # spread.
     "small": ModelVariant(
         "synthetic-clip-small", image_size=64, embed_dim=64,
         vision={"layers": (1, 1, 1, 1), "width": 16, "head_width": 32},
