@@ -29,7 +29,7 @@ help:
 	@echo "make lock-check    fail if a lock or requirements/ export is stale"
 	@echo "make faults        the long fault-injection run (100 trials per backend, ~1 h)"
 	@echo "make soak          10 minutes of mixed load on the embedded default"
-	@echo "make small-model   retrain and re-export the bundled small model (~11 min on 2 idle cores)"
+	@echo "make small-model   retrain and re-export the bundled small model (~11.5 min on 2 idle cores)"
 	@echo "make multilingual-tower  distil its multilingual text tower again (~1.5 min)"
 	@echo "make second-model  retrain the second model, synthetic-clip-wide (~4.5 min)"
 	@echo "make serve-embedder  run the embedder in the foreground (EMBEDDER_* settings apply)"

@@ -24,7 +24,9 @@ def bf16_supported() -> bool:
 def fast_math(bf16: bool) -> Iterator[None]:
     """A training step's forward pass: bfloat16 autocast when `bf16`, and scaled-dot-product
     attention by its plain math kernel, whose backward under autocast is ~2x faster than the
-    CPU flash kernel's at these sizes."""
+    CPU flash kernel's at these sizes. Features normalised inside it come out in bf16 (norms
+    within 0.3% of 1; the measured runs trained so); the caller takes them to fp32 for the
+    loss."""
     with (sdpa_kernel([SDPBackend.MATH]),
           torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)):
         yield

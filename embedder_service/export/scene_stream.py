@@ -3,12 +3,13 @@
 Drawing a scene and putting it through the serving preprocessing costs ~2-3.5 ms of Python and
 Pillow; the pool (20000 scenes) and the 16 fresh scenes of every step (embedder_service.export.
 scene_batches) were a fifth of a run's time on the training thread. Here the pool is drawn by
-one process per core and the fresh scenes by a process that keeps a few steps ahead, so they
-overlap the step's tensor work (bench/RESULTS.md, issue 16: training time).
+two processes and the fresh scenes by a process that keeps a few steps ahead, so they overlap
+the step's tensor work (bench/RESULTS.md, issue 16: training time).
 
-Every draw depends only on the seed, never on timing: each pool chunk and the refresh stream
-have a random.Random of their own, and the trainer takes exactly one refresh per step.
-No torch here: the processes start quickly and never touch torch's thread pools.
+Every draw depends only on the seed, never on timing or the machine: each pool chunk (always
+two) and the refresh stream have a random.Random of their own, and the trainer takes exactly
+one refresh per step. The processes use no torch, but spawn imports the trainer's main module
+in each (torch, open_clip: ~4 s and ~0.5 GB of its own memory per process).
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ def draw_pool(count: int, seed: int, varied: float, image: ImageConfig,
               processes: int) -> Drawn:
     """`count` random scenes, a `varied` fraction by the varied renderer, drawn in
     `processes` chunks side by side. The same arguments give the same pool."""
+    if count < 1:
+        raise ValueError("a pool needs at least one scene")
     sizes = [count // processes + (k < count % processes) for k in range(processes)]
-    jobs = [(size, f"pool:{seed}:{k}", varied, image) for k, size in enumerate(sizes)]
-    if processes == 1:
+    jobs = [(size, f"pool:{seed}:{k}", varied, image) for k, size in enumerate(sizes) if size]
+    if len(jobs) == 1:
         parts = [_draw_chunk(*jobs[0])]
     else:
         with _CONTEXT.Pool(processes) as pool:
@@ -137,7 +140,7 @@ def _produce(seed: str, varied: list[bool], image: ImageConfig, per_step: int,
              parent: int) -> None:
     out.cancel_join_thread()  # unread items must never keep this process from ending
     rng, preprocess = random.Random(seed), ImagePreprocessor(image, ImageLimits())
-    while not stop.is_set():
+    while not stop.is_set() and os.getppid() == parent:
         slots = rng.sample(range(len(varied)), per_step)
         scenes = [synthetic.random_scene(rng) for _ in slots]
         pixels = np.stack([draw(s, varied[i], rng, preprocess)

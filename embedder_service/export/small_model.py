@@ -115,7 +115,7 @@ class CachedTokens:
 def encode_text(model: Any, ids: torch.Tensor) -> torch.Tensor:
     """open_clip's CLIP.encode_text (normalised) on ids cut after the longest text: under the
     causal mask the padding after a text's end token never reaches that token, whose output is
-    the text's feature, so the result is the same (tests/embedder_service/
+    the text's feature, so the result is the same up to float rounding (tests/embedder_service/
     test_small_model_training.py) and a step needs a third of the text tower's work."""
     n = ids.shape[1]
     x = model.token_embedding(ids) + model.positional_embedding[:n]

@@ -77,6 +77,13 @@ def test_the_pool_depends_on_the_seed_not_on_how_many_processes_finish_first():
     assert any(one.varied) and not all(one.varied)
 
 
+def test_a_pool_smaller_than_its_processes_is_drawn():
+    pool = scene_stream.draw_pool(1, seed=5, varied=0.0, image=IMAGE, processes=2)
+    assert len(pool.scenes) == 1 and pool.pixels.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="at least one scene"):
+        scene_stream.draw_pool(0, seed=5, varied=0.0, image=IMAGE, processes=2)
+
+
 def test_refreshes_are_the_same_sequence_for_the_same_seed():
     varied = [False, True] * 10
 
