@@ -2,15 +2,15 @@
 
     python -m embedder_service.export.small_model [--variant small|small-vit|wide] [--out DIR]
         [--steps N] [--varied FRACTION] [--plain-first FRACTION] [--[no-]caption-targets]
-        [--[no-]dihedral] [--refresh N] [--aux-weight W]
+        [--[no-]dihedral] [--refresh N] [--aux-weight W] [--lr RATE] [--[no-]bf16]
 
 A real open_clip CLIP architecture (a small ResNet or ViT image tower, causal text
 transformer, the real CLIP BPE tokenizer and vocabulary) made small enough to train on two CPU
-cores (`small` ~10 minutes: bf16 autocast where the CPU has it, scenes drawn in processes
-beside the step; bench/training_step_bench.py). It prints text->image top-1 accuracy on a held-out
-generated set and fails below the variant's floor. `small` is the bundled primary model; `wide`
-is a second, different model (another embedding dimension, input size and widths, hence
-another space) for serving several models.
+cores (`small` ~10 minutes, `wide` ~4.5: bf16 autocast where the CPU has it, scenes drawn in
+processes beside the step; bench/training_step_bench.py). It prints text->image top-1 accuracy
+on a held-out generated set and fails below the variant's floor. `small` is the bundled
+primary model; `wide` is a second, different model (another embedding dimension, input size
+and widths, hence another space) for serving several models.
 
 `--varied F` draws that fraction of the training scenes with imagesearch.synthetic_varied (many
 shades, geometries, fills, backgrounds including photographs, degradations) instead of
