@@ -15,36 +15,22 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
 import torch
-from open_clip.tokenizer import default_bpe
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from embedder_service.bundle import ImageConfig, TokenizerConfig
+from embedder_service.bundle import ImageConfig
 from embedder_service.export import scene_stream, small_model
 from embedder_service.export.attribute_heads import AttributeHeads
-from embedder_service.export.clip_bpe import build_clip_tokenizer, clip_special_ids
 from embedder_service.export.cpu_training import bf16_supported, fast_math
-from embedder_service.export.small_variants import CONTEXT_LENGTH
 from embedder_service.preprocess import ImageLimits, ImagePreprocessor
 from embedder_service.tokenizer import TextTokenizer
 from imagesearch import synthetic
 
 IMAGE = ImageConfig(size=64, mean=small_model.MEAN, std=small_model.STD)
 AHEAD = 8  # RefreshStream's default queue depth
-
-
-def _tokenizer(scratch: Path) -> TextTokenizer:
-    raw = build_clip_tokenizer(Path(default_bpe()))
-    sot, eot = clip_special_ids(raw)
-    raw.save(str(scratch))
-    config = TokenizerConfig(clean="lower", bos_id=sot, eos_id=eot, pad_id=0)
-    return TextTokenizer(scratch, config, CONTEXT_LENGTH)
 
 
 def image_tower(layout: torch.memory_format, bf16: bool) -> Callable[[], None]:
@@ -98,19 +84,13 @@ def whole_step(tokenizer: TextTokenizer, in_process: bool, bf16: bool) -> Callab
 
     def run() -> None:
         # As in the trainer: one torch thread fewer while the refresh process draws.
-        with small_model._threads(torch.get_num_threads() - 1 if stream else None):
+        with small_model._one_thread_fewer(stream is not None):
             loss = small_model._step(model, heads, data, tokens, plan, 0)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if stream is not None:
-            data.refresh(stream.next())
-            return
-        slots = rng.sample(range(len(data.scenes)), 16)
-        scenes = [synthetic.random_scene(rng) for _ in slots]
-        data.refresh(scene_stream.Refresh(slots, scenes, np.stack(
-            [scene_stream.draw(s, data.drawn_varied[i], rng, preprocess)
-             for s, i in zip(scenes, slots, strict=True)])))
+        data.refresh(stream.next() if stream is not None else
+                     scene_stream.draw_refresh(data.drawn_varied, 16, rng, preprocess))
     return run
 
 
@@ -129,8 +109,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     bf16 = bf16_supported()
-    with tempfile.TemporaryDirectory() as scratch:
-        tokenizer = _tokenizer(Path(scratch) / "tokenizer.json")
+    tokenizer = small_model.clip_tokenizers()[2]
     groups = {
         "image tower fwd+bwd": {
             "fp32, NCHW": image_tower(torch.contiguous_format, False),

@@ -96,6 +96,15 @@ class Refresh:
     pixels: np.ndarray
 
 
+def draw_refresh(varied: Sequence[bool], per_step: int, rng: random.Random,
+                 preprocess: ImagePreprocessor) -> Refresh:
+    """New scenes for `per_step` random slots of a pool whose slots were drawn `varied`."""
+    slots = rng.sample(range(len(varied)), per_step)
+    scenes = [synthetic.random_scene(rng) for _ in slots]
+    return Refresh(slots, scenes, np.stack([draw(s, varied[i], rng, preprocess)
+                                            for s, i in zip(scenes, slots, strict=True)]))
+
+
 class RefreshStream:
     """`per_step` fresh scenes a step, drawn by a process that stays up to `ahead` steps in
     front. It stops with close(), and by itself when the trainer's process is gone."""
@@ -141,13 +150,10 @@ def _produce(seed: str, varied: list[bool], image: ImageConfig, per_step: int,
     out.cancel_join_thread()  # unread items must never keep this process from ending
     rng, preprocess = random.Random(seed), ImagePreprocessor(image, ImageLimits())
     while not stop.is_set() and os.getppid() == parent:
-        slots = rng.sample(range(len(varied)), per_step)
-        scenes = [synthetic.random_scene(rng) for _ in slots]
-        pixels = np.stack([draw(s, varied[i], rng, preprocess)
-                           for s, i in zip(scenes, slots, strict=True)])
+        drawn = draw_refresh(varied, per_step, rng, preprocess)
         while True:
             try:
-                out.put(Refresh(slots, scenes, pixels), timeout=1.0)
+                out.put(drawn, timeout=1.0)
                 break
             except queue.Full:
                 if stop.is_set() or os.getppid() != parent:

@@ -33,6 +33,7 @@ import contextlib
 import math
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.tokenizer import default_bpe
 from PIL import Image
+from tokenizers import Tokenizer
 
 from embedder_service.bundle import ImageConfig, TextConfig, TokenizerConfig
 from embedder_service.export import scene_batches, scene_stream
@@ -87,6 +89,19 @@ class Data:
         for slot, scene in zip(drawn.slots, drawn.scenes, strict=True):
             self.scenes[slot] = scene
         self.pixels[drawn.slots] = torch.from_numpy(drawn.pixels)
+
+
+def clip_tokenizers() -> tuple[Tokenizer, TextConfig, TextTokenizer]:
+    """The real CLIP BPE (as the bundle exports it), its text config, and the serving
+    tokenizer over it: training sees exactly the ids the service will send."""
+    raw = build_clip_tokenizer(Path(default_bpe()))
+    sot, eot = clip_special_ids(raw)
+    config = TextConfig(context_length=CONTEXT_LENGTH, tokenizer=TokenizerConfig(
+        clean="lower", bos_id=sot, eos_id=eot, pad_id=0))
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "tokenizer.json"
+        raw.save(str(path))
+        return raw, config, TextTokenizer(path, config.tokenizer, CONTEXT_LENGTH)
 
 
 def tokenize(tokenizer: TextTokenizer, texts: list[str]) -> torch.Tensor:
@@ -162,7 +177,7 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Sc
     model.train()
     started = time.monotonic()
     refreshes = data.refreshes(plan.refresh) if plan.refresh else contextlib.nullcontext()
-    with refreshes as fresh, _threads(torch.get_num_threads() - 1 if plan.refresh else None):
+    with refreshes as fresh, _one_thread_fewer(bool(plan.refresh)):
         for step in range(steps):
             loss = _step(model, heads, data, tokens, plan, step)
             opt.zero_grad()
@@ -183,11 +198,11 @@ def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Sc
 
 
 @contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
+def _one_thread_fewer(when: bool) -> Iterator[None]:
     """torch's threads, one fewer while the refresh process draws: on two cores the step is
     ~7% faster on one thread than on two threads that wait for the renderer's core."""
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, count or before))
+    torch.set_num_threads(max(1, before - 1) if when else before)
     try:
         yield
     finally:
@@ -257,16 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or (MODELS if experiment else BUNDLES) / model_name
     seed = variant.seed if args.seed is None else args.seed
     torch.manual_seed(seed)
-    raw_tokenizer = build_clip_tokenizer(Path(default_bpe()))
-    sot, eot = clip_special_ids(raw_tokenizer)
-    text_cfg = TextConfig(context_length=CONTEXT_LENGTH, tokenizer=TokenizerConfig(
-        clean="lower", bos_id=sot, eos_id=eot, pad_id=0))
+    raw_tokenizer, text_cfg, tokenizer = clip_tokenizers()
     image_cfg = ImageConfig(size=variant.image_size, mean=MEAN, std=STD)
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = out.parent / (out.name + ".tokenizer.json")
-    raw_tokenizer.save(str(scratch))
-    tokenizer = TextTokenizer(scratch, text_cfg.tokenizer, CONTEXT_LENGTH)
-    scratch.unlink()
     preprocess = ImagePreprocessor(image_cfg, ImageLimits())
     model = build_model(variant)
     if args.checkpoint is not None:

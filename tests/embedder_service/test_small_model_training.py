@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from open_clip.tokenizer import default_bpe
 
-from embedder_service.bundle import ImageConfig, TokenizerConfig
+from embedder_service.bundle import ImageConfig
 from embedder_service.export import scene_stream, small_model
-from embedder_service.export.clip_bpe import build_clip_tokenizer, clip_special_ids
 from embedder_service.tokenizer import TextTokenizer
 from imagesearch import synthetic
 
@@ -31,13 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> TextTokenizer:
-    raw = build_clip_tokenizer(Path(default_bpe()))
-    sot, eot = clip_special_ids(raw)
-    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    raw.save(str(path))
-    config = TokenizerConfig(clean="lower", bos_id=sot, eos_id=eot, pad_id=0)
-    return TextTokenizer(path, config, small_model.CONTEXT_LENGTH)
+def tokenizer() -> TextTokenizer:
+    return small_model.clip_tokenizers()[2]
 
 
 def _captions(seed: int, count: int) -> list[str]:
