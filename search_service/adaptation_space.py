@@ -155,8 +155,10 @@ async def set_enabled(store: VectorStore, record: CollectionRecord, enabled: boo
 
 
 async def reset_token(store: VectorStore, record: CollectionRecord) -> str:
-    """The token of the last reset of the record's model's space ("" when there was none)."""
-    found = await store.get(of(record), [RESET])
+    """The token of the last reset of the record's model's space ("" when there was none),
+    read strongly: a reset made through another replica just before is seen, so a fit begun
+    after it is not taken for one it interrupted."""
+    found = await store.get(of(record), [RESET], strong=True)
     return str(found[0].metadata[TOKEN_KEY]) if found else ""
 
 

@@ -66,7 +66,9 @@ class VectorStore(Protocol):
         created again) by the time they land."""
 
     async def get(self, collection: CollectionRecord, ids: Sequence[str],
-                  with_vectors: bool = False) -> list[StoredImage]: ...
+                  with_vectors: bool = False, strong: bool = False) -> list[StoredImage]:
+        """The rows of these ids that exist. Reads see this replica's own writes; with
+        `strong`, every write acknowledged anywhere before the call (slower on a server)."""
 
     async def list_images(self, collection: CollectionRecord, limit: int, after: str,
                           with_vectors: bool = False,

@@ -129,7 +129,8 @@ class FakeStore:
             rows[image_id] = StoredImage(image_id, dict(meta), vector, self.stamp())
 
     async def get(self, collection: CollectionRecord, ids: Sequence[str],
-                  with_vectors: bool = False) -> list[StoredImage]:
+                  with_vectors: bool = False, strong: bool = False) -> list[StoredImage]:
+        # One process: every read sees every write, strong or not.
         self.calls.append(f"get:{len(ids)}")
         rows = self._rows(collection)
         return [self._out(rows[i], with_vectors) for i in ids if i in rows]

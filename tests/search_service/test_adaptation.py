@@ -233,13 +233,32 @@ async def test_reset_during_a_running_fit_stops_it_and_keeps_nothing(parts, held
     assert await app.get_adaptation("c") == Adaptation()
 
 
+def other_replica(store: FakeStore, clock: Clock) -> SearchApp:
+    other = SearchCore(store, FakeEmbedder(extra=[OTHER_MODEL]), images=MemoryImages(),
+                       record_ttl_s=0)
+    return SearchApp(other, Migrations(other, "worker-2", lease_s=30, settle_s=10, page=4,
+                                       clock=clock))
+
+
+def lagging_reset_reads(store: FakeStore, monkeypatch, times: int) -> None:
+    """Session reads behind another replica's write, as a Milvus server's may be: the next
+    `times` reads of the reset token that are not strong see none (as before any reset)."""
+    real = store.get
+
+    async def get(collection, ids, with_vectors=False, strong=False):
+        nonlocal times
+        if strong or adaptation_space.RESET not in ids or times == 0:
+            return await real(collection, ids, with_vectors, strong)
+        times -= 1
+        return []
+
+    monkeypatch.setattr(store, "get", get)
+
+
 async def test_a_reset_through_another_replica_stops_the_fit_before_it_keeps_a_map(
         parts, held_fit):
     app, store, clock = parts
-    other = SearchCore(store, FakeEmbedder(extra=[OTHER_MODEL]), images=MemoryImages(),
-                       record_ttl_s=0)
-    replica = SearchApp(other, Migrations(other, "worker-2", lease_s=30, settle_s=10, page=4,
-                                          clock=clock))
+    replica = other_replica(store, clock)
     await with_images(app)
     await enough_feedback(app)
     await app.fit_adaptation("c", True)  # runs on the first replica, held
@@ -252,6 +271,33 @@ async def test_a_reset_through_another_replica_stops_the_fit_before_it_keeps_a_m
     # A fit begun after the reset keeps its map.
     await app.fit_adaptation("c", True)
     assert (await settled(app)).version == 1
+
+
+async def test_a_reset_through_another_replica_is_seen_by_a_fit_whose_reads_lag(
+        parts, held_fit, monkeypatch):
+    app, store, clock = parts
+    replica = other_replica(store, clock)
+    await with_images(app)
+    await enough_feedback(app)
+    lagging_reset_reads(store, monkeypatch, times=1000)  # never sees the reset by Session
+    await app.fit_adaptation("c", True)
+    await replica.reset_adaptation("c")
+    held_fit()
+    ended = await settled(app)
+    assert (ended.state, ended.version, ended.fit_error) == (
+        FitState.FAILED, 0, adaptation.RESET_DURING_FIT)
+
+
+async def test_a_fit_begun_after_another_replicas_reset_keeps_its_map_though_reads_lag(
+        parts, monkeypatch):
+    app, store, clock = parts
+    await with_images(app)
+    await enough_feedback(app)
+    await other_replica(store, clock).reset_adaptation("c")
+    lagging_reset_reads(store, monkeypatch, times=1)  # the lag ends while the fit runs
+    await app.fit_adaptation("c", True)
+    ended = await settled(app)
+    assert (ended.state, ended.version, ended.fit_error) == (FitState.DONE, 1, "")
 
 
 async def test_a_reset_landing_between_the_fits_check_and_its_switch_withdraws_the_map(

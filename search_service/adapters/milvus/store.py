@@ -231,12 +231,15 @@ class MilvusStore:
         return current is not None and current.key == collection.key
 
     def get(self, collection: CollectionRecord, external_ids: Sequence[str],
-            with_vectors: bool = False) -> list[StoredImage]:
+            with_vectors: bool = False, strong: bool = False) -> list[StoredImage]:
+        """`strong`: Strong consistency (every acknowledged write, whichever client made it),
+        not the store's own (Session: this client's writes)."""
         fields = ["external_id", METADATA_FIELD, "updated_at_ms"] + (
             [VECTOR_FIELD] if with_vectors else [])
         name = self._catalog.vectors(collection)
         rows = self._client.query(name, filter=_rows_filter(collection, external_ids),
-                                  output_fields=fields, consistency_level=self._consistency,
+                                  output_fields=fields,
+                                  consistency_level="Strong" if strong else self._consistency,
                                   timeout=self._timeout_s,
                                   **self._catalog.layout(name).reads(collection))
         found = {row["external_id"]: _image(row) for row in rows}

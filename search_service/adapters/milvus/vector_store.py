@@ -133,8 +133,8 @@ class MilvusVectorStore:
         await self._run(self._store.upsert, collection, ids, vectors, metadata)
 
     async def get(self, collection: CollectionRecord, ids: Sequence[str],
-                  with_vectors: bool = False) -> list[StoredImage]:
-        return await self._run(self._store.get, collection, ids, with_vectors)
+                  with_vectors: bool = False, strong: bool = False) -> list[StoredImage]:
+        return await self._run(self._store.get, collection, ids, with_vectors, strong)
 
     async def list_images(self, collection: CollectionRecord, limit: int, after: str,
                           with_vectors: bool = False,
