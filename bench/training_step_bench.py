@@ -5,10 +5,11 @@
 Times the parts of a training step of the `small` recipe (batch 128, 64 px, a random model)
 with each shortcut off and on, in interleaved rounds (best round kept), and prints each
 ratio to its baseline: the ResNet's forward and backward in fp32 NCHW, channels-last, and
-channels-last under bf16 autocast; the text tower on the full context with the flash attention
-kernel against cut ids with the math kernel; AdamW's foreach and fused updates; and the whole
-step (embedder_service.export.small_model._step, backward, update) with the 16 fresh scenes
-drawn on the training thread against drawn by scene_stream's process. Run it on idle cores.
+channels-last under bf16 autocast, then on 64, 48 and 32 px inputs; the text tower on the
+full context with the flash attention kernel against cut ids with the math kernel; AdamW's
+foreach and fused updates; and the whole step (embedder_service.export.small_model._step,
+backward, update) with the 16 fresh scenes drawn on the training thread against drawn by
+scene_stream's process. Run it on idle cores.
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ def image_tower(layout: torch.memory_format, bf16: bool) -> Callable[[], None]:
     def run() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(pixels)
+        out.float().sum().backward()
+    return run
+
+
+def image_tower_at(size: int, bf16: bool) -> Callable[[], None]:
+    """The recipe's tower (channels-last, bf16 as the CPU allows) on inputs of another size:
+    what a step at half size (--low-res-first) or a 48 px model (--image-size) costs."""
+    model = small_model.build_model().to(memory_format=torch.channels_last)
+    pixels = torch.randn(128, 3, size, size).contiguous(memory_format=torch.channels_last)
+
+    def run() -> None:
+        with fast_math(bf16):
+            out = small_model.encode_image(model, pixels)
         out.float().sum().backward()
     return run
 
@@ -115,6 +129,10 @@ def main() -> None:
             "fp32, NCHW": image_tower(torch.contiguous_format, False),
             "fp32, channels-last": image_tower(torch.channels_last, False),
             f"channels-last, bf16 {bf16}": image_tower(torch.channels_last, bf16)},
+        f"image tower fwd+bwd by input size, channels-last, bf16 {bf16}": {
+            "64 px (the recipe)": image_tower_at(64, bf16),
+            "48 px": image_tower_at(48, bf16),
+            "32 px": image_tower_at(32, bf16)},
         "text tower fwd+bwd": {
             "full context, flash kernel": text_tower(tokenizer, False, False),
             f"cut ids, math kernel, bf16 {bf16}": text_tower(tokenizer, True, bf16)},

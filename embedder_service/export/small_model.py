@@ -2,7 +2,8 @@
 
     python -m embedder_service.export.small_model [--variant small|small-vit|wide] [--out DIR]
         [--steps N] [--varied FRACTION] [--plain-first FRACTION] [--[no-]caption-targets]
-        [--[no-]dihedral] [--refresh N] [--aux-weight W] [--lr RATE] [--[no-]bf16]
+        [--[no-]dihedral] [--refresh N] [--aux-weight W] [--lr RATE] [--batch N]
+        [--low-res-first FRACTION] [--image-size PX] [--[no-]bf16]
 
 A real open_clip CLIP architecture (a small ResNet or ViT image tower, causal text
 transformer, the real CLIP BPE tokenizer and vocabulary) made small enough to train on two CPU
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import random
 import sys
@@ -44,6 +46,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
 from open_clip.tokenizer import default_bpe
 from PIL import Image
 from tokenizers import Tokenizer
@@ -139,6 +142,29 @@ def encode_text(model: Any, ids: torch.Tensor) -> torch.Tensor:
     return F.normalize(x @ model.text_projection, dim=-1)
 
 
+def encode_image(model: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """open_clip's CLIP.encode_image (normalised), also at a smaller input than a ResNet
+    tower's (--low-res-first, progressive resizing: half-size steps cost ~0.45x; measured, the
+    model they make is worse for the time saved - bench/RESULTS.md, "half the training's
+    work"). The attention pool's positional embedding is learnt on the full-size grid; on a
+    smaller one it is resized (bilinear, as open_clip resizes a ViT's), and the gradient
+    reaches the full-size one through the resize."""
+    visual = model.visual
+    if not isinstance(visual, ModifiedResNet):
+        return F.normalize(visual(pixels), dim=-1)
+    grid = pixels.shape[-1] // 32  # the ResNet's features: a stride-32 grid
+    native = visual.attnpool.positional_embedding
+    if native.shape[0] == grid * grid + 1:
+        return F.normalize(visual(pixels), dim=-1)
+    side = math.isqrt(native.shape[0] - 1)
+    spatial = native[1:].T.reshape(1, -1, side, side)
+    spatial = F.interpolate(spatial, size=(grid, grid), mode="bilinear", antialias=True)
+    resized = torch.cat([native[:1], spatial.reshape(-1, grid * grid).T])
+    pooled = torch.func.functional_call(
+        visual, {"attnpool.positional_embedding": resized}, (pixels,), strict=False)
+    return F.normalize(pooled, dim=-1)
+
+
 def soft_targets(scenes: list[synthetic.Scene]) -> torch.Tensor:
     """Pairs whose scenes share colour, shape and count count as positives (not negatives)."""
     keys = [(s.colour, s.shape, s.count) for s in scenes]
@@ -159,6 +185,8 @@ class Schedule:
     aux_weight: float = 0.0  # weight of attribute_heads' shape/count loss on the image tower
     bf16: bool = False  # bfloat16 autocast in the forward pass (fast_math)
     lr: float = 1.5e-3  # AdamW's peak rate (warm-up over the first 5% of steps, then cosine)
+    low_res_steps: int = 0  # the first steps see the images at half size (encode_image)
+    batch: int = 128  # image-caption pairs a step
 
 
 def train(model: torch.nn.Module, data: Data, tokenizer: TextTokenizer, plan: Schedule,
@@ -214,16 +242,17 @@ def _embed_dim(model: Any) -> int:
 
 
 def _step(model: Any, heads: AttributeHeads, data: Data, tokens: CachedTokens,
-          plan: Schedule, step: int, batch: int = 128) -> torch.Tensor:
+          plan: Schedule, step: int) -> torch.Tensor:
     pool = data.plain if step < plan.plain_steps else range(len(data.scenes))
-    index = data.rng.sample(pool, batch)
+    index = data.rng.sample(pool, plan.batch)
     pixels, scenes = data.pixels[index], [data.scenes[i] for i in index]
     if plan.dihedral:
         pixels, scenes = scene_batches.dihedral(pixels, scenes, data.rng)
     texts = [synthetic.caption(scene, data.rng) for scene in scenes]
+    if step < plan.low_res_steps:
+        pixels = F.avg_pool2d(pixels, 2)
     with fast_math(plan.bf16):
-        image_features = model.encode_image(
-            pixels.contiguous(memory_format=torch.channels_last), normalize=True)
+        image_features = encode_image(model, pixels.contiguous(memory_format=torch.channels_last))
         text_features = encode_text(model, tokens(texts))
     image_features, text_features = image_features.float(), text_features.float()
     logit_scale = model.logit_scale.exp()
@@ -263,12 +292,15 @@ def _top1(model: Any, tokenizer: TextTokenizer, preprocess: ImagePreprocessor,
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     variant = VARIANTS[args.variant]
+    if args.image_size is not None:
+        variant = dataclasses.replace(variant, image_size=args.image_size)
     plan = _plan(variant, args)
     varied = plan.varied > 0
-    # Another mix of training data gives another vector space, so another name; such a model
-    # is an experiment, not the bundled one: its default folder is gitignored.
-    experiment = plan.varied != variant.varied
-    model_name = variant.model_name + ("-varied" if experiment else "")
+    # Another mix of training data or input size gives another vector space, so another name;
+    # such a model is an experiment, not the bundled one: its default folder is gitignored.
+    experiment = plan.varied != variant.varied or args.image_size is not None
+    model_name = variant.model_name + ("-varied" if plan.varied != variant.varied else "") + (
+        f"-{args.image_size}px" if args.image_size is not None else "")
     out: Path = args.out or (MODELS if experiment else BUNDLES) / model_name
     seed = variant.seed if args.seed is None else args.seed
     torch.manual_seed(seed)
@@ -277,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     preprocess = ImagePreprocessor(image_cfg, ImageLimits())
     model = build_model(variant)
+    if plan.low_res_steps and not (isinstance(model.visual, ModifiedResNet)
+                                   and variant.image_size >= 64):
+        print("--low-res-first needs a ResNet image tower on 64 px or more; "
+              f"{args.variant} at {variant.image_size} px is not", file=sys.stderr)
+        return 2
     if args.checkpoint is not None:
         model.load_state_dict(torch.load(args.checkpoint))
     else:
@@ -316,9 +353,11 @@ def _plan(variant: ModelVariant, args: argparse.Namespace) -> Schedule:
 
     steps = args.steps or variant.steps
     bf16 = bf16_supported() if args.bf16 is None else args.bf16
-    return Schedule(steps, pick("varied"), int(pick("plain_first") * steps),
-                    pick("caption_targets"), pick("dihedral"), pick("refresh"),
-                    pick("aux_weight"), bf16, pick("lr"))
+    return Schedule(steps, varied=pick("varied"), plain_steps=int(pick("plain_first") * steps),
+                    by_caption=pick("caption_targets"), dihedral=pick("dihedral"),
+                    refresh=pick("refresh"), aux_weight=pick("aux_weight"), bf16=bf16,
+                    lr=pick("lr"), low_res_steps=int(pick("low_res_first") * steps),
+                    batch=args.batch or Schedule.batch)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -332,6 +371,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target", type=float, default=0.98,
                         help="stop early once held-out accuracy reaches this")
     parser.add_argument("--scenes", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="another input size than the variant's (another model: "
+                        "written to models/ by default)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="skip training: export these weights (a .pt the trainer saved)")
@@ -352,6 +394,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="weight of a shape/count classification loss on the image tower "
                         "(training only; the heads are not exported)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--batch", type=int, default=None, help="image-caption pairs a step")
+    parser.add_argument("--low-res-first", type=float, default=None,
+                        help="this fraction of the steps sees the images at half size "
+                        "(ResNet image towers only)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                         help="bfloat16 autocast in training (default: where the CPU has "
                         "bf16 instructions; the exported bundle is fp32 and int8 either way)")

@@ -30,6 +30,7 @@ class ModelVariant:
     refresh: int = 0
     aux_weight: float = 0.0
     lr: float = 1.5e-3
+    low_res_first: float = 0.0
 
     def model_cfg(self) -> dict[str, Any]:
         return {"embed_dim": self.embed_dim,

@@ -24,5 +24,13 @@ def test_flags_switch_single_parts_off():
     assert not _plan("--no-bf16").bf16
 
 
+def test_each_flag_lands_in_its_own_field():
+    plan = _plan("--steps", "100", "--lr", "0.002", "--batch", "64", "--low-res-first", "0.5",
+                 "--plain-first", "0.2", "--refresh", "4", "--no-bf16")
+    assert plan == small_model.Schedule(steps=100, varied=0.6, plain_steps=20, by_caption=True,
+                                        dihedral=True, refresh=4, lr=0.002, low_res_steps=50,
+                                        batch=64)
+
+
 def test_the_previous_bundled_recipe_stays_available():
     assert _plan("--variant", "small-vit", "--no-bf16") == small_model.Schedule(steps=4000)

@@ -49,6 +49,37 @@ def test_trimmed_text_features_equal_open_clips_on_the_full_context(tokenizer):
     torch.testing.assert_close(trimmed, full, atol=1e-6, rtol=0)
 
 
+def test_image_features_at_full_size_are_open_clips():
+    torch.manual_seed(0)
+    model = small_model.build_model().eval()
+    pixels = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        ours = small_model.encode_image(model, pixels)
+        theirs = model.encode_image(pixels, normalize=True)
+    assert torch.equal(ours, theirs)
+
+
+def test_half_size_images_train_the_full_size_positional_embedding():
+    torch.manual_seed(0)
+    model = small_model.build_model().train()
+    pool = model.visual.attnpool
+    native = pool.positional_embedding.detach().clone()
+    features = small_model.encode_image(model, torch.randn(6, 3, 32, 32))
+    assert features.shape == (6, 64)
+    torch.testing.assert_close(features.norm(dim=-1), torch.ones(6))
+    features[:, 0].sum().backward()
+    grad = pool.positional_embedding.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad[1:].abs().sum() > 0
+    assert torch.equal(pool.positional_embedding.detach(), native)  # put back, not replaced
+    assert small_model.encode_image(model.eval(), torch.randn(2, 3, 64, 64)).shape == (2, 64)
+
+
+@pytest.mark.parametrize("argv", [["--variant", "wide"], ["--image-size", "48"]])
+def test_half_size_first_is_refused_where_the_tower_cannot_take_it(argv, capsys):
+    code = small_model.main([*argv, "--low-res-first", "0.5", "--steps", "10"])
+    assert code == 2 and "ResNet image tower on 64 px or more" in capsys.readouterr().err
+
+
 def test_cached_tokens_give_the_same_ids_when_texts_repeat(tokenizer):
     tokens = small_model.CachedTokens(tokenizer)
     texts = _captions(2, 30)
