@@ -14,6 +14,11 @@ A reset leaves a row of its own (a new random token each time) in the space of e
 the collection has (both during a migration) before deleting the maps: a fit running on any
 replica compares the token it began under before and after it keeps its map, so a reset made
 through any replica stops every fit begun before it (search_service.adaptation).
+
+Reads that decide a write (the reset token, the header before it is replaced, switched or
+deleted) are strong: they see what other replicas wrote, which the store's own consistency
+(Session on Milvus) does not promise. Reads that only answer (GetAdaptation, the searches'
+cached map) stay at the store's consistency.
 """
 
 from __future__ import annotations
@@ -70,9 +75,9 @@ async def header(store: VectorStore, record: CollectionRecord) -> Adaptation:
     return info
 
 
-async def _read_header(store: VectorStore, record: CollectionRecord
+async def _read_header(store: VectorStore, record: CollectionRecord, strong: bool = False
                        ) -> tuple[Adaptation, dict[str, Any] | None]:
-    found = await store.get(of(record), [HEADER])
+    found = await store.get(of(record), [HEADER], strong=strong)
     if not found:
         return Adaptation(), None
     meta = found[0].metadata
@@ -125,7 +130,7 @@ async def publish(store: VectorStore, record: CollectionRecord, fit: str,
                   fitted: adaptation_fit.Fitted, judgements: int, enabled: bool) -> Adaptation:
     """Switches the header to the rows of `fit` as the next version, then deletes the rows
     of the map it replaces."""
-    old, meta = await _read_header(store, record)
+    old, meta = await _read_header(store, record, strong=True)
     info = Adaptation(version=old.version + 1, enabled=enabled, queries=fitted.queries,
                       judgements=judgements, fitted_ms=int(time.time() * 1000),
                       held_out=fitted.held_out, held_out_before=fitted.held_out_before,
@@ -145,7 +150,7 @@ async def drop_rows(store: VectorStore, record: CollectionRecord, fit: str) -> N
 async def set_enabled(store: VectorStore, record: CollectionRecord, enabled: bool
                       ) -> Adaptation | None:
     """Switches the kept map on or off; None when no map is kept."""
-    found = await store.get(of(record), [HEADER])
+    found = await store.get(of(record), [HEADER], strong=True)
     if not found:
         return None
     meta = {**found[0].metadata, ENABLED_KEY: enabled}
@@ -170,7 +175,7 @@ async def reset(store: VectorStore, record: CollectionRecord) -> None:
     for space in _models(record):
         await store.upsert(of(space), [RESET], _header_vector(space)[None, :],
                            [{TOKEN_KEY: secrets.token_hex(8)}])
-        found = await store.get(of(space), [HEADER])
+        found = await store.get(of(space), [HEADER], strong=True)
         if found:
             await store.delete(of(space), [HEADER])
             await drop_rows(store, space, str(found[0].metadata[FIT_KEY]))
@@ -187,7 +192,7 @@ def _models(record: CollectionRecord) -> list[CollectionRecord]:
 
 async def withdraw(store: VectorStore, record: CollectionRecord, fit: str) -> None:
     """Deletes the map kept by the fit `fit` - the header only if it still names that fit."""
-    found = await store.get(of(record), [HEADER])
+    found = await store.get(of(record), [HEADER], strong=True)
     if found and found[0].metadata.get(FIT_KEY) == fit:
         await store.delete(of(record), [HEADER])
     await store.delete(of(record), _rows(record, fit))

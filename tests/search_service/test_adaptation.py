@@ -24,6 +24,7 @@ from search_service.domain import (
     NewImage,
     Part,
     Query,
+    StoredImage,
 )
 from search_service.migration import Migrations
 from tests.search_service.fakes import (
@@ -240,17 +241,18 @@ def other_replica(store: FakeStore, clock: Clock) -> SearchApp:
                                        clock=clock))
 
 
-def lagging_reset_reads(store: FakeStore, monkeypatch, times: int) -> None:
-    """Session reads behind another replica's write, as a Milvus server's may be: the next
-    `times` reads of the reset token that are not strong see none (as before any reset)."""
+def lagging_reads(store: FakeStore, monkeypatch, row: str, stale: list[StoredImage],
+                  times: int) -> None:
+    """Session reads behind another replica's writes, as a Milvus server's may be: the next
+    `times` reads of `row` that are not strong see `stale` (the row as it was)."""
     real = store.get
 
     async def get(collection, ids, with_vectors=False, strong=False):
         nonlocal times
-        if strong or adaptation_space.RESET not in ids or times == 0:
+        if strong or row not in ids or times == 0:
             return await real(collection, ids, with_vectors, strong)
         times -= 1
-        return []
+        return stale
 
     monkeypatch.setattr(store, "get", get)
 
@@ -279,7 +281,7 @@ async def test_a_reset_through_another_replica_is_seen_by_a_fit_whose_reads_lag(
     replica = other_replica(store, clock)
     await with_images(app)
     await enough_feedback(app)
-    lagging_reset_reads(store, monkeypatch, times=1000)  # never sees the reset by Session
+    lagging_reads(store, monkeypatch, adaptation_space.RESET, [], times=1000)
     await app.fit_adaptation("c", True)
     await replica.reset_adaptation("c")
     held_fit()
@@ -294,10 +296,62 @@ async def test_a_fit_begun_after_another_replicas_reset_keeps_its_map_though_rea
     await with_images(app)
     await enough_feedback(app)
     await other_replica(store, clock).reset_adaptation("c")
-    lagging_reset_reads(store, monkeypatch, times=1)  # the lag ends while the fit runs
+    lagging_reads(store, monkeypatch, adaptation_space.RESET, [], times=1)  # ends in the fit
     await app.fit_adaptation("c", True)
     ended = await settled(app)
     assert (ended.state, ended.version, ended.fit_error) == (FitState.DONE, 1, "")
+
+
+async def test_switching_through_a_replica_whose_reads_lag_keeps_the_newest_map(
+        parts, monkeypatch):
+    app, store, clock = parts
+    await with_images(app)
+    await enough_feedback(app)
+    await app.fit_adaptation("c", True)
+    assert (await settled(app)).version == 1
+    space = adaptation_space.of(await store.get_collection("c"))
+    first = await store.get(space, [adaptation_space.HEADER], strong=True)
+    await app.fit_adaptation("c", True)  # version 2 replaces version 1's rows
+    assert (await settled(app)).version == 2
+    lagging_reads(store, monkeypatch, adaptation_space.HEADER, first, times=1000)
+    await other_replica(store, clock).set_adaptation_enabled("c", False)
+    monkeypatch.undo()  # what every replica reads once the lag is over
+    info, matrix = await adaptation_space.load(store, await store.get_collection("c"))
+    assert (info.version, info.enabled, matrix is not None) == (2, False, True)
+
+
+async def test_a_fit_through_a_replica_whose_reads_lag_is_the_next_version(parts, monkeypatch):
+    app, store, clock = parts
+    await with_images(app)
+    await enough_feedback(app)
+    await app.fit_adaptation("c", True)
+    assert (await settled(app)).version == 1
+    replica = other_replica(store, clock)
+    lagging_reads(store, monkeypatch, adaptation_space.HEADER, [], times=1000)
+    await replica.fit_adaptation("c", True)
+    assert (await settled(replica)).state is FitState.DONE
+    monkeypatch.undo()
+    record = await store.get_collection("c")
+    info, matrix = await adaptation_space.load(store, record)
+    assert (info.version, matrix is not None) == (2, True)
+    kept = store.spaces[record.key][adaptation_space.of(record).model.fingerprint]
+    assert len(kept) == record.model.dimension + 1  # the first fit's rows were dropped
+
+
+async def test_a_reset_through_a_replica_whose_reads_lag_drops_the_newest_map(
+        parts, monkeypatch):
+    app, store, clock = parts
+    await with_images(app)
+    await enough_feedback(app)
+    await app.fit_adaptation("c", True)
+    assert (await settled(app)).version == 1
+    lagging_reads(store, monkeypatch, adaptation_space.HEADER, [], times=1000)
+    await other_replica(store, clock).reset_adaptation("c")
+    monkeypatch.undo()
+    record = await store.get_collection("c")
+    assert await adaptation_space.load(store, record) == (Adaptation(), None)
+    assert not [r for r in store.spaces[record.key].get(
+        adaptation_space.of(record).model.fingerprint, {}) if r != adaptation_space.RESET]
 
 
 async def test_a_reset_landing_between_the_fits_check_and_its_switch_withdraws_the_map(
