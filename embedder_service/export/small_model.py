@@ -144,22 +144,24 @@ def encode_text(model: Any, ids: torch.Tensor) -> torch.Tensor:
 
 def encode_image(model: Any, pixels: torch.Tensor) -> torch.Tensor:
     """open_clip's CLIP.encode_image (normalised), also at a smaller input than a ResNet
-    tower's (--low-res-first, progressive resizing: half-size steps cost ~0.45x; measured, the
-    model they make is worse for the time saved - bench/RESULTS.md, "half the training's
-    work"). The attention pool's positional embedding is learnt on the full-size grid; on a
-    smaller one it is resized (bilinear, as open_clip resizes a ViT's), and the gradient
-    reaches the full-size one through the resize."""
+    tower's (--low-res-first, progressive resizing: the tower's half-size steps cost ~0.45x,
+    a whole step ~0.55x; measured, the model they make is worse for the time saved - bench/
+    RESULTS.md, "half the training's work"). The attention pool's positional embedding is
+    learnt on the full-size grid; on a smaller one it is resized (bilinear, as open_clip
+    resizes a ViT's), and the gradient reaches the full-size one through the resize."""
     visual = model.visual
     if not isinstance(visual, ModifiedResNet):
         return F.normalize(visual(pixels), dim=-1)
-    grid = pixels.shape[-1] // 32  # the ResNet's features: a stride-32 grid
+    rows, cols = (size // 32 for size in pixels.shape[-2:])  # features on a stride-32 grid
     native = visual.attnpool.positional_embedding
-    if native.shape[0] == grid * grid + 1:
-        return F.normalize(visual(pixels), dim=-1)
     side = math.isqrt(native.shape[0] - 1)
+    if (rows, cols) == (side, side):
+        return F.normalize(visual(pixels), dim=-1)
+    if not rows or not cols:
+        raise ValueError(f"images of {tuple(pixels.shape[-2:])} px: the ResNet needs 32 or more")
     spatial = native[1:].T.reshape(1, -1, side, side)
-    spatial = F.interpolate(spatial, size=(grid, grid), mode="bilinear", antialias=True)
-    resized = torch.cat([native[:1], spatial.reshape(-1, grid * grid).T])
+    spatial = F.interpolate(spatial, size=(rows, cols), mode="bilinear", antialias=True)
+    resized = torch.cat([native[:1], spatial.reshape(-1, rows * cols).T])
     pooled = torch.func.functional_call(
         visual, {"attnpool.positional_embedding": resized}, (pixels,), strict=False)
     return F.normalize(pooled, dim=-1)
@@ -296,12 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         variant = dataclasses.replace(variant, image_size=args.image_size)
     plan = _plan(variant, args)
     varied = plan.varied > 0
-    # Another mix of training data or input size gives another vector space, so another name;
-    # such a model is an experiment, not the bundled one: its default folder is gitignored.
-    experiment = plan.varied != variant.varied or args.image_size is not None
-    model_name = variant.model_name + ("-varied" if plan.varied != variant.varied else "") + (
-        f"-{args.image_size}px" if args.image_size is not None else "")
-    out: Path = args.out or (MODELS if experiment else BUNDLES) / model_name
+    model_name, out = _destination(args, variant, plan)
     seed = variant.seed if args.seed is None else args.seed
     torch.manual_seed(seed)
     raw_tokenizer, text_cfg, tokenizer = clip_tokenizers()
@@ -345,6 +342,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _destination(args: argparse.Namespace, variant: ModelVariant, plan: Schedule
+                 ) -> tuple[str, Path]:
+    """The model's name and folder. Another mix of training data or input size gives another
+    vector space, so another name; any run off the variant's recipe is an experiment, not the
+    bundled model: its default folder (models/) is gitignored."""
+    base = VARIANTS[args.variant]
+    recipe = _plan(base, _parse_args(["--variant", args.variant]))
+    other_size = variant.image_size != base.image_size
+    experiment = (dataclasses.replace(plan, bf16=recipe.bf16) != recipe or other_size
+                  or args.scenes not in (None, base.scenes) or args.seed not in (None, base.seed))
+    name = base.model_name + ("-varied" if plan.varied != base.varied else "") + (
+        f"-{variant.image_size}px" if other_size else "")
+    return name, args.out or (MODELS if experiment else BUNDLES) / name
+
+
 def _plan(variant: ModelVariant, args: argparse.Namespace) -> Schedule:
     """The variant's training defaults, with the flags given on the command line."""
     def pick(name: str) -> Any:
@@ -365,15 +377,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="small",
                         help="architecture; each has its own bundle folder, steps and seed")
     parser.add_argument("--out", type=Path, default=None,
-                        help="bundle folder (default: embedder_service/bundles/<model name>, "
-                        "with another --varied models/<model name>-varied)")
+                        help="bundle folder (default: embedder_service/bundles/<model name> "
+                        "for the variant's own recipe, models/<model name> for any other run)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--target", type=float, default=0.98,
                         help="stop early once held-out accuracy reaches this")
     parser.add_argument("--scenes", type=int, default=None)
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="another input size than the variant's (another model: "
-                        "written to models/ by default)")
+    parser.add_argument("--image-size", type=_at_least(32), default=None,
+                        help="another input size than the variant's (another model, named "
+                        "<model name>-<size>px)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="skip training: export these weights (a .pt the trainer saved)")
@@ -394,8 +406,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="weight of a shape/count classification loss on the image tower "
                         "(training only; the heads are not exported)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    parser.add_argument("--batch", type=int, default=None, help="image-caption pairs a step")
-    parser.add_argument("--low-res-first", type=float, default=None,
+    parser.add_argument("--batch", type=_at_least(2), default=None,
+                        help="image-caption pairs a step")
+    parser.add_argument("--low-res-first", type=_fraction, default=None,
                         help="this fraction of the steps sees the images at half size "
                         "(ResNet image towers only)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
@@ -404,6 +417,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-accuracy", type=float, default=None,
                         help="refuse to export below this held-out accuracy")
     return parser.parse_args(argv)
+
+
+def _at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is under {low}")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1)")
+    return value
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from embedder_service.export import small_model
 
 
@@ -34,3 +38,35 @@ def test_each_flag_lands_in_its_own_field():
 
 def test_the_previous_bundled_recipe_stays_available():
     assert _plan("--variant", "small-vit", "--no-bf16") == small_model.Schedule(steps=4000)
+
+
+def _destination(*argv: str) -> tuple[str, str]:
+    args = small_model._parse_args(list(argv))
+    variant = small_model.VARIANTS[args.variant]
+    if args.image_size is not None:
+        variant = dataclasses.replace(variant, image_size=args.image_size)
+    name, out = small_model._destination(args, variant, small_model._plan(variant, args))
+    return name, f"{out.parent.name}/{out.name}"
+
+
+def test_only_the_variants_own_recipe_is_written_over_the_bundle():
+    bundled = ("synthetic-clip-small", "bundles/synthetic-clip-small")
+    assert _destination() == bundled
+    assert _destination("--no-bf16", "--seed", "1", "--image-size", "64") == bundled
+    assert _destination("--variant", "wide") == ("synthetic-clip-wide",
+                                                 "bundles/synthetic-clip-wide")
+    for flags in (["--batch", "64"], ["--low-res-first", "0.5"], ["--steps", "10"],
+                  ["--lr", "0.003"], ["--seed", "0"], ["--scenes", "100"], ["--no-dihedral"]):
+        assert _destination(*flags) == ("synthetic-clip-small", "models/synthetic-clip-small")
+    assert _destination("--image-size", "48") == ("synthetic-clip-small-48px",
+                                                  "models/synthetic-clip-small-48px")
+    assert _destination("--varied", "0.2")[1] == "models/synthetic-clip-small-varied"
+    assert _destination("--batch", "64", "--out", "/tmp/x")[1] == "tmp/x"
+
+
+@pytest.mark.parametrize("flags", [["--batch", "1"], ["--low-res-first", "1"],
+                                   ["--low-res-first", "-0.1"], ["--image-size", "16"]])
+def test_values_the_trainer_cannot_use_are_refused_before_any_work(flags, capsys):
+    with pytest.raises(SystemExit):
+        small_model._parse_args(flags)
+    assert f"error: argument {flags[0]}: " in capsys.readouterr().err

@@ -74,6 +74,16 @@ def test_half_size_images_train_the_full_size_positional_embedding():
     assert small_model.encode_image(model.eval(), torch.randn(2, 3, 64, 64)).shape == (2, 64)
 
 
+def test_image_features_on_other_grids_non_square_included():
+    torch.manual_seed(0)
+    model = small_model.build_model().eval()
+    with torch.no_grad():
+        wide = small_model.encode_image(model, torch.randn(2, 3, 64, 96))
+    assert wide.shape == (2, 64) and torch.isfinite(wide).all()
+    with pytest.raises(ValueError, match="32 or more"):
+        small_model.encode_image(model, torch.randn(1, 3, 16, 16))
+
+
 @pytest.mark.parametrize("argv", [["--variant", "wide"], ["--image-size", "48"]])
 def test_half_size_first_is_refused_where_the_tower_cannot_take_it(argv, capsys):
     code = small_model.main([*argv, "--low-res-first", "0.5", "--steps", "10"])
