@@ -302,13 +302,18 @@ async def test_a_fit_begun_after_another_replicas_reset_keeps_its_map_though_rea
     assert (ended.state, ended.version, ended.fit_error) == (FitState.DONE, 1, "")
 
 
-async def test_switching_through_a_replica_whose_reads_lag_keeps_the_newest_map(
-        parts, monkeypatch):
-    app, store, clock = parts
+async def fitted_once(app: SearchApp) -> None:
+    """A collection with images and enough feedback, its first map kept (version 1)."""
     await with_images(app)
     await enough_feedback(app)
     await app.fit_adaptation("c", True)
     assert (await settled(app)).version == 1
+
+
+async def test_switching_through_a_replica_whose_reads_lag_keeps_the_newest_map(
+        parts, monkeypatch):
+    app, store, clock = parts
+    await fitted_once(app)
     space = adaptation_space.of(await store.get_collection("c"))
     first = await store.get(space, [adaptation_space.HEADER], strong=True)
     await app.fit_adaptation("c", True)  # version 2 replaces version 1's rows
@@ -322,10 +327,7 @@ async def test_switching_through_a_replica_whose_reads_lag_keeps_the_newest_map(
 
 async def test_a_fit_through_a_replica_whose_reads_lag_is_the_next_version(parts, monkeypatch):
     app, store, clock = parts
-    await with_images(app)
-    await enough_feedback(app)
-    await app.fit_adaptation("c", True)
-    assert (await settled(app)).version == 1
+    await fitted_once(app)
     replica = other_replica(store, clock)
     lagging_reads(store, monkeypatch, adaptation_space.HEADER, [], times=1000)
     await replica.fit_adaptation("c", True)
@@ -341,10 +343,7 @@ async def test_a_fit_through_a_replica_whose_reads_lag_is_the_next_version(parts
 async def test_a_reset_through_a_replica_whose_reads_lag_drops_the_newest_map(
         parts, monkeypatch):
     app, store, clock = parts
-    await with_images(app)
-    await enough_feedback(app)
-    await app.fit_adaptation("c", True)
-    assert (await settled(app)).version == 1
+    await fitted_once(app)
     lagging_reads(store, monkeypatch, adaptation_space.HEADER, [], times=1000)
     await other_replica(store, clock).reset_adaptation("c")
     monkeypatch.undo()
